@@ -1,0 +1,86 @@
+"""GLDv2 / Kaggle CSV readers and the id -> path mapping, shared by real and toy data."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
+USAGES = ("Public", "Private", "Ignored")
+
+
+class DataError(ValueError):
+    """A user-facing data problem: a missing file, a malformed CSV."""
+
+
+def image_path(root: str | Path, split: str, image_id: str) -> Path:
+    """``<root>/<split>/a/b/c/<id>.jpg``, GLDv2's layout."""
+    return Path(root) / split / image_id[0] / image_id[1] / image_id[2] / f"{image_id}.jpg"
+
+
+def is_valid_id(image_id: str) -> bool:
+    return bool(ID_PATTERN.match(image_id))
+
+
+def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
+    if not Path(path).is_file():
+        raise DataError(f"{path} does not exist; run `make data` (python -m solution data) first")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} is not a readable CSV ({exc}); re-download or regenerate it") from None
+    if list(frame.columns[: len(columns)]) != columns:
+        raise DataError(f"{path}: expected columns {','.join(columns)}, found {','.join(map(str, frame.columns))}")
+    bad = frame.index[~frame["id"].str.match(ID_PATTERN)] if "id" in columns else []
+    if len(bad):
+        row = int(bad[0])
+        raise DataError(f"{path}: row {row + 2} has a malformed id '{frame['id'].iloc[row]}' (want 16 hex digits)")
+    return frame
+
+
+def read_ids(path: str | Path) -> list[str]:
+    """``index.csv`` / ``test.csv``: one ``id`` column."""
+    return _read_csv(Path(path), ["id"])["id"].tolist()
+
+
+def read_train(path: str | Path) -> pd.DataFrame:
+    """``train.csv``: ``id,landmark_id`` (extra columns such as ``url`` are kept)."""
+    frame = _read_csv(Path(path), ["id"])
+    if "landmark_id" not in frame.columns:
+        raise DataError(f"{path}: expected a landmark_id column, found {','.join(frame.columns)}")
+    if not frame["landmark_id"].str.fullmatch(r"\d+").all():
+        row = int((~frame["landmark_id"].str.fullmatch(r"\d+")).to_numpy().argmax())
+        raise DataError(f"{path}: row {row + 2} has a non-integer landmark_id '{frame['landmark_id'].iloc[row]}'")
+    frame["landmark_id"] = frame["landmark_id"].astype(int)
+    return frame
+
+
+def read_train_clean(path: str | Path) -> pd.DataFrame:
+    """``train_clean.csv`` (``landmark_id,images``) exploded to ``id,landmark_id``."""
+    frame = _read_csv(Path(path), ["landmark_id", "images"])
+    frame["id"] = frame["images"].str.split()
+    frame = frame.explode("id")[["id", "landmark_id"]].reset_index(drop=True)
+    frame["landmark_id"] = frame["landmark_id"].astype(int)
+    return frame
+
+
+def read_solution(path: str | Path) -> dict[str, tuple[list[str], str]]:
+    """``retrieval_solution_v2.1.csv`` -> {test id: (relevant index ids, Usage)}."""
+    frame = _read_csv(Path(path), ["id", "images", "Usage"])
+    unknown = set(frame["Usage"]) - set(USAGES)
+    if unknown:
+        raise DataError(f"{path}: unknown Usage values {sorted(unknown)}; expected {USAGES}")
+    return {
+        row.id: ([] if row.images in ("", "None") else row.images.split(), row.Usage)
+        for row in frame.itertuples(index=False)
+    }
+
+
+def check_images_exist(root: str | Path, split: str, ids: list[str], csv_name: str | Path) -> None:
+    """Fail on the first id listed in ``csv_name`` whose image file is missing."""
+    for image_id in ids:
+        path = image_path(root, split, image_id)
+        if not path.is_file():
+            raise DataError(f"{path} is listed in {csv_name} but missing; re-run the download or `make data`")
