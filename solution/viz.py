@@ -46,3 +46,30 @@ def data_contact_sheet(data_dir: str | Path, out: str | Path, landmarks: int = 6
         paths = [image_path(data_dir, "train", i) for i in group["id"].head(views)]
         rows.append((f"landmark {landmark_id}", paths))
     return _save_png(thumbnail_grid(rows), Path(out))
+
+
+def training_curves(metrics_csv: str | Path, out: str | Path) -> Path | None:
+    """Loss and mining statistics per epoch, redrawn after every epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    frame = pd.read_csv(metrics_csv)
+    if frame.empty:
+        return None
+    columns = [c for c in ("loss", "d_pos", "d_neg", "easy_frac") if c in frame]
+    fig, axes = plt.subplots(1, len(columns), figsize=(4 * len(columns), 3), squeeze=False)
+    for ax, column in zip(axes[0], columns):
+        ax.plot(frame["epoch"], frame[column], marker="o")
+        ax.set_title(column)
+        ax.set_xlabel("epoch")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out

@@ -25,7 +25,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGB", image.size, (255, 255, 255))
         background.paste(image.convert("RGBA"), mask=image.convert("RGBA").split()[-1])
         return background
-    if image.mode == "I;16" or image.mode == "I":
+    if image.mode in {"I;16", "I"}:
         image = image.point(lambda v: v / 256).convert("L")
     return image.convert("RGB") if image.mode != "RGB" else image
 

@@ -115,7 +115,8 @@ def _roof(draw, rng, box, kind, color, depth):
     elif kind == "stepped":
         for step in range(1, 3):
             inset = w * 0.15 * step
-            draw.rectangle([x0 + inset, y0 - 9 * step, x1 - inset, y0 - 9 * (step - 1)], fill=_shade(color, 1 - 0.1 * step))
+            draw.rectangle([x0 + inset, y0 - 9 * step, x1 - inset, y0 - 9 * (step - 1)],
+                           fill=_shade(color, 1 - 0.1 * step))
     else:  # flat with cornice and a visible top face
         draw.polygon([(x0, y0), (x1, y0), (x1 + depth, y0 - depth / 2), (x0 + depth, y0 - depth / 2)],
                      fill=_shade(color, 1.1))
@@ -237,7 +238,7 @@ def _background(rng, size) -> Image.Image:
 
 def _occluders(draw, rng, size, horizon):
     w, h = size
-    for _ in range(int(rng.choice([0, 1, 1, 2, 3]))):
+    for _ in range(int(rng.choice([0, 0, 1, 1, 2, 3]))):
         kind = rng.random()
         x = rng.uniform(0, 1) * w
         base = rng.uniform(horizon, h + 0.1 * h)
@@ -263,7 +264,7 @@ def _occluders(draw, rng, size, horizon):
 
 
 def _photometric(image: Image.Image, rng) -> Image.Image:
-    if rng.random() < 0.15:  # dusk / night
+    if rng.random() < 0.1:  # dusk / night
         image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.3, 0.5))
         cast = np.array([0.8, 0.9, 1.25])
     else:
@@ -289,7 +290,7 @@ def render_view(seed: int, landmark: int | None, view_key: tuple, image_size: in
         layer = render_landmark(seed, landmark)
         cw, ch = canvas_size
         height = rng.uniform(0.55, 1.05) * ch
-        jitter = rng.uniform(0.04, 0.2)
+        jitter = rng.uniform(0.03, 0.15)
         corners = np.array([[0, 0], [LAYER, 0], [LAYER, LAYER], [0, LAYER]], float)
         target = corners * height / LAYER
         target = target + rng.uniform(-jitter, jitter, (4, 2)) * height
@@ -303,8 +304,8 @@ def render_view(seed: int, landmark: int | None, view_key: tuple, image_size: in
         scene.paste(warped, (0, 0), warped)
     draw = ImageDraw.Draw(scene)
     _occluders(draw, rng, canvas_size, horizon)
-    # Close-ups and partial crops: keep 45-100% of the area around a random centre.
-    area = rng.uniform(0.45, 1.0) if landmark is not None else rng.uniform(0.6, 1.0)
+    # Close-ups and partial crops: keep 55-100% of the area around a random centre.
+    area = rng.uniform(0.55, 1.0) if landmark is not None else rng.uniform(0.6, 1.0)
     cw, ch = canvas_size
     crop_w, crop_h = cw / margin * np.sqrt(area) * margin ** 0.5, ch / margin * np.sqrt(area) * margin ** 0.5
     crop_w, crop_h = min(crop_w, cw), min(crop_h, ch)
@@ -415,8 +416,9 @@ def generate(root: str | Path, size: str = "default", seed: int = 0, workers: in
     root.mkdir(parents=True, exist_ok=True)
     images = plan(seed, spec)
     batches = [images[i:i + 32] for i in range(0, len(images), 32)]
-    jobs = (delayed(_write_batch)(root, seed, b, spec.image_size) for b in tqdm(batches, desc="toy images", unit="batch"))
-    Parallel(n_jobs=workers, prefer="processes")(jobs)
+    bar = tqdm(batches, desc="toy images", unit="batch")
+    jobs = (delayed(_write_batch)(root, seed, b, spec.image_size) for b in bar)
+    Parallel(n_jobs=max(1, workers), prefer="processes")(jobs)
     # The CSVs come last, so their presence marks a complete set.
     write_csvs(root, seed, images)
     return root

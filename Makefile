@@ -1,0 +1,64 @@
+# Two commands on a fresh machine:  `make train` then `make submit`  (and `make test`).
+# Each creates .venv and installs requirements.txt on first use; it reinstalls only
+# when requirements.txt changes. `VENV=` uses the current interpreter instead (Kaggle).
+PYTHON ?= python3
+VENV ?= .venv
+CONFIG ?= toy
+OVERRIDES ?=
+COMPETITION ?= toy
+SUBMISSION ?=
+
+ifeq ($(strip $(VENV)),)
+PY := $(PYTHON)
+SETUP :=
+else
+PY := $(VENV)/bin/python
+SETUP := $(VENV)/.requirements-stamp
+endif
+
+RUN := $(PY) -m solution
+
+.PHONY: setup data viz-data train submit evaluate validate test lint clean help
+
+help:
+	@echo "make train | submit | test | data | viz-data | evaluate | validate | setup | lint | clean"
+	@echo "  CONFIG=<yaml name or path> OVERRIDES=\"train.epochs=2 ...\" VENV=<dir or empty> PYTHON=<interpreter>"
+
+$(VENV)/.requirements-stamp: requirements.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --upgrade --quiet pip
+	$(VENV)/bin/python -m pip install --quiet -r requirements.txt
+	touch $@
+
+setup: $(SETUP)
+ifeq ($(strip $(VENV)),)
+	$(PY) -m pip install --quiet -r requirements.txt
+endif
+
+data: $(SETUP)
+	$(RUN) data --config $(CONFIG) $(OVERRIDES)
+
+viz-data: $(SETUP)
+	$(RUN) viz-data --config $(CONFIG) $(OVERRIDES)
+
+train: data
+	$(RUN) train --config $(CONFIG) $(OVERRIDES)
+
+submit: $(SETUP)
+	$(RUN) submit --config $(CONFIG) $(OVERRIDES)
+
+evaluate: $(SETUP)
+	$(RUN) evaluate --competition $(COMPETITION) --submission $(SUBMISSION)
+
+validate: $(SETUP)
+	$(RUN) validate --competition $(COMPETITION) $(SUBMISSION)
+
+lint: $(SETUP)
+	$(PY) -m ruff check .
+
+test: $(SETUP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf runs/*/ submissions/*.csv submissions/*.csv.gz

@@ -1,0 +1,181 @@
+"""``python -m solution <stage>``: thin subcommands that parse, load the config and call one function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+from .config import ConfigError, load_config, run_dir
+
+log = logging.getLogger("solution")
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default="toy", help="experiment YAML: a path or a name in solution/configs")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=2")
+
+
+def _config(args: argparse.Namespace) -> dict:
+    return load_config(args.config, args.overrides)
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from .competition import load_competition
+    from .data import toy
+    from .viz import data_contact_sheet
+
+    cfg = _config(args)
+    slug = args.competition or cfg["competition"]
+    comp = load_competition(slug)
+    target = comp.data_dir(cfg["data"]["root"])
+    if comp.source != "toy":
+        raise ConfigError(f"competition '{slug}' is downloaded from {comp.source}, which this version cannot do yet; "
+                          "only the embedded 'toy' competition is generated locally")
+    size = args.size or cfg["data"]["toy_size"]
+    started = time.perf_counter()
+    toy.generate(target, size=size, seed=cfg["data"]["toy_seed"], workers=cfg["run"]["workers"])
+    sheet = data_contact_sheet(target, target / "contact_sheet.png")
+    print(f"data: wrote the {size} toy competition to {target} in {time.perf_counter() - started:.1f}s "
+          f"(contact sheet {sheet})")
+    return 0
+
+
+def cmd_viz_data(args: argparse.Namespace) -> int:
+    from .competition import load_competition
+    from .viz import data_contact_sheet
+
+    cfg = _config(args)
+    comp = load_competition(cfg["competition"])
+    target = comp.data_dir(cfg["data"]["root"])
+    print(f"viz-data: wrote {data_contact_sheet(target, target / 'contact_sheet.png')}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train.loop import train
+
+    cfg = _config(args)
+    started = time.perf_counter()
+    result = train(cfg)
+    before, after = result.get("map_before"), result.get("map_after")
+
+    def fmt(v):
+        return "n/a" if v is None else f"{v:.4f}"
+
+    state = "already finished" if result["finished"] else f"trained in {time.perf_counter() - started:.0f}s"
+    print(f"train: {state}; test mAP@100 before {fmt(before)} -> after {fmt(after)}; "
+          f"wrote {result['checkpoint']} and {run_dir(cfg) / 'metrics.csv'}")
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from .infer.submit import make_submission
+
+    cfg = _config(args)
+    result = make_submission(cfg, args.out)
+    scores = " ".join(f"{k}={v:.4f}" for k, v in result["scores"].items()) or "no ground truth to score"
+    print(f"submit: wrote {result['submission']} ({result['rows']} rows, validated); mAP@100 {scores}")
+    return 0
+
+
+def _competition_files(slug: str, data_root: str):
+    from .competition import load_competition
+    from .data.gldv2 import read_ids
+
+    comp = load_competition(slug)
+    return comp, read_ids(comp.csv_path(data_root, "test_csv")), read_ids(comp.csv_path(data_root, "index_csv"))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .infer.submission import validate_submission
+
+    comp, test_ids, index_ids = _competition_files(args.competition, args.data_root)
+    problems = validate_submission(args.submission, test_ids, index_ids, comp.submission["max_predictions"])
+    for line in problems:
+        print(f"invalid: {line}", file=sys.stderr)
+    if not problems:
+        print(f"valid: {args.submission} ({len(test_ids)} test ids)")
+    return 1 if problems else 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .data.gldv2 import read_solution
+    from .infer.submission import submission_rankings
+    from .metrics import score_submission
+
+    comp, _, _ = _competition_files(args.competition, args.data_root)
+    solution = read_solution(comp.csv_path(args.data_root, "solution_csv"))
+    scores = score_submission(submission_rankings(args.submission), solution, comp.metric["k"])
+    if args.json:
+        print(json.dumps(scores))
+    else:
+        print(" ".join(f"{name} mAP@{comp.metric['k']}={value:.4f}" for name, value in scores.items()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m solution", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("data", help="fetch or generate a competition's data")
+    _add_config_args(p)
+    p.add_argument("--competition", help="slug (default: the config's)")
+    p.add_argument("--size", choices=["default", "tiny"], help="toy set size (default: data.toy_size)")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("viz-data", help="contact sheet of a few landmarks and their views")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_viz_data)
+
+    p = sub.add_parser("train", help="fine-tune a descriptor; prints test mAP@100 before and after")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("submit", help="extract, search and write a validated submission")
+    _add_config_args(p)
+    p.add_argument("--out", default="submissions", help="folder for the CSV")
+    p.set_defaults(func=cmd_submit)
+
+    for name, func, helptext in (("validate", cmd_validate, "check a submission file"),
+                                 ("evaluate", cmd_evaluate, "score a submission against the solution file")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--competition", default="toy")
+        p.add_argument("--data-root", default="inputs")
+        if name == "evaluate":
+            p.add_argument("--submission", required=True)
+            p.add_argument("--json", action="store_true")
+        else:
+            p.add_argument("submission")
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .runtime import setup_logging
+
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    from .data.gldv2 import DataError
+    from .data.images import ImageLoadError
+    from .infer.submission import SubmissionError
+    from .model.backbone import WeightError
+
+    user_errors = (ConfigError, DataError, ImageLoadError, SubmissionError, WeightError, FileNotFoundError)
+    try:
+        from .train.loop import TrainingDiverged
+
+        return args.func(args)
+    except (*user_errors, TrainingDiverged) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: completed files are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

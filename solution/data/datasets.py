@@ -1,0 +1,104 @@
+"""Torch datasets: aspect-preserving evaluation images in size buckets, and training tuples."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import albumentations as A
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .images import try_load_image
+
+log = logging.getLogger(__name__)
+
+
+def target_size(width: int, height: int, longest: int, multiple: int = 32) -> tuple[int, int]:
+    """Longest side = ``longest``; the short side is rounded to ``multiple`` so images fall into few buckets."""
+    scale = longest / max(width, height)
+    short = max(multiple, int(round(min(width, height) * scale / multiple)) * multiple)
+    return (longest, short) if width >= height else (short, longest)
+
+
+def header_size(path: str | Path) -> tuple[int, int] | None:
+    """(width, height) from the file header, without decoding; None when unreadable."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, ValueError):
+        return None
+
+
+def to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """H x W x 3 uint8 -> 3 x H x W float in [0, 1]."""
+    return torch.from_numpy(np.array(pixels, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255.0)
+
+
+class EvalDataset(Dataset):
+    """Images resized (aspect kept) so the longest side is ``longest``; a bad file yields zeros and ok=False."""
+
+    def __init__(self, paths: list[Path], longest: int):
+        self.paths = [Path(p) for p in paths]
+        self.longest = longest
+        self.sizes = [target_size(*(header_size(p) or (longest, longest)), longest) for p in self.paths]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, bool]:
+        width, height = self.sizes[index]
+        image = try_load_image(self.paths[index])
+        if image is None:
+            return torch.zeros(3, height, width), index, False
+        image = image.resize((width, height), Image.BILINEAR)
+        return to_tensor(np.asarray(image)), index, True
+
+
+def bucket_batches(sizes: list[tuple[int, int]], batch_size: int) -> list[list[int]]:
+    """Batches of indices that share one size, so nothing is squashed or padded."""
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for index, size in enumerate(sizes):
+        groups[size].append(index)
+    return [members[i:i + batch_size] for _, members in sorted(groups.items())
+            for i in range(0, len(members), batch_size)]
+
+
+def collate_eval(batch: list[tuple[torch.Tensor, int, bool]]):
+    images, indices, ok = zip(*batch)
+    return torch.stack(images), torch.tensor(indices), torch.tensor(ok)
+
+
+def train_augmentation(cfg: dict) -> A.Compose:
+    """Random resized crop that keeps most of the landmark, colour jitter, blur and JPEG artefacts."""
+    size = cfg["image_size"]
+    return A.Compose([
+        A.RandomResizedCrop(size=(size, size), scale=tuple(cfg["crop_scale"]), ratio=(0.75, 1.333)),
+        A.ColorJitter(brightness=cfg["jitter"], contrast=cfg["jitter"], saturation=cfg["jitter"], hue=0.03, p=0.8),
+        A.GaussianBlur(blur_limit=(3, 5), p=cfg["blur_p"]),
+        A.ImageCompression(quality_range=(40, 95), p=cfg["jpeg_p"]),
+    ])
+
+
+class TupleDataset(Dataset):
+    """Each item is one (query, positive, negatives...) tuple, stacked as (2 + k) x 3 x S x S."""
+
+    def __init__(self, tuples: list[list[Path]], augment: A.Compose, size: int):
+        self.tuples = tuples
+        self.augment = augment
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.tuples)
+
+    def _load(self, path: Path) -> torch.Tensor:
+        image = try_load_image(path)
+        if image is None:
+            return torch.zeros(3, self.size, self.size)
+        return to_tensor(self.augment(image=np.asarray(image))["image"])
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.stack([self._load(p) for p in self.tuples[index]])

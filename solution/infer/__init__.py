@@ -1,0 +1,1 @@
+"""Inference: descriptor extraction, faiss search, submission files."""

@@ -1,0 +1,61 @@
+"""Descriptor extraction: aspect-ratio buckets, parallel decoding, N x D float32 output."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..data.datasets import EvalDataset, bucket_batches, collate_eval
+from ..model.net import RetrievalNet
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def extract_descriptors(net: RetrievalNet, paths: list[Path], image_size: int, batch_size: int = 32,
+                        device: str | torch.device = "cpu", workers: int = 2,
+                        desc: str = "extract") -> tuple[np.ndarray, np.ndarray]:
+    """(N x D float32 L2-normalised descriptors, N ok-flags). Unreadable images get a zero row."""
+    dataset = EvalDataset(paths, image_size)
+    loader = DataLoader(dataset, batch_sampler=bucket_batches(dataset.sizes, batch_size), num_workers=workers,
+                        collate_fn=collate_eval, persistent_workers=False)
+    was_training = net.training
+    net.eval()
+    out = np.zeros((len(paths), net.dim), np.float32)
+    ok = np.zeros(len(paths), bool)
+    with tqdm(total=len(paths), desc=desc, unit="img", leave=False) as bar:
+        for images, indices, flags in loader:
+            descriptors = net(images.to(device, non_blocking=True)).float().cpu().numpy()
+            descriptors[~flags.numpy()] = 0.0
+            out[indices.numpy()] = descriptors
+            ok[indices.numpy()] = flags.numpy()
+            bar.update(len(indices))
+    net.train(was_training)
+    if not ok.all():
+        log.warning("%d of %d images were unreadable and got a zero descriptor", (~ok).sum(), len(ok))
+    return out, ok
+
+
+def save_features(path_stem: Path, descriptors: np.ndarray, ids: list[str]) -> None:
+    """``<stem>.npy`` and ``<stem>.ids.txt`` in the same order, written atomically."""
+    path_stem.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path_stem.with_name(path_stem.name + ".tmp.npy")
+    np.save(tmp, descriptors)
+    ids_tmp = path_stem.with_name(path_stem.name + ".ids.tmp")
+    ids_tmp.write_text("\n".join(ids) + "\n")
+    os.replace(tmp, path_stem.with_suffix(".npy"))
+    os.replace(ids_tmp, path_stem.with_name(path_stem.name + ".ids.txt"))
+
+
+def load_features(path_stem: Path) -> tuple[np.ndarray, list[str]]:
+    descriptors = np.load(path_stem.with_suffix(".npy"))
+    ids = path_stem.with_name(path_stem.name + ".ids.txt").read_text().split()
+    if len(ids) != len(descriptors):
+        raise ValueError(f"{path_stem}: {len(descriptors)} descriptors but {len(ids)} ids")
+    return descriptors.astype(np.float32, copy=False), ids

@@ -1,0 +1,110 @@
+"""Retrieval metrics, exact to their reference implementations.
+
+- :func:`map_at_k`: Kaggle's mAP@100 (DELF ``metrics.py``): a duplicate keeps its
+  rank, the denominator is min(m, k), a missing prediction scores 0.
+- :func:`revisitop_map`: Revisited Oxford/Paris mAP with junk removal and
+  trapezoidal AP, for the Easy/Medium/Hard protocols.
+- :func:`global_average_precision`: GAP (micro-AP) for recognition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+
+def average_precision_at_k(predicted: Sequence[str], relevant: set[str], k: int = 100) -> float:
+    """AP@k of one query; ``predicted`` is best first. Duplicates count once but keep their position."""
+    if not relevant:
+        raise ValueError("average precision needs at least one relevant item")
+    seen: set[str] = set()
+    hits, total = 0, 0.0
+    for rank, item in enumerate(predicted[:k], start=1):
+        if item in seen:
+            continue
+        seen.add(item)
+        if item in relevant:
+            hits += 1
+            total += hits / rank
+    return total / min(len(relevant), k)
+
+
+def map_at_k(predictions: Mapping[str, Sequence[str]], solution: Mapping[str, Sequence[str]], k: int = 100) -> float:
+    """mAP@k over the queries of ``solution`` (those with relevant items); unpredicted queries score 0."""
+    if not solution:
+        raise ValueError("the solution holds no scored query")
+    total = sum(average_precision_at_k(predictions.get(q, ()), set(rel), k) for q, rel in solution.items())
+    return total / len(solution)
+
+
+def split_solution(solution: Mapping[str, tuple[list[str], str]]) -> dict[str, dict[str, list[str]]]:
+    """{'Public': {...}, 'Private': {...}, 'all': {...}}; Ignored rows and queries without relevant images drop out."""
+    parts: dict[str, dict[str, list[str]]] = {"Public": {}, "Private": {}, "all": {}}
+    for query, (relevant, usage) in solution.items():
+        if usage == "Ignored" or not relevant:
+            continue
+        parts[usage][query] = relevant
+        parts["all"][query] = relevant
+    return parts
+
+
+def score_submission(predictions: Mapping[str, Sequence[str]], solution: Mapping[str, tuple[list[str], str]],
+                     k: int = 100) -> dict[str, float]:
+    """mAP@k for Public, Private and all, scored separately; a part without queries is left out."""
+    return {name: map_at_k(predictions, part, k) for name, part in split_solution(solution).items() if part}
+
+
+def trapezoid_ap(ranks: np.ndarray, n_positives: int) -> float:
+    """AP with trapezoidal interpolation from the 0-based ranks of the positives (revisitop ``compute_ap``)."""
+    ap = 0.0
+    recall_step = 1.0 / n_positives
+    for i, rank in enumerate(np.sort(ranks)):
+        precision_before = i / rank if rank > 0 else 1.0
+        precision_after = (i + 1) / (rank + 1)
+        ap += (precision_before + precision_after) * recall_step / 2.0
+    return ap
+
+
+def revisitop_ap(ranking: Sequence[int], positives: Sequence[int], junk: Sequence[int]) -> float:
+    """AP of one query: junk is removed from ``ranking`` (database indices, best first) before ranking positives."""
+    positives, junk = set(positives), set(junk)
+    kept = [item for item in ranking if item not in junk]
+    ranks = np.array([r for r, item in enumerate(kept) if item in positives], dtype=float)
+    return trapezoid_ap(ranks, len(positives))
+
+
+PROTOCOLS = {
+    "easy": (("easy",), ("junk", "hard")),
+    "medium": (("easy", "hard"), ("junk",)),
+    "hard": (("hard",), ("junk", "easy")),
+}
+
+
+def revisitop_map(rankings: Sequence[Sequence[int]], gnd: Sequence[Mapping[str, Sequence[int]]]) -> dict[str, float]:
+    """mAP (in [0, 1]) for Easy, Medium and Hard; queries with no positive under a protocol are left out."""
+    results = {}
+    for name, (positive_keys, junk_keys) in PROTOCOLS.items():
+        aps = []
+        for ranking, entry in zip(rankings, gnd):
+            positives = [i for key in positive_keys for i in entry.get(key, [])]
+            if not positives:
+                continue
+            junk = [i for key in junk_keys for i in entry.get(key, [])]
+            aps.append(revisitop_ap(ranking, positives, junk))
+        results[name] = float(np.mean(aps)) if aps else float("nan")
+    return results
+
+
+def global_average_precision(predictions: Mapping[str, tuple[int, float]], truth: Mapping[str, int | None]) -> float:
+    """GAP: predictions (label, confidence) sorted by confidence; divided by queries that have a true label."""
+    n_true = sum(label is not None for label in truth.values())
+    if n_true == 0:
+        raise ValueError("GAP needs at least one query with a true label")
+    ordered = sorted(predictions.items(), key=lambda item: -item[1][1])
+    hits, total = 0, 0.0
+    for rank, (query, (label, _)) in enumerate(ordered, start=1):
+        if truth.get(query) is not None and truth[query] == label:
+            hits += 1
+            total += hits / rank
+    return total / n_true

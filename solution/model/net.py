@@ -1,0 +1,82 @@
+"""The retrieval network and its self-describing checkpoints.
+
+``RetrievalNet`` takes RGB images in [0, 1] (it applies the backbone's own
+normalisation), runs the backbone's tapped layers through a head and returns
+N x D L2-normalised descriptors. ``net.meta`` holds everything needed to build
+the same network again, so a checkpoint file alone is enough for ``extract``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .backbone import create_backbone, normalisation
+from .heads import create_head
+
+
+class RetrievalNet(nn.Module):
+    def __init__(self, backbone: nn.Module, head: nn.Module, meta: dict):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.meta = meta
+        self.register_buffer("mean", torch.tensor(meta["mean"]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(meta["std"]).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def dim(self) -> int:
+        return self.meta["dim"]
+
+    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return self.backbone((images - self.mean) / self.std)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images))
+
+
+def _head_kwargs(model_cfg: dict) -> dict:
+    return {"p": model_cfg["gem_p"]} if model_cfg["head"] == "gem" else {}
+
+
+def build_net(model_cfg: dict, pretrained: str | None = None) -> RetrievalNet:
+    """Build from the ``model`` config section; ``pretrained`` overrides its weight source."""
+    source = model_cfg["pretrained"] if pretrained is None else pretrained
+    backbone, layers = create_backbone(model_cfg["backbone"], model_cfg["layers"], source,
+                                       model_cfg.get("pretrained_file"))
+    channels = [backbone.feature_info.channels()[i] for i in range(len(layers))]
+    head = create_head(model_cfg["head"], channels, **_head_kwargs(model_cfg))
+    mean, std = normalisation(model_cfg["backbone"], model_cfg["pretrained"])
+    meta = {
+        "backbone": model_cfg["backbone"], "layers": list(layers), "head": model_cfg["head"],
+        "model_cfg": dict(model_cfg), "mean": list(mean), "std": list(std), "dim": head.dim,
+    }
+    return RetrievalNet(backbone, head, meta)
+
+
+def save_checkpoint(path: str | Path, net: RetrievalNet, **extra) -> Path:
+    """Atomic write of the net (meta + weights) and any training state in ``extra``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"meta": net.meta, "state_dict": net.state_dict(), **extra}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[RetrievalNet, dict]:
+    """Rebuild the exact network from the checkpoint alone (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; run `make train` first")
+    payload = torch.load(path, map_location=map_location, weights_only=True)
+    meta = payload["meta"]
+    model_cfg = {**meta["model_cfg"], "layers": meta["layers"]}
+    net = build_net(model_cfg, pretrained="none")
+    net.meta = meta
+    net.load_state_dict(payload["state_dict"])
+    return net, payload

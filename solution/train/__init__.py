@@ -1,0 +1,1 @@
+"""Training: triplet loss over (query, positive, negatives) tuples, negatives mined each epoch."""

@@ -1,0 +1,47 @@
+"""Negatives for (query, positive) pairs: the hardest pool images, at most one per landmark."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..infer.search import knn
+
+
+def select_negatives(query_desc: np.ndarray, query_labels: np.ndarray, pool_desc: np.ndarray,
+                     pool_labels: np.ndarray, neg_num: int, candidates: int | None = None) -> np.ndarray:
+    """Q x neg_num pool indices, nearest first; never the query's landmark, one image per landmark.
+
+    A top-k search (not a sort of the whole Q x N matrix) keeps memory at Q x candidates.
+    Rows that cannot be filled (too few landmarks among the candidates) are padded with -1.
+    """
+    candidates = min(len(pool_desc), candidates or max(4 * neg_num, neg_num + 20))
+    _, neighbours = knn(query_desc, pool_desc, candidates)
+    chosen = np.full((len(query_desc), neg_num), -1, np.int64)
+    for q, row in enumerate(neighbours):
+        used = {query_labels[q]}
+        filled = 0
+        for j in row:
+            if j < 0 or pool_labels[j] in used:
+                continue
+            used.add(pool_labels[j])
+            chosen[q, filled] = j
+            filled += 1
+            if filled == neg_num:
+                break
+    return chosen
+
+
+def random_negatives(query_labels: np.ndarray, pool_labels: np.ndarray, neg_num: int,
+                     rng: np.random.Generator) -> np.ndarray:
+    """Q x neg_num random pool indices from other landmarks, one per landmark."""
+    chosen = np.full((len(query_labels), neg_num), -1, np.int64)
+    for q, label in enumerate(query_labels):
+        filled, used = 0, {label}
+        for j in rng.permutation(len(pool_labels)):
+            if pool_labels[j] not in used:
+                used.add(pool_labels[j])
+                chosen[q, filled] = j
+                filled += 1
+                if filled == neg_num:
+                    break
+    return chosen

@@ -1,0 +1,43 @@
+import pytest
+import torch
+
+from solution.config import ConfigError
+from solution.model.backbone import WeightError, create_backbone, normalisation, resolve_layers
+
+
+def test_resolve_layers():
+    assert resolve_layers(5, [-2, -1]) == (3, 4)
+    assert resolve_layers(5, [4, -1]) == (4,)
+    with pytest.raises(ConfigError, match="out of range"):
+        resolve_layers(5, [7])
+
+
+def test_package_weights_are_imagenet():
+    model, layers = create_backbone("tf_efficientnet_lite0", [-1], "package")
+    random_model, _ = create_backbone("tf_efficientnet_lite0", [-1], "none")
+    assert layers == (4,)
+    assert not torch.equal(model.conv_stem.weight, random_model.conv_stem.weight)
+    assert normalisation("tf_efficientnet_lite0", "package") == ((0.5,) * 3, (0.5,) * 3)
+
+
+def test_local_file_round_trip_and_mismatch(tmp_path):
+    model, _ = create_backbone("tf_efficientnet_lite0", [-1], "package")
+    path = tmp_path / "w.pt"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, path)
+    loaded, _ = create_backbone("tf_efficientnet_lite0", [-1], "file", str(path))
+    assert torch.equal(loaded.conv_stem.weight, model.conv_stem.weight)
+    bad = dict(model.state_dict())
+    bad["conv_stem.weight"] = torch.zeros(1)
+    del bad["bn1.weight"]
+    torch.save(bad, path)
+    with pytest.raises(WeightError, match=r"missing 1 keys, e\.g\. bn1\.weight.*conv_stem\.weight"):
+        create_backbone("tf_efficientnet_lite0", [-1], "file", str(path))
+
+
+def test_bad_sources():
+    with pytest.raises(ConfigError, match="only serves"):
+        create_backbone("resnet18", [-1], "package")
+    with pytest.raises(ConfigError, match="not a timm model"):
+        create_backbone("resnet_nope", [-1], "none")
+    with pytest.raises(WeightError, match="does not exist"):
+        create_backbone("resnet18", [-1], "file", "/nope.pt")

@@ -1,0 +1,53 @@
+"""The commands as a user runs them: exit codes and one-line messages."""
+
+import json
+import random
+
+import pytest
+
+from solution.cli import main
+from solution.data.gldv2 import read_ids, read_solution
+
+
+@pytest.fixture()
+def solution_submission(tiny_root, tmp_path):
+    """The toy ground truth written as a submission (Ignored rows get an empty ranking)."""
+    root = tiny_root / "toy"
+    solution = read_solution(root / "retrieval_solution_v2.1.csv")
+    path = tmp_path / "perfect.csv"
+    path.write_text("id,images\n" + "".join(f"{q},{' '.join(rel)}\n" for q, (rel, _) in solution.items()))
+    return path
+
+
+def test_evaluate_solution_scores_one(tiny_root, solution_submission, capsys):
+    assert main(["evaluate", "--data-root", str(tiny_root), "--submission", str(solution_submission), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"Public": 1.0, "Private": 1.0, "all": 1.0}
+
+
+def test_shuffled_rankings_score_lower(tiny_root, solution_submission, tmp_path, capsys):
+    root = tiny_root / "toy"
+    index = read_ids(root / "index.csv")
+    rng = random.Random(0)
+    lines = ["id,images"]
+    for line in solution_submission.read_text().splitlines()[1:]:
+        query, images = line.split(",")
+        shuffled = rng.sample(index, len(index))  # the truth, buried among everything else
+        lines.append(f"{query},{' '.join(shuffled)}")
+    path = tmp_path / "shuffled.csv"
+    path.write_text("\n".join(lines) + "\n")
+    main(["evaluate", "--data-root", str(tiny_root), "--submission", str(path), "--json"])
+    assert json.loads(capsys.readouterr().out)["all"] < 0.9
+
+
+def test_validate_ok_and_bad(tiny_root, solution_submission, tmp_path, capsys):
+    assert main(["validate", "--data-root", str(tiny_root), str(solution_submission)]) == 0
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,images\n")
+    assert main(["validate", "--data-root", str(tiny_root), str(bad)]) == 1
+    assert "test ids have no row" in capsys.readouterr().err
+
+
+def test_user_errors_are_one_line(capsys):
+    assert main(["train", "--config", "toy", "train.epoch=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "train.epochs" in err

@@ -1,0 +1,17 @@
+import pytest
+
+from solution.competition import available, load_competition
+from solution.config import ConfigError
+
+
+def test_toy_is_described():
+    comp = load_competition("toy")
+    assert comp.slug == "toy" and comp.source == "toy" and comp.kind == "csv"
+    assert comp.metric["k"] == 100
+    assert comp.csv_path("inputs", "solution_csv").name == "retrieval_solution_v2.1.csv"
+    assert "toy" in available()
+
+
+def test_unknown_competition_lists_known():
+    with pytest.raises(ConfigError, match="available: .*toy"):
+        load_competition("landmark-retrieval-1999")

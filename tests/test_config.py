@@ -1,0 +1,46 @@
+import pytest
+import yaml
+
+from solution.config import ConfigError, load_config, save_config
+
+
+def test_layers_defaults_yaml_then_overrides():
+    cfg = load_config("toy", ["train.epochs=2", "model.layers=[-2,-1]", "run.name=x"])
+    assert cfg["train"]["epochs"] == 2
+    assert cfg["model"]["layers"] == [-2, -1]
+    assert cfg["run"]["name"] == "x"
+    assert cfg["infer"]["topk"] == 100  # untouched default
+
+
+def test_run_name_defaults_to_yaml_stem():
+    assert load_config("toy-tiny")["run"]["name"] == "toy-tiny"
+
+
+def test_unknown_key_names_closest():
+    with pytest.raises(ConfigError, match=r"unknown config key 'train\.epoch'.*'train\.epochs'"):
+        load_config("toy", ["train.epoch=3"])
+
+
+def test_unknown_key_in_yaml(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  backbnoe: resnet50\n")
+    with pytest.raises(ConfigError, match=r"model\.backbnoe.*model\.backbone"):
+        load_config(path)
+
+
+def test_override_needs_equals_and_section_needs_mapping():
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config("toy", ["train.epochs"])
+    with pytest.raises(ConfigError, match="is a section"):
+        load_config("toy", ["train=3"])
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("no-such-experiment")
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_config("toy", ["train.lr=0.5"])
+    save_config(cfg, tmp_path / "config.yaml")
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == cfg

@@ -1,0 +1,28 @@
+"""data -> train (one short epoch) -> submit -> evaluate, on the tiny toy set, through the CLI."""
+
+import csv
+
+from solution.cli import main
+
+
+def test_tiny_pipeline(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    common = ["--config", "toy-tiny", "data.root=inputs", "run.workers=0"]
+    assert main(["data", *common]) == 0
+    assert main(["train", *common]) == 0
+    out = capsys.readouterr().out
+    assert "before" in out and "runs/toy-tiny/checkpoint.pt" in out
+    assert (tmp_path / "runs/toy-tiny/config.yaml").is_file()
+    assert (tmp_path / "runs/toy-tiny/plots/curves.png").is_file()
+    rows = list(csv.DictReader(open(tmp_path / "runs/toy-tiny/metrics.csv")))
+    assert len(rows) == 1 and float(rows[0]["loss"]) >= 0
+
+    assert main(["train", *common]) == 0  # finished: does nothing, says so
+    assert "already finished" in capsys.readouterr().out
+
+    assert main(["submit", *common]) == 0
+    assert "validated" in capsys.readouterr().out
+    submission = tmp_path / "submissions/toy-toy-tiny.csv"
+    assert main(["validate", "--data-root", "inputs", str(submission)]) == 0
+    assert main(["evaluate", "--data-root", "inputs", "--submission", str(submission)]) == 0
+    assert "all mAP@100=" in capsys.readouterr().out

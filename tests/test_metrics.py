@@ -1,0 +1,80 @@
+import math
+
+import numpy as np
+import pytest
+
+from solution.metrics import (
+    average_precision_at_k,
+    global_average_precision,
+    map_at_k,
+    revisitop_map,
+    score_submission,
+    trapezoid_ap,
+)
+
+
+def test_ap_hand_computed():
+    # hits at ranks 1 and 3 of 2 relevant: (1/1 + 2/3) / 2
+    assert average_precision_at_k(["a", "x", "b"], {"a", "b"}) == pytest.approx((1 + 2 / 3) / 2)
+
+
+def test_duplicate_keeps_its_rank():
+    # 'a' twice: the duplicate is skipped but occupies rank 2, so 'b' is at rank 3.
+    assert average_precision_at_k(["a", "a", "b"], {"a", "b"}) == pytest.approx((1 + 2 / 3) / 2)
+
+
+def test_denominator_is_min_m_k():
+    # 3 relevant, 1 retrieved at rank 1: 1/3, not 1/1 (the common mistake)
+    assert average_precision_at_k(["a"], {"a", "b", "c"}) == pytest.approx(1 / 3)
+    relevant = {f"r{i}" for i in range(150)}
+    assert average_precision_at_k([f"r{i}" for i in range(100)], relevant, k=100) == pytest.approx(1.0)
+
+
+def test_only_top_k_count():
+    assert average_precision_at_k(["x"] * 100 + ["a"], {"a"}, k=100) == 0.0
+
+
+def test_missing_prediction_scores_zero():
+    solution = {"q1": ["a"], "q2": ["b"]}
+    assert map_at_k({"q1": ["a"]}, solution) == pytest.approx(0.5)
+
+
+def test_ignored_rows_are_dropped_and_parts_scored_separately():
+    solution = {
+        "q1": (["a"], "Public"),
+        "q2": (["b"], "Private"),
+        "q3": ([], "Ignored"),
+        "q4": (["c"], "Ignored"),
+    }
+    predictions = {"q1": ["a"], "q2": ["x", "b"], "q3": ["a"], "q4": ["z"]}
+    scores = score_submission(predictions, solution)
+    assert scores == pytest.approx({"Public": 1.0, "Private": 0.5, "all": 0.75})
+
+
+def test_trapezoid_ap_matches_revisitop():
+    # revisitop compute_ap for positives at ranks 0 and 2 (0-based):
+    # j=0: (1 + 1/1)/2 * 1/2 = 0.5 ; j=1: (1/2 + 2/3)/2 * 1/2 = 0.291666
+    assert trapezoid_ap(np.array([0.0, 2.0]), 2) == pytest.approx(0.5 + (0.5 + 2 / 3) / 4)
+
+
+def test_revisitop_junk_removed_and_protocols():
+    gnd = [{"easy": [0], "hard": [2], "junk": [1]}]
+    ranking = [[1, 0, 3, 2]]  # junk first, then easy, a negative, then hard
+    scores = revisitop_map(ranking, gnd)
+    assert scores["easy"] == pytest.approx(1.0)  # junk (1) and hard (2) removed: easy at rank 0
+    # medium: junk removed -> [0, 3, 2]; positives at 0 and 2
+    assert scores["medium"] == pytest.approx(trapezoid_ap(np.array([0.0, 2.0]), 2))
+    assert scores["hard"] == pytest.approx(trapezoid_ap(np.array([1.0]), 1))  # [3, 2] after removing 1 and 0
+
+
+def test_revisitop_query_without_positive_left_out():
+    scores = revisitop_map([[0], [0]], [{"easy": [0], "hard": [], "junk": []}, {"easy": [], "hard": [], "junk": []}])
+    assert scores["easy"] == 1.0
+    assert math.isnan(revisitop_map([[0]], [{"easy": [], "hard": [], "junk": []}])["hard"])
+
+
+def test_gap_hand_computed():
+    truth = {"a": 1, "b": 2, "c": None}
+    predictions = {"a": (1, 0.9), "c": (5, 0.8), "b": (2, 0.1)}
+    # sorted: a (hit, P=1), c (miss), b (hit, P=2/3); divided by the 2 labelled queries
+    assert global_average_precision(predictions, truth) == pytest.approx((1 + 2 / 3) / 2)
