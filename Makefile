@@ -7,6 +7,7 @@ CONFIG ?= toy
 OVERRIDES ?=
 COMPETITION ?= toy
 SUBMISSION ?=
+BENCH ?=
 
 ifeq ($(strip $(VENV)),)
 PY := $(PYTHON)
@@ -18,10 +19,10 @@ endif
 
 RUN := $(PY) -m solution
 
-.PHONY: setup data viz-data train submit evaluate validate test lint clean help
+.PHONY: setup data viz-data train kl export submit evaluate validate bench test lint clean help
 
 help:
-	@echo "make train | submit | test | data | viz-data | evaluate | validate | setup | lint | clean"
+	@echo "make train | submit | test | data | viz-data | kl | export | bench | evaluate | validate | setup | lint | clean"
 	@echo "  CONFIG=<yaml name or path> OVERRIDES=\"train.epochs=2 ...\" VENV=<dir or empty> PYTHON=<interpreter>"
 
 $(VENV)/.requirements-stamp: requirements.txt
@@ -43,6 +44,15 @@ viz-data: $(SETUP)
 
 train: data
 	$(RUN) train --config $(CONFIG) $(OVERRIDES)
+
+kl: $(SETUP)
+	$(RUN) kl --config $(CONFIG) $(OVERRIDES)
+
+export: $(SETUP)
+	$(RUN) export --config $(CONFIG) $(OVERRIDES)
+
+bench: $(SETUP)
+	$(RUN) bench $(BENCH)
 
 submit: $(SETUP)
 	$(RUN) submit --config $(CONFIG) $(OVERRIDES)

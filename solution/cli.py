@@ -71,6 +71,51 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kl(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .competition import load_competition
+    from .model.net import build_net, load_checkpoint, save_checkpoint
+    from .runtime import resolve_device
+    from .train.initialise import fit_region_weights
+    from .train.tuples import load_train_set
+
+    cfg = _config(args)
+    out = run_dir(cfg)
+    checkpoint = out / "checkpoint.pt"
+    net, state = load_checkpoint(checkpoint) if checkpoint.is_file() else (build_net(cfg["model"]), {"epoch": 0})
+    if not hasattr(net.head, "set_region_weights"):
+        raise ConfigError(f"head '{net.meta['head']}' has no region weights; KL estimation is for model.head=remap")
+    device = resolve_device(cfg["run"]["device"])
+    net.to(device)
+    comp = load_competition(cfg["competition"])
+    train_set = load_train_set(comp, cfg["data"]["root"], cfg["data"]["train_list"])
+    started = time.perf_counter()
+    fit_region_weights(net, train_set.paths, train_set.labels, cfg["model"]["kl"], device, cfg["run"]["workers"],
+                       np.random.default_rng([cfg["run"]["seed"], 7]), out / "plots")
+    save_checkpoint(checkpoint, net, **{k: v for k, v in state.items() if k not in ("meta", "state_dict")})
+    print(f"kl: region weights estimated in {time.perf_counter() - started:.0f}s; wrote {checkpoint}, "
+          f"{out / 'plots' / 'kl_heatmap.png'} and {out / 'plots' / 'kl_regions.png'}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .data.datasets import target_size
+    from .model.export import export_torchscript
+    from .model.net import load_checkpoint
+
+    cfg = _config(args)
+    net, _ = load_checkpoint(run_dir(cfg) / "checkpoint.pt")
+    longest = cfg["infer"]["image_size"]
+    shapes = args.size or [f"{h}x{w}" for w, h in {target_size(w, h, longest) for w, h in ((4, 3), (3, 4), (1, 1))}]
+    written = []
+    for shape in shapes:
+        height, width = (int(v) for v in shape.split("x"))
+        written.append(export_torchscript(net, run_dir(cfg) / "export" / f"model-{height}x{width}.pt", height, width))
+    print(f"export: wrote {len(written)} TorchScript models to {written[0].parent}")
+    return 0
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     from .infer.submit import make_submission
 
@@ -116,6 +161,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    sections = args.sections or ["model"]
+    for section in sections:
+        if section != "model":
+            raise ConfigError(f"unknown bench section '{section}'; available: model")
+        rows = bench.bench_model(args.backbones, args.height, args.width, args.batch, args.repeats)
+        out = bench.write_results(section, rows, args.out)
+        print(bench.format_table(rows))
+        print(f"bench {section}: peak RSS {bench.peak_rss_mb():.0f} MB; wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m solution", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -135,10 +194,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("kl", help="estimate REMAP's KL region weights into the run's checkpoint, with pictures")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_kl)
+
+    p = sub.add_parser("export", help="trace the run's checkpoint to TorchScript, one file per input size")
+    _add_config_args(p)
+    p.add_argument("--size", action="append", metavar="HxW", help="input size (default: the common buckets)")
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("submit", help="extract, search and write a validated submission")
     _add_config_args(p)
     p.add_argument("--out", default="submissions", help="folder for the CSV")
     p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("bench", help="measured ratios: heads vs bare backbone")
+    p.add_argument("sections", nargs="*", help="model (default)")
+    p.add_argument("--backbones", nargs="+", default=["tf_efficientnet_lite0", "resnet50"])
+    p.add_argument("--height", type=int, default=384)
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--out", default="runs/bench")
+    p.set_defaults(func=cmd_bench)
 
     for name, func, helptext in (("validate", cmd_validate, "check a submission file"),
                                  ("evaluate", cmd_evaluate, "score a submission against the solution file")):

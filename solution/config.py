@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,32 @@ def _unknown_key(path: str, valid: list[str], source: str) -> ConfigError:
     return ConfigError(f"unknown config key '{path}' in {source}{hint}")
 
 
+_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _kind(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return None  # null defaults accept anything
+
+
+def _check_type(path: str, default: Any, value: Any, source: str) -> Any:
+    if isinstance(value, str) and isinstance(default, float) and _FLOAT.match(value):
+        return float(value)  # YAML 1.1 reads 3e-4 as a string
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    want = _kind(default)
+    if want is not None and value is not None and _kind(value) != want:
+        raise ConfigError(f"config key '{path}' in {source} expects {want} like {default!r}, got {value!r}")
+    return value
+
+
 def merge(base: dict, update: dict, source: str, _prefix: str = "") -> dict:
     """Return ``base`` updated by ``update``; every key of ``update`` must exist in ``base``."""
     out = copy.deepcopy(base)
@@ -52,7 +79,7 @@ def merge(base: dict, update: dict, source: str, _prefix: str = "") -> dict:
                 raise ConfigError(f"config key '{path}' in {source} is a section; give sub-keys, not a value")
             out[key] = merge(out[key], value, source, path + ".")
         else:
-            out[key] = value
+            out[key] = _check_type(path, out[key], value, source)
     return out
 
 

@@ -48,28 +48,96 @@ def data_contact_sheet(data_dir: str | Path, out: str | Path, landmarks: int = 6
     return _save_png(thumbnail_grid(rows), Path(out))
 
 
-def training_curves(metrics_csv: str | Path, out: str | Path) -> Path | None:
-    """Loss and mining statistics per epoch, redrawn after every epoch."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_figure(fig, out: str | Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=90, bbox_inches="tight")
+    _pyplot().close(fig)
+    os.replace(tmp, out)
+    return out
+
+
+def kl_heatmap(weights, layers: list[int], out: str | Path) -> Path:
+    """REMAP's region weights as a layers x regions heat map."""
+    import numpy as np
+
+    plt = _pyplot()
+    weights = np.asarray(weights)
+    fig, ax = plt.subplots(figsize=(max(6, weights.shape[1] * 0.22), 1.2 + 0.5 * weights.shape[0]))
+    image = ax.imshow(weights, aspect="auto", cmap="viridis")
+    ax.set_yticks(range(len(layers)), [f"stage {i}" for i in layers])
+    ax.set_xlabel("region (R-MAC order: coarse to fine, last = whole image)")
+    ax.set_title("REMAP region weights (KL divergence, mean 1)")
+    fig.colorbar(image, ax=ax, fraction=0.03)
+    return _save_figure(fig, out)
+
+
+def kl_regions_on_image(image_path_: str | Path, regions, weights, layers: list[int], out: str | Path) -> Path:
+    """The regions drawn on a sample image, one panel per layer, coloured by weight (thicker = heavier)."""
+    import numpy as np
+    from matplotlib import cm
+    from matplotlib.patches import Rectangle
+
+    plt = _pyplot()
+    image = np.asarray(try_load_image(image_path_) or Image.new("RGB", (256, 192), (128, 128, 128)))
+    height, width = image.shape[:2]
+    weights = np.asarray(weights)
+    fig, axes = plt.subplots(1, len(layers), figsize=(4.5 * len(layers), 4), squeeze=False)
+    norm = plt.Normalize(weights.min(), weights.max())
+    for ax, layer, row in zip(axes[0], layers, weights):
+        ax.imshow(image)
+        for r in np.argsort(row):  # heaviest drawn last, on top
+            x0, y0, x1, y1 = regions[r]
+            ax.add_patch(Rectangle((x0 * width, y0 * height), (x1 - x0) * width, (y1 - y0) * height, fill=False,
+                                   edgecolor=cm.viridis(norm(row[r])), linewidth=0.5 + 3 * norm(row[r])))
+        ax.set_title(f"stage {layer}")
+        ax.axis("off")
+    fig.colorbar(cm.ScalarMappable(norm=norm, cmap="viridis"), ax=axes[0].tolist(), fraction=0.02)
+    return _save_figure(fig, out)
+
+
+def training_curves(metrics_csv: str | Path, out: str | Path) -> Path | None:
+    """Loss, mining statistics and validation mAP per epoch, redrawn after every epoch."""
     import pandas as pd
 
     frame = pd.read_csv(metrics_csv)
-    if frame.empty:
+    columns = [c for c in ("loss", "val_map", "d_pos", "d_neg", "easy_frac") if c in frame and frame[c].notna().any()]
+    if frame.empty or not columns:
         return None
-    columns = [c for c in ("loss", "d_pos", "d_neg", "easy_frac") if c in frame]
-    fig, axes = plt.subplots(1, len(columns), figsize=(4 * len(columns), 3), squeeze=False)
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.6 * len(columns), 3), squeeze=False)
     for ax, column in zip(axes[0], columns):
         ax.plot(frame["epoch"], frame[column], marker="o")
         ax.set_title(column)
         ax.set_xlabel("epoch")
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, out)
-    return out
+    return _save_figure(fig, out)
+
+
+def tuple_preview(dataset, count: int, out: str | Path) -> Path:
+    """The first ``count`` augmented tuples: query, positive, then the negatives, one row each."""
+    import numpy as np
+
+    rows = [dataset[i] for i in range(count)]
+    cell = 112
+    columns = max(len(r) for r in rows)
+    sheet = Image.new("RGB", (columns * (cell + 4), len(rows) * (cell + 4)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for r, images in enumerate(rows):
+        for c, tensor in enumerate(images):
+            image = Image.fromarray((tensor.permute(1, 2, 0).numpy() * 255).clip(0, 255).astype(np.uint8))
+            image.thumbnail((cell, cell))
+            sheet.paste(image, (c * (cell + 4), r * (cell + 4)))
+            draw.text((c * (cell + 4) + 3, r * (cell + 4) + 2), ("query", "positive")[c] if c < 2 else f"neg {c - 1}",
+                      fill=(255, 255, 0))
+    return _save_png(sheet, Path(out))

@@ -44,3 +44,13 @@ def test_saved_config_round_trips(tmp_path):
     cfg = load_config("toy", ["train.lr=0.5"])
     save_config(cfg, tmp_path / "config.yaml")
     assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == cfg
+
+
+def test_values_are_type_checked_and_scientific_floats_parse():
+    cfg = load_config("toy", ["train.lr=3e-4", "train.margin=1"])
+    assert cfg["train"]["lr"] == 3e-4 and isinstance(cfg["train"]["margin"], float)
+    with pytest.raises(ConfigError, match="'train.epochs' .* expects a number like 4, got 'many'"):
+        load_config("toy", ["train.epochs=many"])
+    with pytest.raises(ConfigError, match="expects a list"):
+        load_config("toy", ["model.layers=3"])
+    assert load_config("toy", ["model.pretrained_file=/x.pt"])["model"]["pretrained_file"] == "/x.pt"

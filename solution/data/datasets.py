@@ -72,11 +72,13 @@ def collate_eval(batch: list[tuple[torch.Tensor, int, bool]]):
     return torch.stack(images), torch.tensor(indices), torch.tensor(ok)
 
 
-def train_augmentation(cfg: dict) -> A.Compose:
-    """Random resized crop that keeps most of the landmark, colour jitter, blur and JPEG artefacts."""
-    size = cfg["image_size"]
+def train_augmentation(cfg: dict, size: tuple[int, int]) -> A.Compose:
+    """Random resized crop to ``size`` (width, height) keeping most of the landmark, colour jitter, blur, JPEG."""
+    width, height = size
+    aspect = width / height
     return A.Compose([
-        A.RandomResizedCrop(size=(size, size), scale=tuple(cfg["crop_scale"]), ratio=(0.75, 1.333)),
+        A.RandomResizedCrop(size=(height, width), scale=tuple(cfg["crop_scale"]),
+                            ratio=(0.75 * aspect, 1.333 * aspect)),
         A.ColorJitter(brightness=cfg["jitter"], contrast=cfg["jitter"], saturation=cfg["jitter"], hue=0.03, p=0.8),
         A.GaussianBlur(blur_limit=(3, 5), p=cfg["blur_p"]),
         A.ImageCompression(quality_range=(40, 95), p=cfg["jpeg_p"]),
@@ -84,21 +86,33 @@ def train_augmentation(cfg: dict) -> A.Compose:
 
 
 class TupleDataset(Dataset):
-    """Each item is one (query, positive, negatives...) tuple, stacked as (2 + k) x 3 x S x S."""
+    """Each item is one (query, positive, negatives...) tuple, stacked as (2 + k) x 3 x H x W.
 
-    def __init__(self, tuples: list[list[Path]], augment: A.Compose, size: int):
+    Item i is cropped to ``shapes[i]`` (its aspect-ratio bucket). The augmentation
+    is re-seeded from (``seed``, item index) for every item, so a tuple looks the
+    same whichever worker or rank loads it: runs and resumed runs repeat.
+    """
+
+    def __init__(self, tuples: list[list[Path]], shapes: list[tuple[int, int]], cfg: dict, seed: int = 0):
         self.tuples = tuples
-        self.augment = augment
-        self.size = size
+        self.shapes = shapes
+        self.cfg = cfg
+        self.seed = seed
+        self._augmenters: dict[tuple[int, int], A.Compose] = {}
 
     def __len__(self) -> int:
         return len(self.tuples)
 
-    def _load(self, path: Path) -> torch.Tensor:
+    def _load(self, path: Path, augment: A.Compose, shape: tuple[int, int]) -> torch.Tensor:
         image = try_load_image(path)
         if image is None:
-            return torch.zeros(3, self.size, self.size)
-        return to_tensor(self.augment(image=np.asarray(image))["image"])
+            return torch.zeros(3, shape[1], shape[0])
+        return to_tensor(augment(image=np.asarray(image))["image"])
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return torch.stack([self._load(p) for p in self.tuples[index]])
+        shape = tuple(self.shapes[index])
+        if shape not in self._augmenters:
+            self._augmenters[shape] = train_augmentation(self.cfg, shape)
+        augment = self._augmenters[shape]
+        augment.set_random_seed(self.seed * 1_000_003 + index)
+        return torch.stack([self._load(p, augment, shape) for p in self.tuples[index]])

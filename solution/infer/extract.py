@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,24 +20,33 @@ log = logging.getLogger(__name__)
 
 @torch.no_grad()
 def extract_descriptors(net: RetrievalNet, paths: list[Path], image_size: int, batch_size: int = 32,
-                        device: str | torch.device = "cpu", workers: int = 2,
-                        desc: str = "extract") -> tuple[np.ndarray, np.ndarray]:
-    """(N x D float32 L2-normalised descriptors, N ok-flags). Unreadable images get a zero row."""
+                        device: str | torch.device = "cpu", workers: int = 2, desc: str = "extract",
+                        forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(N x D float32 descriptors, N ok-flags). Unreadable images get a zero row.
+
+    ``forward`` (default: ``net``) maps a batch of images to N x D rows, e.g. the
+    pooled descriptor before whitening, or flattened region vectors.
+    """
     dataset = EvalDataset(paths, image_size)
     loader = DataLoader(dataset, batch_sampler=bucket_batches(dataset.sizes, batch_size), num_workers=workers,
                         collate_fn=collate_eval, persistent_workers=False)
+    forward = forward or net
     was_training = net.training
     net.eval()
-    out = np.zeros((len(paths), net.dim), np.float32)
+    out: np.ndarray | None = None
     ok = np.zeros(len(paths), bool)
     with tqdm(total=len(paths), desc=desc, unit="img", leave=False) as bar:
         for images, indices, flags in loader:
-            descriptors = net(images.to(device, non_blocking=True)).float().cpu().numpy()
+            descriptors = forward(images.to(device, non_blocking=True)).float().cpu().numpy()
             descriptors[~flags.numpy()] = 0.0
+            if out is None:
+                out = np.zeros((len(paths), descriptors.shape[1]), np.float32)
             out[indices.numpy()] = descriptors
             ok[indices.numpy()] = flags.numpy()
             bar.update(len(indices))
     net.train(was_training)
+    if out is None:
+        out = np.zeros((0, net.dim), np.float32)
     if not ok.all():
         log.warning("%d of %d images were unreadable and got a zero descriptor", (~ok).sum(), len(ok))
     return out, ok

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import functional as LF
+from .regions import boxes_to_cells, region_grid
 
 HEADS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -24,9 +27,12 @@ def register_head(name: str):
     return wrap
 
 
-def create_head(name: str, channels: list[int], **kwargs) -> nn.Module:
+def create_head(name: str, channels: list[int], model_cfg: dict | None = None, **kwargs) -> nn.Module:
+    """Build head ``name``; with ``model_cfg`` the head reads its own keys (``from_config``)."""
     if name not in HEADS:
         raise KeyError(f"unknown head '{name}'; registered: {', '.join(sorted(HEADS))}")
+    if model_cfg is not None:
+        return HEADS[name].from_config(channels, model_cfg)
     return HEADS[name](channels, **kwargs)
 
 
@@ -36,6 +42,10 @@ class _PerLayerHead(nn.Module):
     def __init__(self, channels: list[int]):
         super().__init__()
         self.channels = list(channels)
+
+    @classmethod
+    def from_config(cls, channels: list[int], model_cfg: dict) -> nn.Module:
+        return cls(channels)
 
     @property
     def dim(self) -> int:
@@ -68,8 +78,76 @@ class GeM(_PerLayerHead):
         super().__init__(channels)
         self.p = nn.Parameter(torch.full((len(channels),), float(p)))
 
+    @classmethod
+    def from_config(cls, channels: list[int], model_cfg: dict) -> nn.Module:
+        return cls(channels, p=model_cfg["gem_p"])
+
     def pool(self, x, layer):
         return LF.gem(x, self.p[layer])
 
     def no_decay_parameters(self) -> list[nn.Parameter]:
         return [self.p]
+
+
+class _RegionHead(_PerLayerHead):
+    """Shared by R-MAC and REMAP: L2-normalised max-pooled vectors of fixed relative regions."""
+
+    def __init__(self, channels: list[int], regions: np.ndarray | list | None = None):
+        super().__init__(channels)
+        self.regions = np.asarray(region_grid() if regions is None else regions, dtype=np.float64)
+
+    @classmethod
+    def from_config(cls, channels: list[int], model_cfg: dict) -> nn.Module:
+        spec = model_cfg["regions"]
+        return cls(channels, region_grid(spec["levels"], spec["overlap"], tuple(spec["reference"]), spec["whole"]))
+
+    @property
+    def num_regions(self) -> int:
+        return len(self.regions)
+
+    def region_vectors(self, x: torch.Tensor) -> torch.Tensor:
+        """N x R x C, each region's max-pooled vector L2-normalised."""
+        height, width = int(x.shape[-2]), int(x.shape[-1])  # plain ints, also while tracing
+        return LF.l2n(LF.region_max_pool(x, boxes_to_cells(self.regions, height, width)))
+
+
+@register_head("rmac")
+class RMAC(_RegionHead):
+    """R-MAC: the plain sum of the L2-normalised region vectors."""
+
+    def pool(self, x, layer):
+        return self.region_vectors(x).sum(dim=1)
+
+
+@register_head("remap")
+class REMAP(_RegionHead):
+    """REMAP: a non-negative, trainable weight per (layer, region), initialised from KL divergence.
+
+    The weight is softplus of a raw parameter, so it stays non-negative under any
+    optimiser step. Before KL initialisation every weight is 1 (R-MAC).
+    """
+
+    def __init__(self, channels: list[int], regions: np.ndarray | list | None = None):
+        super().__init__(channels, regions)
+        self.raw_weights = nn.Parameter(torch.full((len(channels), self.num_regions), _inverse_softplus(1.0)))
+
+    @property
+    def region_weights(self) -> torch.Tensor:
+        return F.softplus(self.raw_weights)
+
+    @torch.no_grad()
+    def set_region_weights(self, weights: torch.Tensor | np.ndarray) -> None:
+        weights = torch.as_tensor(np.asarray(weights), dtype=self.raw_weights.dtype)
+        if weights.shape != self.raw_weights.shape:
+            raise ValueError(f"region weights must be {tuple(self.raw_weights.shape)}, got {tuple(weights.shape)}")
+        self.raw_weights.copy_(torch.log(torch.expm1(weights.clamp(min=1e-4))))
+
+    def pool(self, x, layer):
+        return torch.einsum("nrc,r->nc", self.region_vectors(x), self.region_weights[layer])
+
+    def no_decay_parameters(self) -> list[nn.Parameter]:
+        return [self.raw_weights]
+
+
+def _inverse_softplus(value: float) -> float:
+    return float(np.log(np.expm1(value)))

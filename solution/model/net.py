@@ -11,18 +11,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
+from ..config import ConfigError
 from .backbone import create_backbone, normalisation
+from .functional import l2n
 from .heads import create_head
 
 
 class RetrievalNet(nn.Module):
-    def __init__(self, backbone: nn.Module, head: nn.Module, meta: dict):
+    def __init__(self, backbone: nn.Module, head: nn.Module, meta: dict, whiten: nn.Linear | None = None):
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.whiten = whiten
         self.meta = meta
         self.register_buffer("mean", torch.tensor(meta["mean"]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(meta["std"]).view(1, 3, 1, 1), persistent=False)
@@ -34,12 +38,21 @@ class RetrievalNet(nn.Module):
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
         return self.backbone((images - self.mean) / self.std)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def pooled(self, images: torch.Tensor) -> torch.Tensor:
+        """The head's descriptor before whitening (what PCA-whitening is fitted on)."""
         return self.head(self.features(images))
 
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        descriptor = self.pooled(images)
+        return descriptor if self.whiten is None else l2n(self.whiten(descriptor))
 
-def _head_kwargs(model_cfg: dict) -> dict:
-    return {"p": model_cfg["gem_p"]} if model_cfg["head"] == "gem" else {}
+    @torch.no_grad()
+    def set_whitening(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        if self.whiten is None or self.whiten.weight.shape != weight.shape:
+            raise ValueError(f"whitening of shape {tuple(weight.shape)} does not fit this net")
+        self.whiten.weight.copy_(weight)
+        self.whiten.bias.copy_(bias)
+        self.meta["whitening_fitted"] = True
 
 
 def build_net(model_cfg: dict, pretrained: str | None = None) -> RetrievalNet:
@@ -48,13 +61,26 @@ def build_net(model_cfg: dict, pretrained: str | None = None) -> RetrievalNet:
     backbone, layers = create_backbone(model_cfg["backbone"], model_cfg["layers"], source,
                                        model_cfg.get("pretrained_file"))
     channels = [backbone.feature_info.channels()[i] for i in range(len(layers))]
-    head = create_head(model_cfg["head"], channels, **_head_kwargs(model_cfg))
+    head = create_head(model_cfg["head"], channels, model_cfg)
     mean, std = normalisation(model_cfg["backbone"], model_cfg["pretrained"])
+    whiten = None
+    dim = head.dim
+    if model_cfg["whiten_dim"]:
+        if model_cfg["whiten_dim"] > head.dim:
+            raise ConfigError(f"model.whiten_dim={model_cfg['whiten_dim']} exceeds the head's {head.dim} dimensions")
+        dim = model_cfg["whiten_dim"]
+        whiten = nn.Linear(head.dim, dim, bias=True)
+        with torch.no_grad():  # until fitted: the first ``dim`` coordinates, unchanged
+            whiten.weight.copy_(torch.eye(dim, head.dim))
+            whiten.bias.zero_()
     meta = {
         "backbone": model_cfg["backbone"], "layers": list(layers), "head": model_cfg["head"],
-        "model_cfg": dict(model_cfg), "mean": list(mean), "std": list(std), "dim": head.dim,
+        "model_cfg": dict(model_cfg), "mean": list(mean), "std": list(std), "dim": dim,
+        "pooled_dim": head.dim, "whitening_fitted": False, "kl_fitted": False,
     }
-    return RetrievalNet(backbone, head, meta)
+    if hasattr(head, "regions"):
+        meta["regions"] = head.regions.tolist()
+    return RetrievalNet(backbone, head, meta, whiten)
 
 
 def save_checkpoint(path: str | Path, net: RetrievalNet, **extra) -> Path:
@@ -77,6 +103,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     meta = payload["meta"]
     model_cfg = {**meta["model_cfg"], "layers": meta["layers"]}
     net = build_net(model_cfg, pretrained="none")
+    if "regions" in meta:  # the stored grid, not today's rule, so old checkpoints rebuild exactly
+        net.head.regions = np.asarray(meta["regions"], dtype=np.float64)
     net.meta = meta
     net.load_state_dict(payload["state_dict"])
     return net, payload

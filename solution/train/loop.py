@@ -1,5 +1,10 @@
-"""The training run: tuples built each epoch (hard negatives mined with the current net),
-triplet loss, Adam with a x10 head, per-epoch checkpoints that resume, metrics and curves.
+"""The training run.
+
+Each epoch: mine tuples with the current net (sharded over ranks), train on
+aspect-ratio batches with a triplet loss (AMP on GPU, DDP under torchrun),
+score the held-out validation landmarks, write metrics, curves and a
+checkpoint. Checkpoints are also written every ``train.checkpoint_every``
+steps with the epoch's plan, so a killed run resumes at the exact step.
 """
 
 from __future__ import annotations
@@ -8,50 +13,45 @@ import csv
 import logging
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..competition import Competition, load_competition
+from ..competition import load_competition
 from ..config import run_dir, save_config
-from ..data.datasets import TupleDataset, train_augmentation
-from ..data.gldv2 import check_images_exist, image_path, read_train, read_train_clean
+from ..data.datasets import TupleDataset
 from ..infer.extract import extract_descriptors
 from ..infer.pipeline import evaluate_net
+from ..metrics import map_at_k
 from ..model.net import RetrievalNet, build_net, load_checkpoint, save_checkpoint
 from ..runtime import resolve_device, seed_everything
-from ..viz import training_curves
+from ..viz import training_curves, tuple_preview
+from .distributed import Dist, all_gather_objects, barrier, broadcast_object, init_distributed, shutdown
+from .initialise import initialise
 from .loss import triplet_loss
-from .mining import random_negatives, select_negatives
+from .tuples import (
+    EpochPlan,
+    TrainSet,
+    ValSet,
+    epoch_batches,
+    image_shapes,
+    load_train_set,
+    plan_epoch,
+    split_validation,
+)
 
 log = logging.getLogger(__name__)
+
+__all__ = ["TrainSet", "TrainingDiverged", "load_train_set", "train"]
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-@dataclass
-class TrainSet:
-    ids: list[str]
-    paths: list[Path]
-    labels: np.ndarray
-
-
-def load_train_set(comp: Competition, data_root: str | Path, train_list: str) -> TrainSet:
-    key = {"clean": "train_clean_csv", "full": "train_csv"}[train_list]
-    csv_path = comp.csv_path(data_root, key)
-    frame: pd.DataFrame = read_train_clean(csv_path) if train_list == "clean" else read_train(csv_path)
-    ids = frame["id"].tolist()
-    check_images_exist(comp.data_dir(data_root), "train", ids, csv_path)
-    return TrainSet(ids, [image_path(comp.data_dir(data_root), "train", i) for i in ids],
-                    frame["landmark_id"].to_numpy())
 
 
 def freeze_batchnorm(module: nn.Module) -> None:
@@ -62,143 +62,256 @@ def freeze_batchnorm(module: nn.Module) -> None:
 
 
 def make_optimizer(net: RetrievalNet, cfg: dict) -> torch.optim.Optimizer:
+    """Adam; the head at ``head_lr_mult`` (no decay on region weights or GeM p), whitening at ``whiten_lr_mult``."""
     no_decay = set(map(id, getattr(net.head, "no_decay_parameters", list)()))
-    head_decay = [p for p in net.head.parameters() if id(p) not in no_decay]
-    head_plain = [p for p in net.head.parameters() if id(p) in no_decay]
     head_lr, decay = cfg["lr"] * cfg["head_lr_mult"], cfg["weight_decay"]
     groups = [{"params": list(net.backbone.parameters()), "lr": cfg["lr"], "weight_decay": decay},
-              {"params": head_decay, "lr": head_lr, "weight_decay": decay},
-              {"params": head_plain, "lr": head_lr, "weight_decay": 0.0}]
-    groups = [g for g in groups if g["params"]]
-    return torch.optim.Adam(groups)
+              {"params": [p for p in net.head.parameters() if id(p) not in no_decay], "lr": head_lr,
+               "weight_decay": decay},
+              {"params": [p for p in net.head.parameters() if id(p) in no_decay], "lr": head_lr, "weight_decay": 0.0}]
+    if net.whiten is not None:
+        groups.append({"params": list(net.whiten.parameters()), "lr": cfg["lr"] * cfg["whiten_lr_mult"],
+                       "weight_decay": 0.0})
+    return torch.optim.Adam([g for g in groups if g["params"]])
 
 
-def build_tuples(net: RetrievalNet, train: TrainSet, cfg: dict, rng: np.random.Generator,
-                 device: torch.device, workers: int) -> tuple[list[list[Path]], dict]:
-    """Sample queries with a positive of their landmark, pick negatives; return tuples and mining stats."""
-    by_label: dict[int, np.ndarray] = {}
-    for label in np.unique(train.labels):
-        by_label[int(label)] = np.flatnonzero(train.labels == label)
-    eligible = np.concatenate([idx for idx in by_label.values() if len(idx) >= 2])
-    queries = rng.choice(eligible, min(cfg["tuples_per_epoch"], len(eligible)), replace=False)
-    positives = np.array([rng.choice(by_label[int(train.labels[q])][by_label[int(train.labels[q])] != q])
-                          for q in queries])
-    pool = rng.choice(len(train.paths), min(cfg["pool_size"], len(train.paths)), replace=False)
-    stats: dict = {}
-    if cfg["negatives"] == "hard":
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: dict) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per epoch: exponential (``lr_decay``) or cosine to zero over ``epochs``."""
+    if cfg["schedule"] == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg["epochs"]))
+    return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg["lr_decay"])
+
+
+def amp_dtype(device: torch.device, mode: str) -> torch.dtype | None:
+    """bf16 where the GPU supports it, else fp16 (with a grad scaler); None (off) on CPU or ``amp=off``."""
+    if device.type != "cuda" or mode == "off":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def write_metrics_row(path: Path, row: dict) -> None:
+    """Replace the rows of this epoch and later, then append: a resumed epoch never leaves a duplicate."""
+    rows = []
+    if path.is_file():
+        with path.open(newline="") as handle:
+            rows = [r for r in csv.DictReader(handle) if int(r["epoch"]) < int(row["epoch"])]
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows([*rows, row])
+    tmp.replace(path)
+
+
+def weights_checksum(net: nn.Module) -> float:
+    """Sum of every parameter in float64: equal on all ranks when DDP kept them in step."""
+    return float(sum(p.detach().double().sum() for p in net.parameters()))
+
+
+class Trainer:
+    def __init__(self, cfg: dict):
+        self.cfg, self.tcfg = cfg, cfg["train"]
+        self.out = run_dir(cfg)
+        self.checkpoint_path = self.out / "checkpoint.pt"
+        self.info: Dist = init_distributed(cfg["run"]["device"])
+        device = resolve_device(cfg["run"]["device"])
+        if device.type == "cuda" and self.info.active:
+            device = torch.device("cuda", self.info.local_rank)
+        self.device = device
+        self.workers = cfg["run"]["workers"]
+        self.seed = cfg["run"]["seed"]
+        self.amp = amp_dtype(self.device, self.tcfg["amp"])
+        self.comp = load_competition(cfg["competition"])
+        self.tensorboard = None
+
+    # ----------------------------------------------------------------- helpers
+
+    def describe(self, net: RetrievalNet, paths: list[Path], desc: str) -> np.ndarray:
+        """Descriptors of ``paths`` with each rank doing every world-th image, gathered on all ranks."""
+        mine = paths[self.info.rank::self.info.world]
+        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+            part, _ = extract_descriptors(net, mine, self.tcfg["image_size"], 32, self.device, self.workers, desc=desc)
+        parts = all_gather_objects(self.info, part)
+        out = np.zeros((len(paths), parts[0].shape[1]), np.float32)
+        for rank, chunk in enumerate(parts):
+            out[rank::self.info.world] = chunk
+        return out
+
+    def validate(self, net: RetrievalNet, val: ValSet | None) -> float | None:
+        if val is None or not self.info.main:
+            return None
+        desc, _ = extract_descriptors(net, val.paths, self.cfg["infer"]["image_size"], 32, self.device,
+                                      self.workers, desc="validate")
+        scores = desc[val.queries] @ desc[val.index].T
+        order = np.argsort(-scores, axis=1)[:, :100]
+        predictions = {str(q): [str(val.index[j]) for j in row] for q, row in zip(val.queries, order)}
+        solution = {str(q): [str(val.index[j]) for j in np.flatnonzero(val.labels[val.index] == val.labels[q])]
+                    for q in val.queries}
+        return map_at_k(predictions, solution)
+
+    def test_map(self, net: RetrievalNet) -> float | None:
+        if not self.info.main:
+            return None
+        return evaluate_net(net, self.comp, self.cfg["data"]["root"], self.cfg["infer"], self.device,
+                            self.workers).get("all")
+
+    def save(self, net, optimizer, scheduler, scaler, epoch: int, step: int, summary: dict,
+             plan: EpochPlan | None = None, losses: list[float] | None = None) -> None:
+        if self.info.main:
+            save_checkpoint(self.checkpoint_path, net, config=self.cfg, epoch=epoch, step=step,
+                            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                            scaler=scaler.state_dict(), torch_rng=torch.get_rng_state(), summary=summary,
+                            plan=plan.to_state() if plan is not None else None, losses=list(losses or []))
+        barrier(self.info)
+
+    def log_epoch(self, row: dict) -> None:
+        if not self.info.main:
+            return
+        write_metrics_row(self.out / "metrics.csv", row)
+        training_curves(self.out / "metrics.csv", self.out / "plots" / "curves.png")
+        if self.tensorboard is not None:
+            for key, value in row.items():
+                if key != "epoch" and value is not None and not (isinstance(value, float) and math.isnan(value)):
+                    self.tensorboard.add_scalar(f"train/{key}", value, row["epoch"])
+        log.info("epoch %s/%d %s", row["epoch"], self.tcfg["epochs"],
+                 " ".join(f"{k}={v}" for k, v in row.items() if k != "epoch"))
+
+    def _open_tensorboard(self) -> None:
+        if not (self.tcfg["tensorboard"] and self.info.main):
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            log.warning("train.tensorboard=true but tensorboard is not installed (pip install tensorboard); skipping")
+            return
+        self.tensorboard = SummaryWriter(str(self.out / "tensorboard"))
+
+    # ----------------------------------------------------------------- the run
+
+    def run(self) -> dict:
+        try:
+            return self._run()
+        finally:
+            if self.tensorboard is not None:
+                self.tensorboard.close()
+            shutdown(self.info)
+
+    def _run(self) -> dict:
+        cfg, tcfg = self.cfg, self.tcfg
+        seed_everything(self.seed)
+        if self.info.main:
+            save_config(cfg, self.out / "config.yaml")
+        state: dict = {}
+        if self.checkpoint_path.is_file():
+            net, state = load_checkpoint(self.checkpoint_path)
+            if state.get("epoch", 0) >= tcfg["epochs"] and "map_after" in state.get("summary", {}):
+                log.info("run %s already finished %d epochs; nothing to do (delete %s to retrain)",
+                         cfg["run"]["name"], state["epoch"], self.checkpoint_path)
+                return {"checkpoint": self.checkpoint_path, "finished": True, **state["summary"]}
+            log.info("resuming %s at epoch %d, step %d", cfg["run"]["name"], state.get("epoch", 0) + 1,
+                     state.get("step", 0))
+        else:
+            net = build_net(cfg["model"])
+        net.to(self.device)
+        full = load_train_set(self.comp, cfg["data"]["root"], cfg["data"]["train_list"])
+        train_set, val = split_validation(full, tcfg["val_landmarks"], self.seed)
+        shapes = image_shapes(train_set.paths, tcfg["image_size"], tcfg["aspect_buckets"])
+        if self.info.main:
+            initialise(net, train_set.paths, train_set.labels, cfg, self.device, self.workers, self.out / "plots")
+        if self.info.active:  # every rank starts from rank 0's initialised weights
+            payload = broadcast_object(self.info, (net.meta, {k: v.cpu() for k, v in net.state_dict().items()}))
+            net.meta = payload[0]
+            net.load_state_dict(payload[1])
+        optimizer = make_optimizer(net, tcfg)
+        scheduler = make_scheduler(optimizer, tcfg)
+        scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
+        if "optimizer" in state:  # a checkpoint from `kl` alone has weights but no training state yet
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state.get("scaler", {}))
+            torch.set_rng_state(state["torch_rng"])
+        summary = dict(state.get("summary", {}))
+        if tcfg["eval_before"] and "map_before" not in summary:
+            summary["map_before"] = broadcast_object(self.info, self.test_map(net))
+            if summary["map_before"] is not None:
+                log.info("test mAP@100 before training: %.4f", summary["map_before"])
+        model = net
+        if self.info.active:
+            model = DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self._open_tensorboard()
+        start_epoch, start_step = state.get("epoch", 0), state.get("step", 0)
+        for epoch in range(start_epoch, tcfg["epochs"]):
+            resuming = epoch == start_epoch and start_step > 0 and state.get("plan")
+            self.run_epoch(net, model, optimizer, scheduler, scaler, train_set, val, shapes, epoch, summary,
+                           EpochPlan.from_state(state["plan"]) if resuming else None,
+                           start_step if resuming else 0, list(state.get("losses", [])) if resuming else [])
+        summary["map_after"] = broadcast_object(self.info, self.test_map(net))
+        self.save(net, optimizer, scheduler, scaler, tcfg["epochs"], 0, summary)
+        log.info("rank %d final weights checksum %.12e", self.info.rank, weights_checksum(net))
+        return {"checkpoint": self.checkpoint_path, "finished": False, **summary}
+
+    def run_epoch(self, net, model, optimizer, scheduler, scaler, train_set: TrainSet, val: ValSet | None,
+                  shapes, epoch: int, summary: dict, plan: EpochPlan | None, start_step: int,
+                  losses: list[float]) -> None:
+        tcfg, info = self.tcfg, self.info
         started = time.perf_counter()
-        unique = np.unique(np.concatenate([queries, positives, pool]))
-        desc, _ = extract_descriptors(net, [train.paths[i] for i in unique], cfg["image_size"], 32, device,
-                                      workers, desc="mine")
-        row = {int(i): r for r, i in enumerate(unique)}
-        q_desc = desc[[row[int(i)] for i in queries]]
-        p_desc = desc[[row[int(i)] for i in positives]]
-        pool_desc = desc[[row[int(i)] for i in pool]]
-        negatives = select_negatives(q_desc, train.labels[queries], pool_desc, train.labels[pool], cfg["neg_num"])
-        d_pos = ((q_desc - p_desc) ** 2).sum(1)
-        valid = negatives >= 0
-        d_neg = ((q_desc[:, None, :] - pool_desc[np.maximum(negatives, 0)]) ** 2).sum(-1)
-        stats = {"mine_s": time.perf_counter() - started, "d_pos": float(d_pos.mean()),
-                 "d_neg": float(d_neg[valid].mean()),
-                 "easy_frac": float((d_neg[valid] > (d_pos[:, None] + cfg["margin"]).repeat(cfg["neg_num"], 1)[valid])
-                                    .mean())}
-    else:
-        negatives = random_negatives(train.labels[queries], train.labels[pool], cfg["neg_num"], rng)
-    tuples = []
-    for q, p, negs in zip(queries, positives, negatives):
-        if (negs < 0).any():
-            continue
-        tuples.append([train.paths[q], train.paths[p], *[train.paths[pool[n]] for n in negs]])
-    return tuples, stats
-
-
-def train_one_epoch(net: RetrievalNet, loader: DataLoader, optimizer: torch.optim.Optimizer, cfg: dict,
-                    device: torch.device, epoch: int) -> float:
-    net.train()
-    freeze_batchnorm(net.backbone)
-    losses = []
-    with tqdm(loader, desc=f"epoch {epoch + 1}", unit="batch", leave=False) as bar:
+        if plan is None:
+            plan = plan_epoch(train_set, shapes, tcfg, self.seed, epoch,
+                              lambda idx: self.describe(net, [train_set.paths[i] for i in idx], "mine"))
+        dataset = TupleDataset([[train_set.paths[i] for i in t] for t in plan.tuples], plan.shapes, tcfg,
+                               seed=self.seed * 1000 + epoch)
+        if epoch == 0 and start_step == 0 and info.main:
+            tuple_preview(dataset, min(4, len(dataset)), self.out / "plots" / "augmented_batch.png")
+        batches = epoch_batches(plan, tcfg["batch_tuples"], info.world, self.seed, epoch)
+        mine = [b[info.rank::info.world] for b in batches[start_step:]]
+        loader = DataLoader(dataset, batch_sampler=mine, num_workers=self.workers, collate_fn=torch.stack)
+        net.train()
+        if tcfg["freeze_bn"]:
+            freeze_batchnorm(net.backbone)
+        step = start_step
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}", unit="batch", initial=start_step, total=len(batches),
+                   leave=False, disable=not info.main)
         for batch in bar:
-            b, n = batch.shape[:2]
-            descriptors = net(batch.flatten(0, 1).to(device, non_blocking=True)).view(b, n, -1)
-            loss = triplet_loss(descriptors[:, 0], descriptors[:, 1], descriptors[:, 2:], cfg["margin"])
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"loss became {loss.item()} in epoch {epoch + 1}; the last good checkpoint "
-                                       "is kept; lower train.lr and run again")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(net.parameters(), cfg["grad_clip"])
-            optimizer.step()
-            losses.append(loss.item())
+            loss = self.train_step(model, optimizer, scaler, batch, epoch)
+            losses.append(loss)
+            step += 1
             bar.set_postfix(loss=f"{np.mean(losses):.4f}")
-    return float(np.mean(losses)) if losses else math.nan
+            if tcfg["checkpoint_every"] and step % tcfg["checkpoint_every"] == 0 and step < len(batches):
+                self.save(net, optimizer, scheduler, scaler, epoch, step, summary, plan, losses)
+        bar.close()
+        scheduler.step()
+        net.eval()
+        row = {"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 5) if losses else math.nan,
+               "val_map": self.validate(net, val), "tuples": len(plan.tuples),
+               **{k: round(v, 4) for k, v in plan.stats.items()},
+               "lr": round(optimizer.param_groups[0]["lr"], 8), "epoch_s": round(time.perf_counter() - started, 1)}
+        if row["val_map"] is not None:
+            row["val_map"] = round(row["val_map"], 4)
+        self.log_epoch(row)
+        self.save(net, optimizer, scheduler, scaler, epoch + 1, 0, summary)
 
-
-def _append_metrics(path: Path, row: dict) -> None:
-    new = not path.is_file()
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+    def train_step(self, model, optimizer, scaler, batch: torch.Tensor, epoch: int) -> float:
+        b, n = batch.shape[:2]
+        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+            descriptors = model(batch.flatten(0, 1).to(self.device, non_blocking=True)).float().view(b, n, -1)
+        loss = triplet_loss(descriptors[:, 0], descriptors[:, 1], descriptors[:, 2:], self.tcfg["margin"])
+        check = loss.detach().clone()
+        if self.info.active:  # every rank must see a divergence together, or the others would hang
+            torch.distributed.all_reduce(check)
+            check /= self.info.world
+        if not torch.isfinite(check):
+            raise TrainingDiverged(f"loss became {check.item()} in epoch {epoch + 1}; the last good checkpoint "
+                                   "is kept; lower train.lr and run again")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), self.tcfg["grad_clip"])
+        scaler.step(optimizer)
+        scaler.update()
+        return float(check)
 
 
 def train(cfg: dict) -> dict:
-    """Run (or resume) training as configured; returns a summary with mAP before and after."""
-    out = run_dir(cfg)
-    checkpoint_path = out / "checkpoint.pt"
-    comp = load_competition(cfg["competition"])
-    data_root = cfg["data"]["root"]
-    device = resolve_device(cfg["run"]["device"])
-    workers = cfg["run"]["workers"]
-    tcfg = cfg["train"]
-    seed_everything(cfg["run"]["seed"])
-    save_config(cfg, out / "config.yaml")
+    """Run (or resume) training as configured; returns a summary with test mAP before and after."""
+    return Trainer(cfg).run()
 
-    state: dict = {}
-    if checkpoint_path.is_file():
-        net, state = load_checkpoint(checkpoint_path)
-        if state.get("epoch", 0) >= tcfg["epochs"]:
-            log.info("run %s already finished %d epochs; nothing to do (delete %s to retrain)",
-                     cfg["run"]["name"], state["epoch"], checkpoint_path)
-            return {"checkpoint": checkpoint_path, "finished": True, **state.get("summary", {})}
-        log.info("resuming %s after epoch %d", cfg["run"]["name"], state["epoch"])
-    else:
-        net = build_net(cfg["model"])
-    net.to(device)
-    train_set = load_train_set(comp, data_root, cfg["data"]["train_list"])
-    optimizer = make_optimizer(net, tcfg)
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=tcfg["lr_decay"])
-    if state:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-    summary = dict(state.get("summary", {}))
-    if tcfg["eval_before"] and "map_before" not in summary:
-        summary["map_before"] = evaluate_net(net, comp, data_root, cfg["infer"], device, workers).get("all")
-        log.info("test mAP@100 before training: %s", _fmt(summary["map_before"]))
-    augment = train_augmentation(tcfg)
-    for epoch in range(state.get("epoch", 0), tcfg["epochs"]):
-        started = time.perf_counter()
-        rng = np.random.default_rng([cfg["run"]["seed"], epoch])
-        tuples, stats = build_tuples(net, train_set, tcfg, rng, device, workers)
-        loader = DataLoader(TupleDataset(tuples, augment, tcfg["image_size"]), batch_size=tcfg["batch_tuples"],
-                            shuffle=True, num_workers=workers, drop_last=False,
-                            generator=torch.Generator().manual_seed(cfg["run"]["seed"] * 1000 + epoch))
-        loss = train_one_epoch(net, loader, optimizer, tcfg, device, epoch)
-        scheduler.step()
-        row = {"epoch": epoch + 1, "loss": round(loss, 5), "tuples": len(tuples),
-               **{k: round(v, 4) for k, v in stats.items()}, "epoch_s": round(time.perf_counter() - started, 1)}
-        _append_metrics(out / "metrics.csv", row)
-        log.info("epoch %d/%d %s", epoch + 1, tcfg["epochs"], " ".join(f"{k}={v}" for k, v in row.items()))
-        save_checkpoint(checkpoint_path, net, config=cfg, epoch=epoch + 1, optimizer=optimizer.state_dict(),
-                        scheduler=scheduler.state_dict(), torch_rng=torch.get_rng_state(), summary=summary)
-        training_curves(out / "metrics.csv", out / "plots" / "curves.png")
-    summary["map_after"] = evaluate_net(net, comp, data_root, cfg["infer"], device, workers).get("all")
-    save_checkpoint(checkpoint_path, net, config=cfg, epoch=tcfg["epochs"], optimizer=optimizer.state_dict(),
-                    scheduler=scheduler.state_dict(), torch_rng=torch.get_rng_state(), summary=summary)
-    return {"checkpoint": checkpoint_path, "finished": False, **summary}
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a (no ground truth)" if value is None else f"{value:.4f}"

@@ -29,5 +29,36 @@ def test_gem_p_is_learnable():
 
 
 def test_unknown_head():
-    with pytest.raises(KeyError, match="registered: gem, mac, spoc"):
+    with pytest.raises(KeyError, match="registered: gem, mac, remap, rmac, spoc"):
         create_head("nope", [4])
+
+
+def test_rmac_is_remap_with_unit_weights():
+    maps = [torch.rand(2, 4, 6, 8), torch.rand(2, 6, 3, 4)]
+    assert torch.allclose(create_head("rmac", [4, 6])(maps), create_head("remap", [4, 6])(maps), atol=1e-5)
+
+
+def test_remap_weights_set_and_stay_non_negative_under_training():
+    head = create_head("remap", [4, 6])
+    weights = torch.rand(2, head.num_regions) * 3
+    head.set_region_weights(weights)
+    assert torch.allclose(head.region_weights, weights.clamp(min=1e-4), atol=1e-4)
+    optimizer = torch.optim.SGD(head.parameters(), lr=100.0)
+    for _ in range(5):  # drive every weight hard towards negative values
+        optimizer.zero_grad()
+        head.region_weights.sum().backward()
+        optimizer.step()
+    assert (head.region_weights >= 0).all()
+    with pytest.raises(ValueError, match="must be"):
+        head.set_region_weights(torch.ones(3))
+
+
+def test_remap_weights_change_the_descriptor():
+    maps = [torch.rand(2, 4, 6, 8)]
+    head = create_head("remap", [4])
+    before = head(maps)
+    weights = torch.zeros(1, head.num_regions)
+    weights[0, -1] = 1.0  # only the whole image: REMAP reduces to MAC
+    head.set_region_weights(weights)
+    assert not torch.allclose(before, head(maps))
+    assert torch.allclose(head(maps), create_head("mac", [4])(maps), atol=1e-3)

@@ -23,3 +23,29 @@ def test_gradients_reach_backbone_and_head():
     net(torch.rand(2, 3, 64, 64)).sum().backward()
     assert net.backbone.conv_stem.weight.grad.abs().sum() > 0
     assert net.head.p.grad.abs().sum() > 0
+
+
+def _remap_cfg():
+    return load_config("toy-remap", ["model.whiten_dim=64"])["model"]
+
+
+def test_gradients_reach_backbone_region_weights_and_whitening():
+    net = build_net(_remap_cfg())
+    net(torch.rand(2, 3, 64, 64)).pow(2).sum().backward()
+    assert net.backbone.conv_stem.weight.grad.abs().sum() > 0
+    assert net.head.raw_weights.grad.abs().sum() > 0
+    assert net.whiten.weight.grad.abs().sum() > 0 and net.whiten.bias.grad.abs().sum() > 0
+
+
+def test_remap_checkpoint_holds_regions_kl_and_whitening(tmp_path):
+    net = build_net(_remap_cfg()).eval()
+    net.head.set_region_weights(torch.rand(2, net.head.num_regions) + 0.5)
+    net.set_whitening(torch.randn(64, net.meta["pooled_dim"]), torch.randn(64))
+    net.meta.update(kl_fitted=True, kl=net.head.region_weights.tolist())
+    rebuilt, _ = load_checkpoint(save_checkpoint(tmp_path / "r.pt", net))
+    rebuilt.eval()
+    x = torch.rand(1, 3, 96, 128)
+    with torch.no_grad():
+        assert torch.allclose(net(x), rebuilt(x), atol=1e-5)
+    assert rebuilt.meta["whitening_fitted"] and rebuilt.meta["kl_fitted"] and len(rebuilt.meta["regions"]) == 41
+    assert net(x).shape == (1, 64)

@@ -1,0 +1,145 @@
+"""What one epoch trains on: the train/validation split, the mined tuples, and the batch order.
+
+Everything here is a pure function of (seed, epoch, descriptors), so a resumed
+run, or every rank of a DDP run, derives the same plan.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..competition import Competition
+from ..data.datasets import header_size, target_size
+from ..data.gldv2 import check_images_exist, image_path, read_train, read_train_clean
+from .mining import random_negatives, select_negatives
+
+
+@dataclass
+class TrainSet:
+    ids: list[str]
+    paths: list[Path]
+    labels: np.ndarray
+
+    def subset(self, indices: np.ndarray) -> TrainSet:
+        return TrainSet([self.ids[i] for i in indices], [self.paths[i] for i in indices], self.labels[indices])
+
+
+@dataclass
+class ValSet:
+    """Held-out train landmarks as a small retrieval task: one query per landmark, the rest as index."""
+
+    paths: list[Path]
+    labels: np.ndarray
+    queries: np.ndarray
+    index: np.ndarray
+
+
+@dataclass
+class EpochPlan:
+    """The tuples of one epoch (indices into the train set), their batch shapes, and mining statistics."""
+
+    tuples: list[list[int]]
+    shapes: list[tuple[int, int]]
+    stats: dict = field(default_factory=dict)
+
+    def to_state(self) -> dict:
+        return {"tuples": self.tuples, "shapes": [list(s) for s in self.shapes], "stats": self.stats}
+
+    @classmethod
+    def from_state(cls, state: dict) -> EpochPlan:
+        return cls([list(t) for t in state["tuples"]], [tuple(s) for s in state["shapes"]], dict(state["stats"]))
+
+
+def load_train_set(comp: Competition, data_root: str | Path, train_list: str) -> TrainSet:
+    key = {"clean": "train_clean_csv", "full": "train_csv"}[train_list]
+    csv_path = comp.csv_path(data_root, key)
+    frame: pd.DataFrame = read_train_clean(csv_path) if train_list == "clean" else read_train(csv_path)
+    ids = frame["id"].tolist()
+    check_images_exist(comp.data_dir(data_root), "train", ids, csv_path)
+    return TrainSet(ids, [image_path(comp.data_dir(data_root), "train", i) for i in ids],
+                    frame["landmark_id"].to_numpy())
+
+
+def split_validation(train: TrainSet, n_landmarks: int, seed: int) -> tuple[TrainSet, ValSet | None]:
+    """Hold out ``n_landmarks`` landmarks (with 2+ images) from training for per-epoch validation."""
+    if n_landmarks <= 0:
+        return train, None
+    rng = np.random.default_rng([seed, 11])
+    labels, counts = np.unique(train.labels, return_counts=True)
+    held = rng.choice(labels[counts >= 2], min(n_landmarks, int((counts >= 2).sum()) // 2), replace=False)
+    is_val = np.isin(train.labels, held)
+    val_idx = np.flatnonzero(is_val)
+    val_labels = train.labels[val_idx]
+    queries = np.array([np.flatnonzero(val_labels == lab)[0] for lab in held])
+    index = np.setdiff1d(np.arange(len(val_idx)), queries)
+    val = ValSet([train.paths[i] for i in val_idx], val_labels, queries, index)
+    return train.subset(np.flatnonzero(~is_val)), val
+
+
+def image_shapes(paths: list[Path], longest: int, buckets: bool) -> list[tuple[int, int]]:
+    """(width, height) each image is trained at: its aspect-ratio bucket, or a square."""
+    if not buckets:
+        return [(longest, longest)] * len(paths)
+    return [target_size(*(header_size(p) or (longest, longest)), longest) for p in paths]
+
+
+Describe = Callable[[list[int]], np.ndarray]
+
+
+def plan_epoch(train: TrainSet, shapes: list[tuple[int, int]], cfg: dict, seed: int, epoch: int,
+               describe: Describe | None) -> EpochPlan:
+    """Sample queries with a positive of their landmark; take negatives mined with ``describe`` (or random).
+
+    ``describe`` maps train indices to L2-normalised descriptors with the current net.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    by_label: dict[int, np.ndarray] = {int(lab): np.flatnonzero(train.labels == lab) for lab in np.unique(train.labels)}
+    eligible = np.concatenate([idx for idx in by_label.values() if len(idx) >= 2])
+    queries = rng.choice(eligible, min(cfg["tuples_per_epoch"], len(eligible)), replace=False)
+    positives = np.array([rng.choice(by_label[int(train.labels[q])][by_label[int(train.labels[q])] != q])
+                          for q in queries])
+    pool = rng.choice(len(train.paths), min(cfg["pool_size"], len(train.paths)), replace=False)
+    stats: dict = {}
+    if cfg["negatives"] == "hard" and describe is not None:
+        started = time.perf_counter()
+        unique = np.unique(np.concatenate([queries, positives, pool]))
+        desc = describe(unique.tolist())
+        row = {int(i): r for r, i in enumerate(unique)}
+        q_desc, p_desc, pool_desc = (desc[[row[int(i)] for i in part]] for part in (queries, positives, pool))
+        negatives = select_negatives(q_desc, train.labels[queries], pool_desc, train.labels[pool], cfg["neg_num"])
+        valid = negatives >= 0
+        d_pos = ((q_desc - p_desc) ** 2).sum(1)
+        d_neg = ((q_desc[:, None, :] - pool_desc[np.maximum(negatives, 0)]) ** 2).sum(-1)
+        beyond = d_neg > d_pos[:, None] + cfg["margin"]
+        stats = {"mine_s": time.perf_counter() - started, "d_pos": float(d_pos.mean()),
+                 "d_neg": float(d_neg[valid].mean()), "easy_frac": float(beyond[valid].mean())}
+    else:
+        negatives = random_negatives(train.labels[queries], train.labels[pool], cfg["neg_num"], rng)
+    tuples = [[int(q), int(p), *(int(pool[n]) for n in negs)]
+              for q, p, negs in zip(queries, positives, negatives) if (negs >= 0).all()]
+    return EpochPlan(tuples, [shapes[t[0]] for t in tuples], stats)
+
+
+def epoch_batches(plan: EpochPlan, batch_tuples: int, world: int, seed: int, epoch: int) -> list[list[int]]:
+    """Global batches (lists of tuple positions) in a seeded order; each batch shares one shape.
+
+    A global batch holds ``batch_tuples * world`` tuples and rank r trains on
+    ``batch[r::world]``. Tails too small to give every rank a tuple are dropped,
+    so no rank waits on an empty batch.
+    """
+    rng = np.random.default_rng([seed, epoch, 5])
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for position in rng.permutation(len(plan.tuples)):
+        groups[plan.shapes[position]].append(int(position))
+    size = batch_tuples * world
+    batches = [members[i:i + size] for _, members in sorted(groups.items()) for i in range(0, len(members), size)]
+    batches = [b for b in batches if len(b) >= world]
+    return [batches[i] for i in rng.permutation(len(batches))]
+

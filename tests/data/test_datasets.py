@@ -1,0 +1,43 @@
+import numpy as np
+import torch
+from PIL import Image
+
+from solution.config import load_config
+from solution.data.datasets import EvalDataset, TupleDataset, bucket_batches, target_size, train_augmentation
+
+
+def test_target_size_keeps_aspect_in_buckets():
+    assert target_size(400, 300, 160) == (160, 128)  # 120 rounds to 128
+    assert target_size(300, 400, 160) == (128, 160)
+    assert target_size(10, 1000, 160) == (32, 160)   # never below one multiple
+
+
+def test_buckets_share_one_size():
+    sizes = [(160, 128), (128, 160), (160, 128), (160, 160)]
+    batches = bucket_batches(sizes, 2)
+    assert sorted(i for b in batches for i in b) == [0, 1, 2, 3]
+    for batch in batches:
+        assert len({sizes[i] for i in batch}) == 1
+
+
+def test_eval_dataset_bad_image_is_zero_and_flagged(tmp_path):
+    Image.new("RGB", (80, 60), (255, 0, 0)).save(tmp_path / "ok.jpg")
+    (tmp_path / "bad.jpg").write_bytes(b"junk")
+    data = EvalDataset([tmp_path / "ok.jpg", tmp_path / "bad.jpg"], 64)
+    image, _, ok = data[0]
+    assert ok and image.shape == (3, 64, 64) and image[0].mean() > 0.9
+    image, _, ok = data[1]
+    assert not ok and image.abs().sum() == 0
+
+
+def test_tuples_are_reproducible_per_item(tmp_path):
+    for i in range(3):
+        Image.new("RGB", (90, 70), (40 * i, 100, 200)).save(tmp_path / f"{i}.jpg")
+    tuples = [[tmp_path / f"{i}.jpg" for i in range(3)]] * 2
+    cfg = load_config("toy")["train"]
+    data = TupleDataset(tuples, [(64, 48), (64, 48)], cfg, seed=5)
+    first = data[1]
+    data[0]
+    assert first.shape == (3, 3, 48, 64) and torch.equal(first, data[1])
+    assert not torch.equal(first, TupleDataset(tuples, [(64, 48)] * 2, cfg, seed=6)[1])
+    assert train_augmentation(cfg, (32, 64))(image=np.zeros((70, 90, 3), np.uint8))["image"].shape == (64, 32, 3)

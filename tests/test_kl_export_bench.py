@@ -1,0 +1,51 @@
+"""The REMAP side commands: kl (weights + pictures into the checkpoint), export, bench."""
+
+import json
+
+import torch
+
+from solution.cli import main
+from solution.model import load_checkpoint
+
+TINY = ["--config", "toy-remap", "data.root=inputs", "data.toy_size=tiny", "run.workers=0",
+        "model.kl.images=24", "model.kl.pairs=200", "model.kl.image_size=96", "infer.image_size=96",
+        "model.whiten_dim=8", "train.val_landmarks=2", "train.epochs=1", "train.tuples_per_epoch=4", "train.batch_tuples=2",
+        "train.neg_num=2", "train.pool_size=16", "train.image_size=96"]
+
+
+def test_kl_then_train_keeps_kl_weights_and_fits_whitening(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["data", *TINY]) == 0
+    assert main(["kl", *TINY]) == 0
+    assert "kl_heatmap.png" in capsys.readouterr().out
+    for picture in ("kl_heatmap.png", "kl_regions.png"):
+        assert (tmp_path / "runs/toy-remap/plots" / picture).stat().st_size > 1000
+    net, state = load_checkpoint(tmp_path / "runs/toy-remap/checkpoint.pt")
+    assert net.meta["kl_fitted"] and not net.meta["whitening_fitted"] and state["epoch"] == 0
+    weights = net.head.region_weights.detach()
+    assert weights.shape == (2, 41) and (weights >= 0).all() and weights.std() > 0
+    assert torch.allclose(weights.mean(), torch.tensor(1.0), atol=1e-3)
+
+    assert main(["train", *TINY, "train.lr=0"]) == 0  # lr 0: the KL weights must survive untouched
+    trained, _ = load_checkpoint(tmp_path / "runs/toy-remap/checkpoint.pt")
+    assert trained.meta["whitening_fitted"]
+    assert torch.allclose(trained.head.region_weights, weights, atol=1e-5)
+
+    assert main(["export", *TINY, "--size", "96x64"]) == 0
+    assert (tmp_path / "runs/toy-remap/export/model-96x64.pt").is_file()
+
+
+def test_kl_refuses_heads_without_weights(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["kl", "--config", "toy", "data.root=inputs"]) == 2
+    assert "model.head=remap" in capsys.readouterr().err
+
+
+def test_bench_model_writes_ratios(tmp_path, capsys):
+    args = ["bench", "model", "--backbones", "tf_efficientnet_lite0", "--height", "64", "--width", "64",
+            "--batch", "1", "--repeats", "1", "--out", str(tmp_path)]
+    assert main(args) == 0
+    payload = json.loads((tmp_path / "model.json").read_text())
+    assert [row["head"] for row in payload["rows"]] == ["remap", "rmac", "gem"]
+    assert all(row["ratio"] > 0 for row in payload["rows"]) and payload["peak_rss_mb"] > 0
+    assert "| backbone | head |" in capsys.readouterr().out

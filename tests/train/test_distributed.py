@@ -1,0 +1,44 @@
+"""Two DDP processes on CPU (gloo), launched the way torchrun launches them."""
+
+import csv
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_ranks_train_in_step_and_only_rank0_writes(tiny_root, tmp_path):
+    port = _free_port()
+    processes = []
+    for rank in range(2):
+        # Rank 1 gets a run folder of its own: if it wrote anything, it would land there.
+        run_dir = tmp_path / f"rank{rank}"
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2",
+               "RANK": str(rank), "LOCAL_RANK": str(rank), "OMP_NUM_THREADS": "1"}
+        args = [sys.executable, "-m", "solution", "train", "--config", "toy-tiny", f"data.root={tiny_root}",
+                f"run.dir={run_dir}", "run.workers=0", "run.device=cpu", "train.epochs=3", "train.lr=3e-4",
+                "train.tuples_per_epoch=16", "train.batch_tuples=2", "train.val_landmarks=0"]
+        processes.append(subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          text=True))
+    outputs = [p.communicate(timeout=400) for p in processes]
+    for p, (_, err) in zip(processes, outputs):
+        assert p.returncode == 0, err[-2000:]
+    checksums = [re.search(r"rank (\d) final weights checksum (\S+)", err) for _, err in outputs]
+    assert [int(m.group(1)) for m in checksums] == [0, 1]
+    assert float(checksums[0].group(2)) == float(checksums[1].group(2))
+
+    assert not (tmp_path / "rank1").exists() or not any((tmp_path / "rank1").rglob("*"))
+    run = tmp_path / "rank0" / "toy-tiny"
+    assert (run / "checkpoint.pt").is_file() and (run / "config.yaml").is_file()
+    losses = [float(r["loss"]) for r in csv.DictReader(open(run / "metrics.csv"))]
+    assert len(losses) == 3 and losses[-1] < losses[0]
