@@ -8,6 +8,7 @@ OVERRIDES ?=
 COMPETITION ?= toy
 SUBMISSION ?=
 BENCH ?=
+GPUS ?= 1
 
 ifeq ($(strip $(VENV)),)
 PY := $(PYTHON)
@@ -18,8 +19,14 @@ SETUP := $(VENV)/.requirements-stamp
 endif
 
 RUN := $(PY) -m solution
+# GPUS>1: one process per GPU through torchrun (DDP); add torchrun's --nnodes/--rdzv flags for several nodes.
+ifeq ($(GPUS),1)
+TRAIN := $(RUN) train
+else
+TRAIN := $(PY) -m torch.distributed.run --standalone --nproc_per_node $(GPUS) -m solution train
+endif
 
-.PHONY: setup data viz-data train kl export submit evaluate validate bench test lint clean help
+.PHONY: setup data viz-data train kl export submit evaluate validate bench gpu-check test lint clean help
 
 help:
 	@echo "make train | submit | test | data | viz-data | kl | export | bench | evaluate | validate | setup | lint | clean"
@@ -43,13 +50,16 @@ viz-data: $(SETUP)
 	$(RUN) viz-data --config $(CONFIG) $(OVERRIDES)
 
 train: data
-	$(RUN) train --config $(CONFIG) $(OVERRIDES)
+	$(TRAIN) --config $(CONFIG) $(OVERRIDES)
 
 kl: $(SETUP)
 	$(RUN) kl --config $(CONFIG) $(OVERRIDES)
 
 export: $(SETUP)
 	$(RUN) export --config $(CONFIG) $(OVERRIDES)
+
+gpu-check: $(SETUP)
+	$(RUN) gpu-check
 
 bench: $(SETUP)
 	$(RUN) bench $(BENCH)

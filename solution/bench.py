@@ -3,6 +3,11 @@
 ``model``: forward time of backbone + head divided by the bare backbone's
 (same tapped layers, same input), for REMAP, R-MAC and GeM. Timings alternate
 between variants and take the median, so drift in machine load hits all alike.
+
+``train``: images/s of the real training loop (JPEG decoding, augmentation,
+DataLoader workers, aspect buckets, the optimisation step) divided by bare
+forward+backward+step on the same batches already in memory; and the share of
+an epoch that hard-negative mining takes at the configured sizes.
 """
 
 from __future__ import annotations
@@ -78,3 +83,51 @@ def format_table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def bench_train(cfg: dict, steps: int = 12) -> list[dict]:
+    """Measured on the configured competition (``make data`` first) with the configured model."""
+    import numpy as np
+    from torch.utils.data import DataLoader
+
+    from .data.datasets import TupleDataset
+    from .train.loop import Trainer, make_optimizer
+    from .train.tuples import epoch_batches, image_shapes, load_train_set, plan_epoch
+
+    trainer = Trainer(cfg)
+    tcfg = cfg["train"]
+    train_set = load_train_set(trainer.comp, cfg["data"]["root"], cfg["data"]["train_list"])
+    shapes = image_shapes(train_set.paths, tcfg["image_size"], tcfg["aspect_buckets"])
+    net = build_net(cfg["model"]).to(trainer.device)
+    optimizer = make_optimizer(net, tcfg)
+    scaler = torch.amp.GradScaler("cuda", enabled=trainer.amp == torch.float16)
+    sized = {**tcfg, "tuples_per_epoch": steps * tcfg["batch_tuples"], "negatives": "random"}
+    plan = plan_epoch(train_set, shapes, sized, cfg["run"]["seed"], 0, None)
+    dataset = TupleDataset([[train_set.paths[i] for i in t] for t in plan.tuples], plan.shapes, tcfg)
+    batches = epoch_batches(plan, tcfg["batch_tuples"], 1, cfg["run"]["seed"], 0)
+    net.train()
+
+    started = time.perf_counter()
+    images = 0
+    for batch in DataLoader(dataset, batch_sampler=batches, num_workers=trainer.workers, collate_fn=torch.stack):
+        trainer.train_step(net, optimizer, scaler, batch, 0)
+        images += batch.shape[0] * batch.shape[1]
+    real = images / (time.perf_counter() - started)
+
+    in_memory = [torch.stack([dataset[i] for i in b]) for b in batches]
+    started = time.perf_counter()
+    for batch in in_memory:
+        trainer.train_step(net, optimizer, scaler, batch, 0)
+    bare = images / (time.perf_counter() - started)
+
+    mining = {**tcfg, "negatives": "hard"}
+    plan = plan_epoch(train_set, shapes, mining, cfg["run"]["seed"], 1,
+                      lambda idx: trainer.describe(net, [train_set.paths[i] for i in idx], "mine"))
+    epoch_images = len(plan.tuples) * (2 + tcfg["neg_num"])
+    train_s = epoch_images / real
+    mine_s = plan.stats["mine_s"]
+    return [{"model": f"{cfg['model']['backbone']}+{cfg['model']['head']}", "size": tcfg["image_size"],
+             "images": images, "loop_img_s": round(real, 2), "bare_img_s": round(bare, 2),
+             "loop_vs_bare": round(real / bare, 3), "epoch_tuples": len(plan.tuples), "mine_s": round(mine_s, 2),
+             "train_s": round(train_s, 1), "mining_share": round(mine_s / (mine_s + train_s), 3),
+             "peak_rss_mb": round(peak_rss_mb(), 0), "unique_batches": int(np.unique([len(b) for b in batches]).size)}]

@@ -164,14 +164,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
-    sections = args.sections or ["model"]
-    for section in sections:
-        if section != "model":
-            raise ConfigError(f"unknown bench section '{section}'; available: model")
-        rows = bench.bench_model(args.backbones, args.height, args.width, args.batch, args.repeats)
+    runners = {
+        "model": lambda: bench.bench_model(args.backbones, args.height, args.width, args.batch, args.repeats),
+        "train": lambda: bench.bench_train(load_config(args.config, args.set), args.steps),
+    }
+    for section in args.sections or list(runners):
+        if section not in runners:
+            raise ConfigError(f"unknown bench section '{section}'; available: {', '.join(runners)}")
+        rows = runners[section]()
         out = bench.write_results(section, rows, args.out)
         print(bench.format_table(rows))
         print(f"bench {section}: peak RSS {bench.peak_rss_mb():.0f} MB; wrote {out}")
+    return 0
+
+
+def cmd_gpu_check(args: argparse.Namespace) -> int:
+    from .gpu_check import run
+
+    try:
+        print(run())
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -208,8 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="submissions", help="folder for the CSV")
     p.set_defaults(func=cmd_submit)
 
-    p = sub.add_parser("bench", help="measured ratios: heads vs bare backbone")
-    p.add_argument("sections", nargs="*", help="model (default)")
+    p = sub.add_parser("bench", help="measured ratios: heads vs bare backbone, training loop vs bare steps")
+    p.add_argument("sections", nargs="*", help="model, train (default: all)")
+    p.add_argument("--config", default="toy", help="experiment YAML for the train section")
+    p.add_argument("--set", nargs="*", default=[], metavar="key=value", help="config overrides (train section)")
+    p.add_argument("--steps", type=int, default=12, help="training steps timed (train section)")
     p.add_argument("--backbones", nargs="+", default=["tf_efficientnet_lite0", "resnet50"])
     p.add_argument("--height", type=int, default=384)
     p.add_argument("--width", type=int, default=512)
@@ -217,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--out", default="runs/bench")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("gpu-check", help="AMP training steps, extraction img/s and faiss on a GPU")
+    p.set_defaults(func=cmd_gpu_check)
 
     for name, func, helptext in (("validate", cmd_validate, "check a submission file"),
                                  ("evaluate", cmd_evaluate, "score a submission against the solution file")):

@@ -33,7 +33,7 @@ from ..runtime import resolve_device, seed_everything
 from ..viz import training_curves, tuple_preview
 from .distributed import Dist, all_gather_objects, barrier, broadcast_object, init_distributed, shutdown
 from .initialise import initialise
-from .loss import triplet_loss
+from .loss import triplet_loss, triplet_stats
 from .tuples import (
     EpochPlan,
     TrainSet,
@@ -156,12 +156,12 @@ class Trainer:
                             self.workers).get("all")
 
     def save(self, net, optimizer, scheduler, scaler, epoch: int, step: int, summary: dict,
-             plan: EpochPlan | None = None, losses: list[float] | None = None) -> None:
+             plan: EpochPlan | None = None, steps: list[dict] | None = None) -> None:
         if self.info.main:
             save_checkpoint(self.checkpoint_path, net, config=self.cfg, epoch=epoch, step=step,
                             optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                             scaler=scaler.state_dict(), torch_rng=torch.get_rng_state(), summary=summary,
-                            plan=plan.to_state() if plan is not None else None, losses=list(losses or []))
+                            plan=plan.to_state() if plan is not None else None, steps=list(steps or []))
         barrier(self.info)
 
     def log_epoch(self, row: dict) -> None:
@@ -244,7 +244,7 @@ class Trainer:
             resuming = epoch == start_epoch and start_step > 0 and state.get("plan")
             self.run_epoch(net, model, optimizer, scheduler, scaler, train_set, val, shapes, epoch, summary,
                            EpochPlan.from_state(state["plan"]) if resuming else None,
-                           start_step if resuming else 0, list(state.get("losses", [])) if resuming else [])
+                           start_step if resuming else 0, list(state.get("steps", [])) if resuming else [])
         summary["map_after"] = broadcast_object(self.info, self.test_map(net))
         self.save(net, optimizer, scheduler, scaler, tcfg["epochs"], 0, summary)
         log.info("rank %d final weights checksum %.12e", self.info.rank, weights_checksum(net))
@@ -252,7 +252,7 @@ class Trainer:
 
     def run_epoch(self, net, model, optimizer, scheduler, scaler, train_set: TrainSet, val: ValSet | None,
                   shapes, epoch: int, summary: dict, plan: EpochPlan | None, start_step: int,
-                  losses: list[float]) -> None:
+                  steps: list[dict]) -> None:
         tcfg, info = self.tcfg, self.info
         started = time.perf_counter()
         if plan is None:
@@ -272,25 +272,26 @@ class Trainer:
         bar = tqdm(loader, desc=f"epoch {epoch + 1}", unit="batch", initial=start_step, total=len(batches),
                    leave=False, disable=not info.main)
         for batch in bar:
-            loss = self.train_step(model, optimizer, scaler, batch, epoch)
-            losses.append(loss)
+            steps.append(self.train_step(model, optimizer, scaler, batch, epoch))
             step += 1
-            bar.set_postfix(loss=f"{np.mean(losses):.4f}")
+            bar.set_postfix(loss=f"{np.mean([s['loss'] for s in steps]):.4f}")
             if tcfg["checkpoint_every"] and step % tcfg["checkpoint_every"] == 0 and step < len(batches):
-                self.save(net, optimizer, scheduler, scaler, epoch, step, summary, plan, losses)
+                self.save(net, optimizer, scheduler, scaler, epoch, step, summary, plan, steps)
         bar.close()
         scheduler.step()
         net.eval()
-        row = {"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 5) if losses else math.nan,
-               "val_map": self.validate(net, val), "tuples": len(plan.tuples),
-               **{k: round(v, 4) for k, v in plan.stats.items()},
+        means = {key: float(np.mean([s[key] for s in steps])) if steps else math.nan
+                 for key in ("loss", "d_pos", "d_neg", "easy_frac")}
+        row = {"epoch": epoch + 1, "loss": round(means.pop("loss"), 5), "val_map": self.validate(net, val),
+               "tuples": len(plan.tuples), **{k: round(v, 4) for k, v in means.items()},
+               **{k: round(v, 2) for k, v in plan.stats.items()},
                "lr": round(optimizer.param_groups[0]["lr"], 8), "epoch_s": round(time.perf_counter() - started, 1)}
         if row["val_map"] is not None:
             row["val_map"] = round(row["val_map"], 4)
         self.log_epoch(row)
         self.save(net, optimizer, scheduler, scaler, epoch + 1, 0, summary)
 
-    def train_step(self, model, optimizer, scaler, batch: torch.Tensor, epoch: int) -> float:
+    def train_step(self, model, optimizer, scaler, batch: torch.Tensor, epoch: int) -> dict[str, float]:
         b, n = batch.shape[:2]
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
             descriptors = model(batch.flatten(0, 1).to(self.device, non_blocking=True)).float().view(b, n, -1)
@@ -308,7 +309,8 @@ class Trainer:
         nn.utils.clip_grad_norm_(model.parameters(), self.tcfg["grad_clip"])
         scaler.step(optimizer)
         scaler.update()
-        return float(check)
+        return {"loss": float(check), **triplet_stats(descriptors[:, 0], descriptors[:, 1], descriptors[:, 2:],
+                                                      self.tcfg["margin"])}
 
 
 def train(cfg: dict) -> dict:

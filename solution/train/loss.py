@@ -11,3 +11,13 @@ def triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.
     d_pos = (anchor - positive).pow(2).sum(-1, keepdim=True)
     d_neg = (anchor.unsqueeze(1) - negatives).pow(2).sum(-1)
     return torch.relu(d_pos - d_neg + margin).mean()
+
+
+@torch.no_grad()
+def triplet_stats(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor,
+                  margin: float = 0.1) -> dict[str, float]:
+    """Mean squared positive and negative distances, and the fraction of negatives already past the margin."""
+    d_pos = (anchor - positive).pow(2).sum(-1, keepdim=True)
+    d_neg = (anchor.unsqueeze(1) - negatives).pow(2).sum(-1)
+    return {"d_pos": float(d_pos.mean()), "d_neg": float(d_neg.mean()),
+            "easy_frac": float((d_neg > d_pos + margin).float().mean())}
