@@ -26,7 +26,7 @@ else
 TRAIN := $(PY) -m torch.distributed.run --standalone --nproc_per_node $(GPUS) -m solution train
 endif
 
-.PHONY: setup data viz-data train kl export submit evaluate validate bench gpu-check test lint clean help
+.PHONY: setup data viz-data viz-retrieval extract ablate train kl export submit evaluate validate bench gpu-check test lint clean help
 
 help:
 	@echo "make train | submit | test | data | viz-data | kl | export | bench | evaluate | validate | setup | lint | clean"
@@ -47,7 +47,16 @@ data: $(SETUP)
 	$(RUN) data --config $(CONFIG) $(OVERRIDES)
 
 viz-data: $(SETUP)
-	$(RUN) viz-data --config $(CONFIG) $(OVERRIDES)
+	$(RUN) viz data --config $(CONFIG) $(OVERRIDES)
+
+viz-retrieval: $(SETUP)
+	$(RUN) viz retrieval --config $(CONFIG) $(OVERRIDES)
+
+extract: $(SETUP)
+	$(RUN) extract --config $(CONFIG) $(OVERRIDES)
+
+ablate: $(SETUP)
+	$(RUN) ablate --config $(CONFIG) $(OVERRIDES)
 
 train: data
 	$(TRAIN) --config $(CONFIG) $(OVERRIDES)
@@ -66,6 +75,7 @@ bench: $(SETUP)
 
 submit: $(SETUP)
 	$(RUN) submit --config $(CONFIG) $(OVERRIDES)
+	$(RUN) viz retrieval --config $(CONFIG) $(OVERRIDES)
 
 evaluate: $(SETUP)
 	$(RUN) evaluate --competition $(COMPETITION) --submission $(SUBMISSION)

@@ -43,14 +43,67 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_viz_data(args: argparse.Namespace) -> int:
+def cmd_viz(args: argparse.Namespace) -> int:
     from .competition import load_competition
-    from .viz import data_contact_sheet
+    from .data.gldv2 import read_solution
+    from .viz import data_contact_sheet, retrieval_gallery
 
     cfg = _config(args)
     comp = load_competition(cfg["competition"])
     target = comp.data_dir(cfg["data"]["root"])
-    print(f"viz-data: wrote {data_contact_sheet(target, target / 'contact_sheet.png')}")
+    if args.kind == "data":
+        print(f"viz data: wrote {data_contact_sheet(target, target / 'contact_sheet.png')}")
+        return 0
+    ranking = run_dir(cfg) / "ranking.npz"
+    if not ranking.is_file():
+        raise FileNotFoundError(f"{ranking} does not exist; run `make submit` first")
+    solution_path = comp.csv_path(cfg["data"]["root"], "solution_csv")
+    solution = read_solution(solution_path) if solution_path.is_file() else None
+    out = retrieval_gallery(target, ranking, run_dir(cfg) / "plots" / "retrieval.png", solution, args.queries,
+                            args.topk)
+    print(f"viz retrieval: wrote {out}")
+    return 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    import os
+
+    from .competition import load_competition
+    from .data.gldv2 import DataError
+    from .infer.features import extract_split, merge_split, split_ids
+    from .model.net import load_checkpoint
+    from .runtime import resolve_device
+
+    cfg = _config(args)
+    if args.shard:
+        index, count = (int(v) for v in args.shard.split("/"))
+    else:  # under torchrun, each rank takes its share of the shards
+        index, count = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if not 0 <= index < count:
+        raise DataError(f"--shard {args.shard}: want i/n with 0 <= i < n")
+    comp = load_competition(cfg["competition"])
+    run = run_dir(cfg)
+    net, _ = load_checkpoint(run / "checkpoint.pt")
+    device = resolve_device(cfg["run"]["device"])
+    net.to(device).eval()
+    for split in args.split or ["index", "test"]:
+        folder = extract_split(net, comp, cfg["data"]["root"], split, run / "features", cfg["infer"], device,
+                               cfg["run"]["workers"], (index, count))
+        if count == 1 or args.merge:
+            descriptors, ids, bad = merge_split(folder, split_ids(comp, cfg["data"]["root"], split))
+            print(f"extract: {split}: {descriptors.shape[0]} x {descriptors.shape[1]} descriptors, {len(bad)} "
+                  f"unreadable; wrote {folder.parent / split}.npy")
+        else:
+            print(f"extract: {split}: shard {index}/{count} done in {folder}; merge with --merge once all are")
+    return 0
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from .infer.ablation import ablate, table
+
+    result = ablate(_config(args))
+    print(table(result))
+    print(f"ablate: best on Public: {result['best_on_public']}; wrote {result['path']}")
     return 0
 
 
@@ -200,9 +253,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", choices=["default", "tiny"], help="toy set size (default: data.toy_size)")
     p.set_defaults(func=cmd_data)
 
-    p = sub.add_parser("viz-data", help="contact sheet of a few landmarks and their views")
+    p = sub.add_parser("viz", help="pictures: data (contact sheet) or retrieval (queries beside their hits)")
+    p.add_argument("kind", choices=["data", "retrieval"])
     _add_config_args(p)
-    p.set_defaults(func=cmd_viz_data)
+    p.add_argument("--queries", type=int, default=8)
+    p.add_argument("--topk", type=int, default=8)
+    p.set_defaults(func=cmd_viz)
+
+    p = sub.add_parser("extract", help="descriptors of a split, in shards that resume")
+    _add_config_args(p)
+    p.add_argument("--split", action="append", choices=["index", "test", "train"],
+                   help="repeatable (default: index and test)")
+    p.add_argument("--shard", help="i/n: this process's share of the shards (default: torchrun rank / world)")
+    p.add_argument("--merge", action="store_true", help="merge and check the shards after extracting")
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("ablate", help="the quality table: each TTA / post-processing step on the same features")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("train", help="fine-tune a descriptor; prints test mAP@100 before and after")
     _add_config_args(p)
@@ -255,14 +323,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .runtime import setup_logging
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # argparse cannot give a nargs="*" positional the key=value pairs that follow an option
+    # (`viz retrieval --config toy a=b`); collect those leftovers as overrides instead.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(x.startswith("-") or "=" not in x for x in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     setup_logging(args.verbose)
     from .data.gldv2 import DataError
     from .data.images import ImageLoadError
+    from .infer.features import MergeError
     from .infer.submission import SubmissionError
     from .model.backbone import WeightError
 
-    user_errors = (ConfigError, DataError, ImageLoadError, SubmissionError, WeightError, FileNotFoundError)
+    user_errors = (ConfigError, DataError, ImageLoadError, SubmissionError, WeightError, FileNotFoundError,
+                   MergeError)
     try:
         from .train.loop import TrainingDiverged
 

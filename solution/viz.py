@@ -141,3 +141,34 @@ def tuple_preview(dataset, count: int, out: str | Path) -> Path:
             draw.text((c * (cell + 4) + 3, r * (cell + 4) + 2), ("query", "positive")[c] if c < 2 else f"neg {c - 1}",
                       fill=(255, 255, 0))
     return _save_png(sheet, Path(out))
+
+
+def retrieval_gallery(data_dir: str | Path, ranking_npz: str | Path, out: str | Path, solution: dict | None = None,
+                      queries: int = 8, topk: int = 8, cell: int = 112) -> Path:
+    """Each query beside its top hits; with ground truth, hits are framed green (right) or red (wrong)."""
+    import numpy as np
+
+    data = np.load(ranking_npz)
+    query_ids, index_ids, neighbours = list(data["query_ids"]), list(data["index_ids"]), data["neighbours"]
+    chosen = [i for i, q in enumerate(query_ids) if solution is None or solution.get(q, ([], ""))[0]][:queries]
+    sheet = Image.new("RGB", ((topk + 1) * (cell + 6) + 10, len(chosen) * (cell + 6)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for r, qi in enumerate(chosen):
+        y = r * (cell + 6)
+        relevant = set(solution[query_ids[qi]][0]) if solution else set()
+        tiles = [("query", image_path(data_dir, "test", query_ids[qi]), (60, 60, 200))]
+        for j in neighbours[qi][:topk]:
+            if j < 0:
+                continue
+            colour = None if solution is None else ((30, 170, 60) if index_ids[j] in relevant else (210, 40, 40))
+            tiles.append((index_ids[j][:6], image_path(data_dir, "index", index_ids[j]), colour))
+        for c, (label, path, colour) in enumerate(tiles):
+            x = c * (cell + 6) + (10 if c else 0)
+            if colour is not None:
+                draw.rectangle([x, y, x + cell + 5, y + cell + 5], fill=colour)
+            image = try_load_image(path)
+            if image is not None:
+                image.thumbnail((cell, cell))
+                sheet.paste(image, (x + 3 + (cell - image.width) // 2, y + 3 + (cell - image.height) // 2))
+            draw.text((x + 5, y + 4), label, fill=(255, 255, 0))
+    return _save_png(sheet, Path(out))

@@ -54,3 +54,17 @@ def test_values_are_type_checked_and_scientific_floats_parse():
     with pytest.raises(ConfigError, match="expects a list"):
         load_config("toy", ["model.layers=3"])
     assert load_config("toy", ["model.pretrained_file=/x.pt"])["model"]["pretrained_file"] == "/x.pt"
+
+
+def test_no_default_is_a_number_hiding_in_a_string():
+    import re
+
+    def walk(tree, prefix=""):
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                yield from walk(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    number = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+    assert [k for k, v in walk(load_config(None)) if isinstance(v, str) and number.match(v)] == []

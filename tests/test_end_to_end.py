@@ -26,3 +26,14 @@ def test_tiny_pipeline(tmp_path, monkeypatch, capsys):
     assert main(["validate", "--data-root", "inputs", str(submission)]) == 0
     assert main(["evaluate", "--data-root", "inputs", "--submission", str(submission)]) == 0
     assert "all mAP@100=" in capsys.readouterr().out
+
+    assert main(["viz", "retrieval", *common]) == 0
+    assert (tmp_path / "runs/toy-tiny/plots/retrieval.png").stat().st_size > 1000
+
+    assert main(["extract", *common, "--split", "train", "infer.flip=true"]) == 0
+    assert "unreadable; wrote" in capsys.readouterr().out
+
+    assert main(["ablate", *common]) == 0
+    out = capsys.readouterr().out
+    assert "| + label re-ranking" in out and "best on Public:" in out
+    assert (tmp_path / "runs/toy-tiny/ablation.json").is_file()

@@ -107,4 +107,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         net.head.regions = np.asarray(meta["regions"], dtype=np.float64)
     net.meta = meta
     net.load_state_dict(payload["state_dict"])
+    stat = path.stat()  # identifies this exact file, so features of an older checkpoint are not reused
+    net.meta["fingerprint"] = f"{stat.st_size}-{stat.st_mtime_ns}"
     return net, payload

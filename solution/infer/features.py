@@ -1,0 +1,152 @@
+"""The extract stage: a split's descriptors written in shards that resume, then merged and checked.
+
+    runs/<run>/features/<tag>/<split>/part-00000.{npy,ids.txt,bad.txt}   one per ``shard_size`` images
+    runs/<run>/features/<tag>/<split>.{npy,ids.txt,bad.txt}              after the merge
+
+``tag`` names the TTA setting (e.g. ``s3-flip``), so different settings never mix.
+A killed extraction restarts at the first missing shard; a finished split is
+skipped. Shards can be spread over processes or machines (``--shard i/n``, or
+the ranks of ``torchrun``); the merge checks every id is present exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..competition import Competition
+from ..data.gldv2 import check_images_exist, image_path, read_ids, read_train, read_train_clean
+from ..model.net import RetrievalNet
+from .extract import extract_descriptors
+from .tta import MultiScale, parse_scales
+
+log = logging.getLogger(__name__)
+
+
+class MergeError(ValueError):
+    """Shards that do not add up to the split: missing or duplicated ids."""
+
+
+def split_ids(comp: Competition, data_root: str | Path, split: str) -> list[str]:
+    """Ids of a split, in CSV order, each checked to have its image file."""
+    if split == "train":
+        path = comp.csv_path(data_root, "train_clean_csv")
+        ids = read_train_clean(path)["id"].tolist() if path.is_file() else \
+            read_train(comp.csv_path(data_root, "train_csv"))["id"].tolist()
+    else:
+        path = comp.csv_path(data_root, f"{split}_csv")
+        ids = read_ids(path)
+    check_images_exist(comp.data_dir(data_root), split, ids, path)
+    return ids
+
+
+def tta_tag(infer_cfg: dict) -> str:
+    scales = parse_scales(infer_cfg["scales"])
+    tag = f"{infer_cfg['image_size']}px-s{len(scales)}" + ("-flip" if infer_cfg["flip"] else "")
+    return tag + (f"-{infer_cfg['combine']}" if len(scales) > 1 or infer_cfg["flip"] else "")
+
+
+def describer(net: RetrievalNet, infer_cfg: dict) -> torch.nn.Module:
+    scales = parse_scales(infer_cfg["scales"])
+    if scales == [1.0] and not infer_cfg["flip"]:
+        return net
+    return MultiScale(net, scales, infer_cfg["flip"], infer_cfg["combine"], infer_cfg["combine_p"])
+
+
+def _write_shard(folder: Path, index: int, descriptors: np.ndarray, ids: list[str], bad: list[str],
+                 dtype: str) -> None:
+    stem = folder / f"part-{index:05d}"
+    tmp = stem.with_name(stem.name + ".tmp.npy")
+    np.save(tmp, descriptors.astype(dtype))
+    stem.with_suffix(".ids.txt").write_text("\n".join(ids) + "\n")
+    stem.with_suffix(".bad.txt").write_text("".join(f"{i}\n" for i in bad))
+    os.replace(tmp, stem.with_suffix(".npy"))  # the .npy last: its presence marks a complete shard
+
+
+def extract_split(net: RetrievalNet, comp: Competition, data_root: str | Path, split: str, out_root: Path,
+                  infer_cfg: dict, device: torch.device, workers: int, shard: tuple[int, int] = (0, 1)) -> Path:
+    """Describe this process's shards of ``split``; returns the split's shard folder."""
+    ids = split_ids(comp, data_root, split)
+    folder = out_root / tta_tag(infer_cfg) / split
+    folder.mkdir(parents=True, exist_ok=True)
+    size = infer_cfg["shard_size"]
+    manifest = {"split": split, "count": len(ids), "shard_size": size,
+                "checkpoint": net.meta.get("fingerprint", ""), "tta": tta_tag(infer_cfg)}
+    manifest_path = folder / "manifest.json"
+    if manifest_path.is_file() and json.loads(manifest_path.read_text()) != manifest:
+        # Shards of an older checkpoint or another shard size are wrong for this one, never resumable.
+        stale = list(folder.glob("part-*"))
+        log.warning("%s: the checkpoint or shard size changed; discarding %d stale shard files", folder, len(stale))
+        for path in stale:
+            path.unlink()
+    manifest_path.write_text(json.dumps(manifest))
+    model = describer(net, infer_cfg).to(device)
+    autocast = device.type == "cuda"
+    n_shards = math.ceil(len(ids) / size)
+    mine = [j for j in range(n_shards) if j % shard[1] == shard[0]]
+    done = [j for j in mine if (folder / f"part-{j:05d}.npy").is_file()]
+    if done:
+        log.info("%s: %d of this process's %d shards already done; resuming", split, len(done), len(mine))
+    for j in mine:
+        if j in done:
+            continue
+        chunk = ids[j * size:(j + 1) * size]
+        paths = [image_path(comp.data_dir(data_root), split, i) for i in chunk]
+        with torch.autocast(device.type, enabled=autocast):
+            descriptors, ok = extract_descriptors(net, paths, infer_cfg["image_size"], infer_cfg["batch_size"],
+                                                  device, workers, desc=f"{split} {j + 1}/{n_shards}",
+                                                  forward=model)
+        _write_shard(folder, j, descriptors, chunk, [i for i, good in zip(chunk, ok) if not good],
+                     infer_cfg["dtype"])
+    return folder
+
+
+def merge_split(folder: Path, expected_ids: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
+    """Concatenate the shards in order; every expected id exactly once. Writes ``<split>.npy`` beside them."""
+    parts = sorted(folder.glob("part-*.npy"))
+    if not parts:
+        raise MergeError(f"{folder} holds no shards; run `python -m solution extract` first")
+    arrays, ids, bad = [], [], []
+    for part in parts:
+        arrays.append(np.load(part))
+        ids.extend(part.with_suffix(".ids.txt").read_text().split())
+        bad.extend(part.with_suffix(".bad.txt").read_text().split())
+    counts: dict[str, int] = {}
+    for i in ids:
+        counts[i] = counts.get(i, 0) + 1
+    duplicated = [i for i, c in counts.items() if c > 1]
+    missing = [i for i in expected_ids if i not in counts]
+    if duplicated or missing or len(counts) != len(expected_ids):
+        raise MergeError(f"{folder}: {len(missing)} ids missing (e.g. {missing[:2]}), {len(duplicated)} "
+                         f"duplicated (e.g. {duplicated[:2]}); extract the missing shards, or delete the folder")
+    descriptors = np.concatenate(arrays).astype(np.float32)
+    stem = folder.parent / folder.name
+    tmp = stem.with_name(stem.name + ".tmp.npy")
+    np.save(tmp, descriptors)
+    stem.with_suffix(".ids.txt").write_text("\n".join(ids) + "\n")
+    stem.with_suffix(".bad.txt").write_text("".join(f"{i}\n" for i in bad))
+    os.replace(tmp, stem.with_suffix(".npy"))
+    if bad:
+        log.warning("%s: %d unreadable images got zero descriptors; listed in %s", folder.name, len(bad),
+                    stem.with_suffix(".bad.txt"))
+    return descriptors, ids, bad
+
+
+def features(net: RetrievalNet, comp: Competition, data_root: str | Path, split: str, out_root: Path,
+             infer_cfg: dict, device: torch.device, workers: int) -> tuple[np.ndarray, list[str]]:
+    """Extract (or resume) and merge a whole split in this process; a merged split is read back as is."""
+    stem = out_root / tta_tag(infer_cfg) / split
+    expected = split_ids(comp, data_root, split)
+    if stem.with_suffix(".npy").is_file():
+        ids = stem.with_suffix(".ids.txt").read_text().split()
+        if ids == expected:
+            return np.load(stem.with_suffix(".npy")).astype(np.float32), ids
+    folder = extract_split(net, comp, data_root, split, out_root, infer_cfg, device, workers)
+    descriptors, ids, _ = merge_split(folder, expected)
+    return descriptors, ids

@@ -1,0 +1,161 @@
+"""Post-processing of a retrieval: query expansion, database-side augmentation, diffusion,
+SuperGlobal refinement and discriminative label re-ranking.
+
+All descriptors are N x D float32 with L2-normalised rows; similarity is the
+inner product. Definitions follow ``../shared/docs/anchors.md``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from .search import knn
+
+
+def _l2n(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def alpha_qe(queries: np.ndarray, database: np.ndarray, neighbours: np.ndarray, scores: np.ndarray,
+             alpha: float = 3.0, n: int = 5) -> np.ndarray:
+    """q' = norm(q + sum_{i<=n} max(sim_i, 0)^alpha d_i); alpha = 0 is average query expansion."""
+    top, sims = neighbours[:, :n], np.clip(scores[:, :n], 0.0, None)
+    weights = sims**alpha if alpha else np.ones_like(sims)
+    weights = np.where(top >= 0, weights, 0.0).astype(np.float32)
+    return _l2n(queries + np.einsum("qn,qnd->qd", weights, database[np.maximum(top, 0)]))
+
+
+def dba_weights(k: int, scheme: str, sims: np.ndarray, alpha: float) -> np.ndarray:
+    """Per-neighbour weights: ``alpha`` (sim^alpha, as alpha-QE) or ``logspace`` (the 2018 winners' 1 .. 10^-1.5)."""
+    if scheme == "logspace":
+        return np.broadcast_to(np.logspace(0, -1.5, k + 1)[1:], sims.shape).astype(np.float32)
+    return np.clip(sims, 0.0, None) ** alpha
+
+
+def database_augmentation(database: np.ndarray, k: int = 10, scheme: str = "alpha", alpha: float = 3.0,
+                          chunk: int = 65536) -> np.ndarray:
+    """Every database vector replaced by the weighted sum of itself and its top-k database neighbours."""
+    _, neighbours = knn(database, database, k + 1, chunk)
+    # A vector is its own nearest neighbour (weight 1, added below): drop it from the others. A row where an
+    # exact duplicate pushed it out drops its last neighbour instead, so every row keeps k.
+    is_self = neighbours == np.arange(len(database))[:, None]
+    is_self[~is_self.any(1), -1] = True
+    others = neighbours[~is_self].reshape(len(database), k)
+    sims = np.einsum("nd,nkd->nk", database, database[others])
+    weights = dba_weights(k, scheme, sims, alpha).astype(np.float32)
+    return _l2n(database + np.einsum("nk,nkd->nd", weights, database[others]))
+
+
+def diffusion(queries: np.ndarray, database: np.ndarray, k: int = 50, kq: int = 10, gamma: float = 3.0,
+              alpha: float = 0.99, iterations: int = 20, topk: int = 100,
+              chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Iscen et al. 2017: rank by the solution of (I - alpha S) f = y on a mutual kNN graph of the database.
+
+    S = D^-1/2 A D^-1/2 with a_ij = max(0, sim)^gamma over mutual k-NN pairs; y is non-zero only on a
+    query's kq nearest database items (sim^gamma). Solved by conjugate gradient for a chunk of queries
+    at once, so memory is database x chunk.
+    """
+    n = len(database)
+    k = min(k, n - 1) if n > 1 else 1
+    sims, nbrs = knn(database, database, k + 1)
+    rows = np.repeat(np.arange(n), nbrs.shape[1])
+    graph = sp.csr_matrix((np.clip(sims.ravel(), 0, None) ** gamma, (rows, nbrs.ravel())), shape=(n, n))
+    graph.setdiag(0)
+    graph = graph.minimum(graph.T)  # mutual neighbours only
+    graph.eliminate_zeros()
+    degree = np.asarray(graph.sum(1)).ravel()
+    inv_sqrt = sp.diags(1.0 / np.sqrt(np.maximum(degree, 1e-12)))
+    system = (sp.eye(n) - alpha * (inv_sqrt @ graph @ inv_sqrt)).tocsr()
+    q_sims, q_nbrs = knn(queries, database, min(kq, n))
+    out_scores = np.empty((len(queries), min(topk, n)), np.float32)
+    out_ids = np.empty((len(queries), min(topk, n)), np.int64)
+    for start in range(0, len(queries), chunk):
+        stop = min(start + chunk, len(queries))
+        y = np.zeros((n, stop - start))
+        cols = np.repeat(np.arange(stop - start), q_nbrs.shape[1])
+        y[q_nbrs[start:stop].ravel(), cols] = np.clip(q_sims[start:stop].ravel(), 0, None) ** gamma
+        f = _conjugate_gradient(system, y, iterations)
+        top = np.argsort(-f, axis=0)[: out_ids.shape[1]].T
+        out_ids[start:stop] = top
+        out_scores[start:stop] = np.take_along_axis(f.T, top, 1)
+    return out_scores, out_ids
+
+
+def _conjugate_gradient(matrix: sp.csr_matrix, rhs: np.ndarray, iterations: int) -> np.ndarray:
+    """CG for a symmetric positive-definite ``matrix`` and many right-hand sides (columns) at once."""
+    x = np.zeros_like(rhs)
+    r = rhs - matrix @ x
+    p = r.copy()
+    rs = (r * r).sum(0)
+    for _ in range(iterations):
+        ap = matrix @ p
+        step = rs / np.maximum((p * ap).sum(0), 1e-20)
+        x += p * step
+        r -= ap * step
+        rs_new = (r * r).sum(0)
+        if np.all(rs_new < 1e-12):
+            break
+        p = r + p * (rs_new / np.maximum(rs, 1e-20))
+        rs = rs_new
+    return x
+
+
+def superglobal_rerank(queries: np.ndarray, database: np.ndarray, neighbours: np.ndarray, m: int = 400,
+                       k: int = 9, beta: float = 0.15) -> tuple[np.ndarray, np.ndarray]:
+    """SuperGlobal's refinement of each query's top ``m`` (``neighbours``: Q x >= m, best first).
+
+    Each top-m item is refined by its k nearest items within the top m (weight beta*sim, itself 1);
+    s1 = q . refined; the expanded query is the element-wise max of the best k refined items;
+    s2 = expanded . refined; the new order sorts (s1 + s2) / 2. Returns (scores, ids) Q x m.
+    """
+    m = min(m, neighbours.shape[1])
+    ids = neighbours[:, :m]
+    scores = np.empty(ids.shape, np.float32)
+    order = np.empty(ids.shape, np.int64)
+    for q in range(len(queries)):
+        items = database[ids[q]]
+        sims = items @ items.T
+        kk = min(k, m - 1)
+        near = np.argsort(-sims, axis=1)[:, 1:kk + 1]
+        weights = beta * np.take_along_axis(sims, near, 1)
+        refined = _l2n(items + np.einsum("mk,mkd->md", weights, items[near]))
+        s1 = refined @ queries[q]
+        best = np.argsort(-s1)[:max(kk, 1)]
+        expanded = _l2n(refined[best].max(0))
+        final = (s1 + refined @ expanded) / 2
+        rank = np.argsort(-final)
+        order[q], scores[q] = ids[q][rank], final[rank]
+    return scores, order
+
+
+def vote_labels(descriptors: np.ndarray, train: np.ndarray, train_labels: np.ndarray,
+                k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Label each row by summed similarity over its top-k train neighbours: (labels, confidence)."""
+    sims, nbrs = knn(descriptors, train, k)
+    labels = np.empty(len(descriptors), dtype=train_labels.dtype)
+    confidence = np.empty(len(descriptors), np.float32)
+    for i, (row_s, row_n) in enumerate(zip(sims, nbrs)):
+        votes: dict = {}
+        for s, j in zip(row_s, row_n):
+            votes[train_labels[j]] = votes.get(train_labels[j], 0.0) + float(s)
+        labels[i], confidence[i] = max(votes.items(), key=lambda item: item[1])
+    return labels, confidence
+
+
+def label_rerank(neighbours: np.ndarray, query_labels: np.ndarray, query_conf: np.ndarray,
+                 index_labels: np.ndarray, index_conf: np.ndarray, topk: int = 100,
+                 insert_threshold: float = np.inf) -> np.ndarray:
+    """GLR19 1st place: index items sharing the query's label move to the front of the top-k (order kept);
+    same-label items outside the list whose confidence exceeds ``insert_threshold`` are inserted after them."""
+    out = np.empty((len(neighbours), min(topk, neighbours.shape[1])), np.int64)
+    for q, row in enumerate(neighbours):
+        row = row[row >= 0][:topk]
+        same = index_labels[row] == query_labels[q]
+        front = row[same]
+        listed = set(row.tolist())
+        extra = np.flatnonzero((index_labels == query_labels[q]) & (index_conf > insert_threshold))
+        extra = [int(j) for j in extra[np.argsort(-index_conf[extra])] if int(j) not in listed]
+        merged = np.concatenate([front, np.asarray(extra, np.int64), row[~same]])[: out.shape[1]]
+        out[q] = np.pad(merged, (0, out.shape[1] - len(merged)), constant_values=-1)
+    return out

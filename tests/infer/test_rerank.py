@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+
+from solution.infer.rerank import (
+    alpha_qe,
+    database_augmentation,
+    diffusion,
+    label_rerank,
+    superglobal_rerank,
+    vote_labels,
+)
+
+
+def _unit(rows):
+    rows = np.asarray(rows, np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_alpha_qe_hand_computed():
+    q = _unit([[1, 0]])
+    db = _unit([[1, 1], [0, 1]])
+    s = float(db[0] @ q[0])  # cos 45
+    out = alpha_qe(q, db, np.array([[0, 1]]), np.array([[s, 0.0]]), alpha=3.0, n=2)
+    expected = q[0] + s**3 * db[0]
+    assert np.allclose(out[0], expected / np.linalg.norm(expected), atol=1e-6)
+    average = alpha_qe(q, db, np.array([[0, 1]]), np.array([[s, 0.0]]), alpha=0.0, n=2)
+    assert np.allclose(average[0], _unit([q[0] + db[0] + db[1]])[0], atol=1e-6)
+
+
+def test_dba_hand_computed():
+    db = _unit([[1, 0], [0.8, 0.6], [0, 1]])
+    out = database_augmentation(db, k=1, scheme="alpha", alpha=1.0)
+    # nearest other of 0 is 1 (sim 0.8); of 2 is 1 (sim 0.6)
+    assert np.allclose(out[0], _unit([db[0] + 0.8 * db[1]])[0], atol=1e-6)
+    assert np.allclose(out[2], _unit([db[2] + 0.6 * db[1]])[0], atol=1e-6)
+    logspace = database_augmentation(db, k=1, scheme="logspace")
+    assert np.allclose(logspace[0], _unit([db[0] + 10 ** -1.5 * db[1]])[0], atol=1e-6)
+
+
+def test_diffusion_follows_the_manifold():
+    # A chain of points along an arc, and one distractor close to the query but off the arc.
+    angles = np.linspace(0, 1.2, 13)
+    chain = np.stack([np.cos(angles), np.sin(angles), np.zeros_like(angles)], 1)
+    distractor = _unit([[0.9, -0.1, 0.6]])
+    db = _unit(np.vstack([chain, distractor]))
+    query = _unit([[1.0, 0.02, 0.0]])
+    raw = np.argsort(-(db @ query[0]))
+    assert list(raw).index(13) < list(raw).index(12)  # raw similarity puts the distractor above the far end
+    _, ranked = diffusion(query, db, k=2, kq=2, gamma=1.0, alpha=0.99, iterations=50, topk=14)
+    assert list(ranked[0]).index(13) > list(ranked[0]).index(12)
+
+
+def test_superglobal_promotes_the_consistent_item():
+    q = _unit([[1, 0, 0]])
+    db = _unit([[0.9, 0.44, 0], [0.9, 0.3, 0.3], [0.88, 0.33, 0.33], [0.86, 0.35, 0.36]])
+    scores, order = superglobal_rerank(q, db, np.array([[0, 1, 2, 3]]), m=4, k=2, beta=0.15)
+    assert sorted(order[0].tolist()) == [0, 1, 2, 3]
+    assert order[0][0] != 0  # item 0 has the best raw score, but its neighbours disagree with it
+    assert np.all(np.diff(scores[0]) <= 1e-7)
+
+
+def test_vote_and_label_rerank():
+    train = _unit([[1, 0], [0.9, 0.1], [0, 1]])
+    labels, conf = vote_labels(_unit([[1, 0.05], [0.1, 1]]), train, np.array([7, 7, 9]), k=2)
+    assert labels.tolist() == [7, 9] and conf[0] > conf[1] * 0 and conf[0] == pytest.approx(
+        float(_unit([[1, 0.05]])[0] @ train[0] + _unit([[1, 0.05]])[0] @ train[1]), abs=1e-5)
+    neighbours = np.array([[3, 0, 1, 2]])
+    out = label_rerank(neighbours, np.array([5]), np.array([1.0]), np.array([5, 8, 5, 8, 5]),
+                       np.array([0.1, 0.1, 0.2, 0.1, 0.9]), topk=4, insert_threshold=0.5)
+    # same label (0, 2) first in their order, then the confident unlisted 4, then the rest
+    assert out[0].tolist() == [0, 2, 4, 3]
