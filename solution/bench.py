@@ -131,3 +131,35 @@ def bench_train(cfg: dict, steps: int = 12) -> list[dict]:
              "loop_vs_bare": round(real / bare, 3), "epoch_tuples": len(plan.tuples), "mine_s": round(mine_s, 2),
              "train_s": round(train_s, 1), "mining_share": round(mine_s / (mine_s + train_s), 3),
              "peak_rss_mb": round(peak_rss_mb(), 0), "unique_batches": int(np.unique([len(b) for b in batches]).size)}]
+
+
+def bench_search(n_index: int = 50_000, n_queries: int = 5_000, dim: int = 512, k: int = 100) -> list[dict]:
+    """Search + alpha-QE + DBA, divided by the bare faiss passes it needs (db x db top-(k_dba+1), then two
+    query passes), on a synthetic clustered L2-normalised index."""
+    import numpy as np
+
+    from .infer.retrieve import retrieve
+    from .infer.search import knn
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((n_index // 10, dim)).astype(np.float32)
+    index = centres[rng.integers(0, len(centres), n_index)] + 0.5 * rng.standard_normal((n_index, dim), np.float32)
+    index /= np.linalg.norm(index, axis=1, keepdims=True)
+    queries = index[rng.integers(0, n_index, n_queries)] + 0.3 * rng.standard_normal((n_queries, dim), np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    cfg = {"topk": k, "qe": {"enabled": True, "alpha": 3.0, "n": 5},
+           "dba": {"enabled": True, "k": 10, "scheme": "alpha", "alpha": 3.0},
+           "diffusion": {"enabled": False}, "superglobal": {"enabled": False, "m": 400},
+           "label_rerank": {"enabled": False}}
+    started = time.perf_counter()
+    knn(index, index, cfg["dba"]["k"] + 1)
+    knn(queries, index, k)
+    knn(queries, index, k)
+    bare = time.perf_counter() - started
+    started = time.perf_counter()
+    retrieve(queries, index, cfg)
+    full = time.perf_counter() - started
+    index_mb = index.nbytes / 2**20
+    return [{"index": f"{n_index}x{dim}", "queries": n_queries, "k": k, "bare_faiss_s": round(bare, 2),
+             "search_qe_dba_s": round(full, 2), "ratio": round(full / bare, 3), "index_mb": round(index_mb, 1),
+             "peak_rss_mb": round(peak_rss_mb(), 0)}]

@@ -220,6 +220,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     runners = {
         "model": lambda: bench.bench_model(args.backbones, args.height, args.width, args.batch, args.repeats),
         "train": lambda: bench.bench_train(load_config(args.config, args.set), args.steps),
+        "search": lambda: bench.bench_search(args.index_size, args.queries),
     }
     for section in args.sections or list(runners):
         if section not in runners:
@@ -291,7 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("bench", help="measured ratios: heads vs bare backbone, training loop vs bare steps")
-    p.add_argument("sections", nargs="*", help="model, train (default: all)")
+    p.add_argument("sections", nargs="*", help="model, train, search (default: all)")
+    p.add_argument("--index-size", type=int, default=50_000, help="synthetic index rows (search section)")
+    p.add_argument("--queries", type=int, default=5_000, help="synthetic queries (search section)")
     p.add_argument("--config", default="toy", help="experiment YAML for the train section")
     p.add_argument("--set", nargs="*", default=[], metavar="key=value", help="config overrides (train section)")
     p.add_argument("--steps", type=int, default=12, help="training steps timed (train section)")

@@ -38,7 +38,7 @@ def test_kl_then_train_keeps_kl_weights_and_fits_whitening(tmp_path, monkeypatch
 
 def test_kl_refuses_heads_without_weights(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert main(["kl", "--config", "toy", "data.root=inputs"]) == 2
+    assert main(["kl", "--config", "toy-gem", "data.root=inputs"]) == 2
     assert "model.head=remap" in capsys.readouterr().err
 
 
@@ -50,3 +50,10 @@ def test_bench_model_writes_ratios(tmp_path, capsys):
     assert [row["head"] for row in payload["rows"]] == ["remap", "rmac", "gem"]
     assert all(row["ratio"] > 0 for row in payload["rows"]) and payload["peak_rss_mb"] > 0
     assert "| backbone | head |" in capsys.readouterr().out
+
+
+def test_bench_search_small(tmp_path, capsys):
+    args = ["bench", "search", "--index-size", "2000", "--queries", "100", "--out", str(tmp_path)]
+    assert main(args) == 0
+    row = json.loads((tmp_path / "search.json").read_text())["rows"][0]
+    assert row["ratio"] > 0 and row["index"] == "2000x512"

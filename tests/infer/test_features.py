@@ -15,11 +15,11 @@ COMP = load_competition("toy")
 
 @pytest.fixture(scope="module")
 def net():
-    return build_net(load_config("toy")["model"]).eval()
+    return build_net(load_config("toy-gem")["model"]).eval()
 
 
 def _infer(**changes):
-    cfg = load_config("toy", ["infer.image_size=64", "infer.shard_size=7", "infer.batch_size=8"])["infer"]
+    cfg = load_config("toy-gem", ["infer.image_size=64", "infer.shard_size=7", "infer.batch_size=8"])["infer"]
     cfg.update(changes)
     return cfg
 

@@ -5,7 +5,7 @@ from solution.model import build_net, load_checkpoint, save_checkpoint
 
 
 def test_checkpoint_rebuilds_exact_net(tmp_path):
-    cfg = load_config("toy", ["model.layers=[-2,-1]"])["model"]
+    cfg = load_config("toy-gem", ["model.layers=[-2,-1]"])["model"]
     net = build_net(cfg).eval()
     with torch.no_grad():
         net.head.p.fill_(4.0)
@@ -19,7 +19,7 @@ def test_checkpoint_rebuilds_exact_net(tmp_path):
 
 
 def test_gradients_reach_backbone_and_head():
-    net = build_net(load_config("toy")["model"])
+    net = build_net(load_config("toy-gem")["model"])
     net(torch.rand(2, 3, 64, 64)).sum().backward()
     assert net.backbone.conv_stem.weight.grad.abs().sum() > 0
     assert net.head.p.grad.abs().sum() > 0
