@@ -7,6 +7,21 @@ import numpy as np
 from ..infer.search import knn
 
 
+def _first_per_landmark(order, pool_labels: np.ndarray, own_label, neg_num: int) -> np.ndarray:
+    """The first ``neg_num`` pool indices of ``order`` from distinct landmarks other than ``own_label`` (-1 pads)."""
+    chosen = np.full(neg_num, -1, np.int64)
+    used, filled = {own_label}, 0
+    for j in order:
+        if j < 0 or pool_labels[j] in used:
+            continue
+        used.add(pool_labels[j])
+        chosen[filled] = j
+        filled += 1
+        if filled == neg_num:
+            break
+    return chosen
+
+
 def select_negatives(query_desc: np.ndarray, query_labels: np.ndarray, pool_desc: np.ndarray,
                      pool_labels: np.ndarray, neg_num: int, candidates: int | None = None) -> np.ndarray:
     """Q x neg_num pool indices, nearest first; never the query's landmark, one image per landmark.
@@ -16,32 +31,13 @@ def select_negatives(query_desc: np.ndarray, query_labels: np.ndarray, pool_desc
     """
     candidates = min(len(pool_desc), candidates or max(4 * neg_num, neg_num + 20))
     _, neighbours = knn(query_desc, pool_desc, candidates)
-    chosen = np.full((len(query_desc), neg_num), -1, np.int64)
-    for q, row in enumerate(neighbours):
-        used = {query_labels[q]}
-        filled = 0
-        for j in row:
-            if j < 0 or pool_labels[j] in used:
-                continue
-            used.add(pool_labels[j])
-            chosen[q, filled] = j
-            filled += 1
-            if filled == neg_num:
-                break
-    return chosen
+    rows = [_first_per_landmark(row, pool_labels, query_labels[q], neg_num) for q, row in enumerate(neighbours)]
+    return np.asarray(rows, np.int64).reshape(len(query_desc), neg_num)
 
 
 def random_negatives(query_labels: np.ndarray, pool_labels: np.ndarray, neg_num: int,
                      rng: np.random.Generator) -> np.ndarray:
     """Q x neg_num random pool indices from other landmarks, one per landmark."""
-    chosen = np.full((len(query_labels), neg_num), -1, np.int64)
-    for q, label in enumerate(query_labels):
-        filled, used = 0, {label}
-        for j in rng.permutation(len(pool_labels)):
-            if pool_labels[j] not in used:
-                used.add(pool_labels[j])
-                chosen[q, filled] = j
-                filled += 1
-                if filled == neg_num:
-                    break
-    return chosen
+    rows = [_first_per_landmark(rng.permutation(len(pool_labels)), pool_labels, label, neg_num)
+            for label in query_labels]
+    return np.asarray(rows, np.int64).reshape(len(query_labels), neg_num)
