@@ -9,6 +9,7 @@ COMPETITION ?= toy
 SUBMISSION ?=
 BENCH ?=
 GPUS ?= 1
+KAGGLE ?=
 
 ifeq ($(strip $(VENV)),)
 PY := $(PYTHON)
@@ -74,7 +75,7 @@ bench: $(SETUP)
 	$(RUN) bench $(BENCH)
 
 submit: $(SETUP)
-	$(RUN) submit --config $(CONFIG) $(OVERRIDES)
+	$(RUN) submit --config $(CONFIG) $(OVERRIDES) $(if $(KAGGLE),--kaggle)
 	$(RUN) viz retrieval --config $(CONFIG) $(OVERRIDES)
 
 evaluate: $(SETUP)

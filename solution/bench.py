@@ -147,7 +147,7 @@ def bench_search(n_index: int = 50_000, n_queries: int = 5_000, dim: int = 512, 
     index /= np.linalg.norm(index, axis=1, keepdims=True)
     queries = index[rng.integers(0, n_index, n_queries)] + 0.3 * rng.standard_normal((n_queries, dim), np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    cfg = {"topk": k, "qe": {"enabled": True, "alpha": 3.0, "n": 5},
+    cfg = {"topk": k, "index": {"type": "flat"}, "qe": {"enabled": True, "alpha": 3.0, "n": 5},
            "dba": {"enabled": True, "k": 10, "scheme": "alpha", "alpha": 3.0},
            "diffusion": {"enabled": False}, "superglobal": {"enabled": False, "m": 400},
            "label_rerank": {"enabled": False}}
@@ -163,3 +163,74 @@ def bench_search(n_index: int = 50_000, n_queries: int = 5_000, dim: int = 512, 
     return [{"index": f"{n_index}x{dim}", "queries": n_queries, "k": k, "bare_faiss_s": round(bare, 2),
              "search_qe_dba_s": round(full, 2), "ratio": round(full / bare, 3), "index_mb": round(index_mb, 1),
              "peak_rss_mb": round(peak_rss_mb(), 0)}]
+
+
+def bench_extract(cfg: dict, images: int = 160) -> list[dict]:
+    """The real extraction pipeline (JPEG decode, resize, TTA scales, pooling, shard writing) divided by the
+    bare forward of the same TTA on the same images, decoded and resized in memory beforehand."""
+    import tempfile
+
+    from .competition import load_competition
+    from .data.datasets import EvalDataset, bucket_batches, collate_eval
+    from .data.gldv2 import image_path
+    from .infer.features import describer, extract_split, split_ids
+
+    comp = load_competition(cfg["competition"])
+    infer_cfg = {**cfg["infer"], "shard_size": max(16, images // 4)}
+    data_root = cfg["data"]["root"]
+    net = build_net(cfg["model"]).eval()
+    ids = split_ids(comp, data_root, "index")[:images]
+    paths = [image_path(comp.data_dir(data_root), "index", i) for i in ids]
+    # extract_split reads the whole split from its CSV, so time it on a CSV view limited to ``images`` rows.
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "inputs"
+        (root / comp.data["dir"]).mkdir(parents=True)
+        (root / comp.data["dir"] / "index").symlink_to((comp.data_dir(data_root) / "index").resolve())
+        (root / comp.data["dir"] / comp.data["index_csv"]).write_text("id\n" + "\n".join(ids) + "\n")
+        started = time.perf_counter()
+        extract_split(net, comp, root, "index", Path(tmp) / "features", infer_cfg, torch.device("cpu"),
+                      cfg["run"]["workers"])
+        real = len(ids) / (time.perf_counter() - started)
+    dataset = EvalDataset(paths, infer_cfg["image_size"])
+    batches = [collate_eval([dataset[i] for i in b])[0]
+               for b in bucket_batches(dataset.sizes, infer_cfg["batch_size"])]
+    model = describer(net, infer_cfg)
+    started = time.perf_counter()
+    with torch.no_grad():
+        for batch in batches:
+            model(batch)
+    bare = len(ids) / (time.perf_counter() - started)
+    return [{"model": f"{cfg['model']['backbone']}+{cfg['model']['head']}", "size": infer_cfg["image_size"],
+             "scales": len(infer_cfg["scales"]), "flip": infer_cfg["flip"], "images": len(ids),
+             "pipeline_img_s": round(real, 2), "bare_forward_img_s": round(bare, 2),
+             "ratio": round(real / bare, 3), "peak_rss_mb": round(peak_rss_mb(), 0)}]
+
+
+def bench_scale(n_index: int = 1_000_000, n_queries: int = 100_000, dim: int = 512, k: int = 100,
+                chunk: int = 20_000) -> list[dict]:
+    """Full top-k search + alpha-QE over a synthetic L2-normalised index, the index holding the only copy."""
+    import numpy as np
+
+    from .infer.rerank import alpha_qe
+    from .infer.search import build_index, index_vectors, search
+
+    base_mb = peak_rss_mb()
+    rng = np.random.default_rng(0)
+    index = build_index(np.zeros((0, dim), np.float32), use_gpu=False)
+    for start in range(0, n_index, chunk):
+        block = rng.standard_normal((min(chunk, n_index - start), dim), dtype=np.float32)
+        index.add(block / np.linalg.norm(block, axis=1, keepdims=True))
+    vectors = index_vectors(index)
+    started = time.perf_counter()
+    for start in range(0, n_queries, chunk):
+        queries = rng.standard_normal((min(chunk, n_queries - start), dim), dtype=np.float32)
+        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+        scores, neighbours = search(index, queries, k)
+        search(index, alpha_qe(queries, vectors, neighbours, scores, 3.0, 5), k)
+    seconds = time.perf_counter() - started
+    index_mb = n_index * dim * 4 / 2**20
+    peak = peak_rss_mb()
+    return [{"index": f"{n_index}x{dim}", "queries": n_queries, "k": k, "search_qe_s": round(seconds, 1),
+             "queries_per_s": round(n_queries / seconds, 1), "index_mb": round(index_mb, 0),
+             "peak_rss_mb": round(peak, 0), "rss_before_mb": round(base_mb, 0),
+             "peak_over_index": round(peak / index_mb, 2)}]

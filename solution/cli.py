@@ -31,9 +31,18 @@ def cmd_data(args: argparse.Namespace) -> int:
     slug = args.competition or cfg["competition"]
     comp = load_competition(slug)
     target = comp.data_dir(cfg["data"]["root"])
+    if comp.source == "gldv2":
+        from .data.download import download_gldv2
+
+        started = time.perf_counter()
+        counts = download_gldv2(target, args.splits, args.shards, args.workers, args.train_clean, args.keep_tars)
+        print(f"data: GLDv2 {' '.join(args.splits)} shards {args.shards or 'all'}: {counts['done']} downloaded "
+              f"and verified, {counts['skipped']} already there, in {time.perf_counter() - started:.0f}s; "
+              f"images under {target}")
+        return 0
     if comp.source != "toy":
-        raise ConfigError(f"competition '{slug}' is downloaded from {comp.source}, which this version cannot do yet; "
-                          "only the embedded 'toy' competition is generated locally")
+        raise ConfigError(f"competition '{slug}' comes from {comp.source}, which `data` does not fetch yet: "
+                          f"download it with `kaggle competitions download {slug} -p {target}` and unzip it there")
     size = args.size or cfg["data"]["toy_size"]
     started = time.perf_counter()
     toy.generate(target, size=size, seed=cfg["data"]["toy_seed"], workers=cfg["run"]["workers"])
@@ -95,6 +104,30 @@ def cmd_extract(args: argparse.Namespace) -> int:
                   f"unreadable; wrote {folder.parent / split}.npy")
         else:
             print(f"extract: {split}: shard {index}/{count} done in {folder}; merge with --merge once all are")
+    return 0
+
+
+def cmd_evaluate_revisitop(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .data.revisitop import download
+    from .infer.revisitop_eval import evaluate_revisitop
+    from .model.net import load_checkpoint
+    from .runtime import resolve_device
+
+    cfg = _config(args)
+    folder = Path(args.root) / args.dataset
+    if args.download and not (folder / f"gnd_{args.dataset}.pkl").is_file():
+        download(args.root, args.dataset)
+    if not (folder / f"gnd_{args.dataset}.pkl").is_file():
+        raise FileNotFoundError(f"{folder}/gnd_{args.dataset}.pkl does not exist; add --download")
+    checkpoint = Path(args.checkpoint) if args.checkpoint else run_dir(cfg) / "checkpoint.pt"
+    net, _ = load_checkpoint(checkpoint)
+    device = resolve_device(cfg["run"]["device"])
+    net.to(device).eval()
+    results = evaluate_revisitop(net, folder, cfg["infer"], device, cfg["run"]["workers"])
+    for label, scores in results.items():
+        print(f"{args.dataset} {label}: mAP E {scores['easy']:.2f}  M {scores['medium']:.2f}  H {scores['hard']:.2f}")
     return 0
 
 
@@ -176,6 +209,18 @@ def cmd_submit(args: argparse.Namespace) -> int:
     result = make_submission(cfg, args.out)
     scores = " ".join(f"{k}={v:.4f}" for k, v in result["scores"].items()) or "no ground truth to score"
     print(f"submit: wrote {result['submission']} ({result['rows']} rows, validated); mAP@100 {scores}")
+    if args.kaggle:
+        from . import kaggle_api
+        from .competition import load_competition
+
+        slug = load_competition(cfg["competition"]).slug
+        message = f"run {cfg['run']['name']} ({args.config}); local mAP@100 {scores}"
+        try:
+            kaggle_api.submit(slug, result["submission"], message)
+        except kaggle_api.KaggleError as exc:
+            print(f"error: {exc}; the submission stays at {result['submission']}", file=sys.stderr)
+            return 2
+        print(f"submit: uploaded {result['submission']} to {slug} with message '{message}'")
     return 0
 
 
@@ -221,8 +266,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "model": lambda: bench.bench_model(args.backbones, args.height, args.width, args.batch, args.repeats),
         "train": lambda: bench.bench_train(load_config(args.config, args.set), args.steps),
         "search": lambda: bench.bench_search(args.index_size, args.queries),
+        "extract": lambda: bench.bench_extract(load_config(args.config, args.set), args.images),
+        "scale": lambda: bench.bench_scale(args.scale_index, args.scale_queries),
     }
-    for section in args.sections or list(runners):
+    # `scale` takes many minutes and gigabytes: only when named.
+    for section in args.sections or [s for s in runners if s != "scale"]:
         if section not in runners:
             raise ConfigError(f"unknown bench section '{section}'; available: {', '.join(runners)}")
         rows = runners[section]()
@@ -252,6 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--competition", help="slug (default: the config's)")
     p.add_argument("--size", choices=["default", "tiny"], help="toy set size (default: data.toy_size)")
+    p.add_argument("--splits", nargs="+", default=["index", "test"], choices=["train", "index", "test"],
+                   help="GLDv2 splits to download (default: index test)")
+    p.add_argument("--shards", help="GLDv2 shard subset, e.g. 0-9 or 0-4,7 (default: all)")
+    p.add_argument("--train-clean", action="store_true", help="keep only train_clean.csv's train images")
+    p.add_argument("--workers", type=int, default=6, help="parallel shard downloads")
+    p.add_argument("--keep-tars", action="store_true", help="keep the verified tars after extraction")
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("viz", help="pictures: data (contact sheet) or retrieval (queries beside their hits)")
@@ -268,6 +322,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", help="i/n: this process's share of the shards (default: torchrun rank / world)")
     p.add_argument("--merge", action="store_true", help="merge and check the shards after extracting")
     p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("evaluate-revisitop", help="mAP on Revisited Oxford/Paris, Easy/Medium/Hard")
+    _add_config_args(p)
+    p.add_argument("--dataset", required=True, choices=["roxford5k", "rparis6k"])
+    p.add_argument("--checkpoint", help="default: the run's checkpoint.pt")
+    p.add_argument("--root", default="inputs/revisitop")
+    p.add_argument("--download", action="store_true", help="fetch images and ground truth first")
+    p.set_defaults(func=cmd_evaluate_revisitop)
 
     p = sub.add_parser("ablate", help="the quality table: each TTA / post-processing step on the same features")
     _add_config_args(p)
@@ -289,15 +351,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("submit", help="extract, search and write a validated submission")
     _add_config_args(p)
     p.add_argument("--out", default="submissions", help="folder for the CSV")
+    p.add_argument("--kaggle", action="store_true", help="also upload it with the kaggle API")
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("bench", help="measured ratios: heads vs bare backbone, training loop vs bare steps")
-    p.add_argument("sections", nargs="*", help="model, train, search (default: all)")
+    p.add_argument("sections", nargs="*", help="model, train, search, extract; scale (only when named)")
     p.add_argument("--index-size", type=int, default=50_000, help="synthetic index rows (search section)")
     p.add_argument("--queries", type=int, default=5_000, help="synthetic queries (search section)")
     p.add_argument("--config", default="toy", help="experiment YAML for the train section")
     p.add_argument("--set", nargs="*", default=[], metavar="key=value", help="config overrides (train section)")
     p.add_argument("--steps", type=int, default=12, help="training steps timed (train section)")
+    p.add_argument("--images", type=int, default=160, help="index images described (extract section)")
+    p.add_argument("--scale-index", type=int, default=1_000_000, help="synthetic index rows (scale section)")
+    p.add_argument("--scale-queries", type=int, default=100_000, help="synthetic queries (scale section)")
     p.add_argument("--backbones", nargs="+", default=["tf_efficientnet_lite0", "resnet50"])
     p.add_argument("--height", type=int, default=384)
     p.add_argument("--width", type=int, default=512)

@@ -15,3 +15,11 @@ def test_toy_is_described():
 def test_unknown_competition_lists_known():
     with pytest.raises(ConfigError, match="available: .*toy"):
         load_competition("landmark-retrieval-1999")
+
+
+def test_real_competitions_fit_the_schema():
+    assert {"toy", "landmark-retrieval-2019", "landmark-retrieval-2021"} <= set(available())
+    gz = load_competition("landmark-retrieval-2019")
+    assert gz.submission["file_suffix"] == ".csv.gz" and gz.source == "gldv2"
+    code = load_competition("landmark-retrieval-2021")
+    assert code.kind == "code" and code.metric["k"] == 100

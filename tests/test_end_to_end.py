@@ -27,6 +27,14 @@ def test_tiny_pipeline(tmp_path, monkeypatch, capsys):
     assert main(["evaluate", "--data-root", "inputs", "--submission", str(submission)]) == 0
     assert "all mAP@100=" in capsys.readouterr().out
 
+    for name in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "no-kaggle"))
+    assert main(["submit", *common, "--kaggle"]) == 2
+    err = capsys.readouterr().err
+    assert "no Kaggle credentials found" in err and f"stays at {submission.relative_to(tmp_path)}" in err
+    assert submission.is_file()
+
     assert main(["viz", "retrieval", *common]) == 0
     assert (tmp_path / "runs/toy-tiny/plots/retrieval.png").stat().st_size > 1000
 

@@ -23,7 +23,7 @@ def alpha_qe(queries: np.ndarray, database: np.ndarray, neighbours: np.ndarray, 
     top, sims = neighbours[:, :n], np.clip(scores[:, :n], 0.0, None)
     weights = sims**alpha if alpha else np.ones_like(sims)
     weights = np.where(top >= 0, weights, 0.0).astype(np.float32)
-    return _l2n(queries + np.einsum("qn,qnd->qd", weights, database[np.maximum(top, 0)]))
+    return _weighted_sum(queries, database, np.maximum(top, 0), weights)
 
 
 def dba_weights(k: int, scheme: str, sims: np.ndarray, alpha: float) -> np.ndarray:
@@ -33,18 +33,29 @@ def dba_weights(k: int, scheme: str, sims: np.ndarray, alpha: float) -> np.ndarr
     return np.clip(sims, 0.0, None) ** alpha
 
 
+def _weighted_sum(base: np.ndarray, vectors: np.ndarray, neighbours: np.ndarray, weights: np.ndarray,
+                  chunk: int = 4096) -> np.ndarray:
+    """norm(base + sum_k weights[:, k] * vectors[neighbours[:, k]]), in row chunks so the gathered
+    neighbours never exceed chunk x k x D at once."""
+    out = np.empty_like(base)
+    for start in range(0, len(base), chunk):
+        rows = slice(start, start + chunk)
+        out[rows] = base[rows] + np.einsum("nk,nkd->nd", weights[rows], vectors[neighbours[rows]])
+    return _l2n(out)
+
+
 def database_augmentation(database: np.ndarray, k: int = 10, scheme: str = "alpha", alpha: float = 3.0,
                           chunk: int = 65536) -> np.ndarray:
     """Every database vector replaced by the weighted sum of itself and its top-k database neighbours."""
-    _, neighbours = knn(database, database, k + 1, chunk)
+    scores, neighbours = knn(database, database, k + 1, chunk)
     # A vector is its own nearest neighbour (weight 1, added below): drop it from the others. A row where an
     # exact duplicate pushed it out drops its last neighbour instead, so every row keeps k.
     is_self = neighbours == np.arange(len(database))[:, None]
     is_self[~is_self.any(1), -1] = True
     others = neighbours[~is_self].reshape(len(database), k)
-    sims = np.einsum("nd,nkd->nk", database, database[others])
+    sims = scores[~is_self].reshape(len(database), k)
     weights = dba_weights(k, scheme, sims, alpha).astype(np.float32)
-    return _l2n(database + np.einsum("nk,nkd->nd", weights, database[others]))
+    return _weighted_sum(database, database, others, weights)
 
 
 def diffusion(queries: np.ndarray, database: np.ndarray, k: int = 50, kq: int = 10, gamma: float = 3.0,

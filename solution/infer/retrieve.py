@@ -2,10 +2,33 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from .rerank import alpha_qe, database_augmentation, diffusion, label_rerank, superglobal_rerank, vote_labels
-from .search import knn
+from .search import build_index, knn, recall_at_k, search
+
+log = logging.getLogger(__name__)
+
+
+def _searcher(database: np.ndarray, index_cfg: dict):
+    """The configured index over ``database``; for IVF-PQ, its recall against exact search is logged."""
+    if index_cfg["type"] == "flat":
+        index = build_index(database)
+        return lambda queries, k: search(index, queries, k)
+    index = build_index(database, kind="ivfpq", nlist=index_cfg["nlist"], m=index_cfg["m"],
+                        nprobe=index_cfg["nprobe"])
+
+    def run(queries, k):
+        scores, neighbours = search(index, queries, k)
+        sample = queries[: index_cfg["recall_sample"]]
+        exact = knn(sample, database, k)[1]
+        log.info("IVF-PQ recall@%d against exact search on %d queries: %.4f", k, len(sample),
+                 recall_at_k(neighbours[: len(sample)], exact, k))
+        return scores, neighbours
+
+    return run
 
 STEPS = ("dba", "qe", "diffusion", "superglobal", "label_rerank")
 
@@ -17,10 +40,11 @@ def retrieve(query: np.ndarray, index: np.ndarray, infer_cfg: dict, train: np.nd
     qe, dba, dif, sg, lab = (infer_cfg[name] for name in ("qe", "dba", "diffusion", "superglobal", "label_rerank"))
     depth = min(len(index), max(topk, sg["m"] if sg["enabled"] else 0))
     database = database_augmentation(index, dba["k"], dba["scheme"], dba["alpha"]) if dba["enabled"] else index
-    scores, neighbours = knn(query, database, depth)
+    searcher = _searcher(database, infer_cfg["index"])
+    scores, neighbours = searcher(query, depth)
     if qe["enabled"]:
         query = alpha_qe(query, database, neighbours, scores, qe["alpha"], qe["n"])
-        scores, neighbours = knn(query, database, depth)
+        scores, neighbours = searcher(query, depth)
     if dif["enabled"]:
         scores, neighbours = diffusion(query, database, dif["k"], dif["kq"], dif["gamma"], dif["alpha"],
                                        dif["iterations"], depth)
