@@ -10,6 +10,9 @@ SUBMISSION ?=
 BENCH ?=
 GPUS ?= 1
 KAGGLE ?=
+CHECKPOINT ?=
+KAGGLE_USER ?= your-kaggle-name
+KERNEL_VERSION ?= 1
 
 ifeq ($(strip $(VENV)),)
 PY := $(PYTHON)
@@ -27,7 +30,7 @@ else
 TRAIN := $(PY) -m torch.distributed.run --standalone --nproc_per_node $(GPUS) -m solution train
 endif
 
-.PHONY: setup data viz-data viz-retrieval extract ablate train kl export submit evaluate validate bench gpu-check test lint clean help
+.PHONY: setup data viz-data viz-retrieval extract ablate train kl export submit evaluate validate bench gpu-check kernel kernel-push submit-kaggle test lint clean help
 
 help:
 	@echo "make train | submit | test | data | viz-data | kl | export | bench | evaluate | validate | setup | lint | clean"
@@ -67,6 +70,20 @@ kl: $(SETUP)
 
 export: $(SETUP)
 	$(RUN) export --config $(CONFIG) $(OVERRIDES)
+
+# The offline Kaggle kernel (landmark-retrieval-2021): build the folders, push them, submit the kernel's output.
+kernel: $(SETUP)
+	$(RUN) kernel --config $(CONFIG) --competition $(COMPETITION) --user $(KAGGLE_USER) \
+		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(OVERRIDES)
+
+kernel-push: $(SETUP)
+	$(PY) -m kaggle datasets create -p kaggle/wheels -r zip || $(PY) -m kaggle datasets version -p kaggle/wheels -r zip -m update
+	$(PY) -m kaggle datasets create -p kaggle/model -r zip || $(PY) -m kaggle datasets version -p kaggle/model -r zip -m update
+	$(PY) -m kaggle kernels push -p kaggle/kernel
+
+submit-kaggle: $(SETUP)
+	$(PY) -m kaggle competitions submit $(COMPETITION) -k $(KAGGLE_USER)/$(COMPETITION)-remap -v $(KERNEL_VERSION) \
+		-f submission.csv -m "REMAP kernel version $(KERNEL_VERSION)"
 
 gpu-check: $(SETUP)
 	$(RUN) gpu-check

@@ -131,6 +131,20 @@ def cmd_evaluate_revisitop(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kernel(args: argparse.Namespace) -> int:
+    from .competition import load_competition
+    from .kernel.build import build
+
+    cfg = _config(args)
+    comp = load_competition(args.competition)
+    if comp.kind != "code":
+        raise ConfigError(f"competition '{comp.slug}' takes a CSV upload, not a kernel; use `make submit KAGGLE=1`")
+    checkpoint = args.checkpoint or run_dir(cfg) / "checkpoint.pt"
+    folders = build(args.out, comp.slug, checkpoint, args.user, download_deps=not args.no_download)
+    print(f"kernel: wrote {', '.join(str(f) for f in folders.values())}; push with `make kernel-push`")
+    return 0
+
+
 def cmd_ablate(args: argparse.Namespace) -> int:
     from .infer.ablation import ablate, table
 
@@ -330,6 +344,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default="inputs/revisitop")
     p.add_argument("--download", action="store_true", help="fetch images and ground truth first")
     p.set_defaults(func=cmd_evaluate_revisitop)
+
+    p = sub.add_parser("kernel", help="wheels, model and kernel folders for an offline Kaggle GPU kernel")
+    _add_config_args(p)
+    p.add_argument("--competition", default="landmark-retrieval-2021")
+    p.add_argument("--checkpoint", help="default: the run's checkpoint.pt")
+    p.add_argument("--user", default="your-kaggle-name", help="Kaggle user that owns the datasets and kernel")
+    p.add_argument("--out", default="kaggle")
+    p.add_argument("--no-download", action="store_true", help="only this project's wheel (no PyPI downloads)")
+    p.set_defaults(func=cmd_kernel)
 
     p = sub.add_parser("ablate", help="the quality table: each TTA / post-processing step on the same features")
     _add_config_args(p)

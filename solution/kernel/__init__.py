@@ -1,0 +1,1 @@
+"""The offline Kaggle kernel: folders to push (``build``) and what the kernel runs (``run``)."""
