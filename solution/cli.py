@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 
@@ -40,9 +41,16 @@ def cmd_data(args: argparse.Namespace) -> int:
               f"and verified, {counts['skipped']} already there, in {time.perf_counter() - started:.0f}s; "
               f"images under {target}")
         return 0
-    if comp.source != "toy":
-        raise ConfigError(f"competition '{slug}' comes from {comp.source}, which `data` does not fetch yet: "
-                          f"download it with `kaggle competitions download {slug} -p {target}` and unzip it there")
+    if comp.source == "kaggle":
+        from . import kaggle_api
+
+        started = time.perf_counter()
+        try:
+            written = kaggle_api.download_competition(slug, target, args.files)
+        except kaggle_api.KaggleError as exc:
+            raise ConfigError(str(exc)) from None
+        print(f"data: {slug}: {len(written)} entries in {target} after {time.perf_counter() - started:.0f}s")
+        return 0
     size = args.size or cfg["data"]["toy_size"]
     started = time.perf_counter()
     toy.generate(target, size=size, seed=cfg["data"]["toy_seed"], workers=cfg["run"]["workers"])
@@ -75,8 +83,6 @@ def cmd_viz(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    import os
-
     from .competition import load_competition
     from .data.gldv2 import DataError
     from .infer.features import extract_split, merge_split, split_ids
@@ -142,6 +148,22 @@ def cmd_kernel(args: argparse.Namespace) -> int:
     checkpoint = args.checkpoint or run_dir(cfg) / "checkpoint.pt"
     folders = build(args.out, comp.slug, checkpoint, args.user, download_deps=not args.no_download)
     print(f"kernel: wrote {', '.join(str(f) for f in folders.values())}; push with `make kernel-push`")
+    return 0
+
+
+def cmd_preprocess(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .competition import load_competition
+    from .data.preprocess import preprocess
+
+    cfg = _config(args)
+    comp = load_competition(cfg["competition"])
+    src = comp.data_dir(cfg["data"]["root"])
+    cache_root = Path(cfg["data"]["root"]) / f"cache{args.size}"
+    totals = preprocess(src, cache_root / comp.data["dir"], args.splits, args.size, args.workers)
+    print(f"preprocess: {totals['written']} resized, {totals['skipped']} already cached, {totals['unreadable']} "
+          f"unreadable; use data.root={cache_root}")
     return 0
 
 
@@ -320,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-clean", action="store_true", help="keep only train_clean.csv's train images")
     p.add_argument("--workers", type=int, default=6, help="parallel shard downloads")
     p.add_argument("--keep-tars", action="store_true", help="keep the verified tars after extraction")
+    p.add_argument("--files", nargs="+", help="Kaggle competitions: only these files (default: everything)")
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("viz", help="pictures: data (contact sheet) or retrieval (queries beside their hits)")
@@ -353,6 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="kaggle")
     p.add_argument("--no-download", action="store_true", help="only this project's wheel (no PyPI downloads)")
     p.set_defaults(func=cmd_kernel)
+
+    p = sub.add_parser("preprocess", help="a pre-resized copy of the competition's images (optional cache)")
+    _add_config_args(p)
+    p.add_argument("--size", type=int, default=512, help="longest side in the cache")
+    p.add_argument("--splits", nargs="+", default=["train", "index", "test"], choices=["train", "index", "test"])
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.set_defaults(func=cmd_preprocess)
 
     p = sub.add_parser("ablate", help="the quality table: each TTA / post-processing step on the same features")
     _add_config_args(p)

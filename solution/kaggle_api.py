@@ -73,3 +73,60 @@ def _redact(text: str) -> str:
         if secret:
             text = text.replace(secret, "***")
     return text
+
+
+def list_competition_files(slug: str) -> list[str]:
+    """Every file name of a competition, across all pages of the listing."""
+    api, names, token = client(), [], None
+    while True:
+        response = api.competition_list_files(slug, page_token=token, page_size=200)
+        names.extend(f.name for f in response.files)
+        token = getattr(response, "next_page_token", None)
+        if not token:
+            return names
+
+
+def safe_unzip(archive: Path, dest: Path) -> int:
+    """Extract a zip, refusing absolute paths and ``..``; returns the number of files written."""
+    import zipfile
+    from pathlib import PurePosixPath
+
+    dest.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(archive) as handle:
+        members = handle.infolist()
+        for member in members:
+            name = PurePosixPath(member.filename)
+            if name.is_absolute() or ".." in name.parts:
+                raise KaggleError(f"{archive}: member '{member.filename}' would leave {dest}")
+        for member in members:
+            handle.extract(member, dest)
+    return sum(not m.is_dir() for m in members)
+
+
+def download_competition(slug: str, dest: str | Path, files: list[str] | None = None) -> list[Path]:
+    """Competition files into ``dest``: the named ``files`` one by one, or everything as one archive.
+
+    The package skips files already complete and resumes partial ones; an archive is unzipped (safely)
+    once, then marked ``.<slug>.unzipped`` so a second run does nothing.
+    """
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    api = client()
+    try:
+        if files:
+            for name in files:
+                api.competition_download_file(slug, name, path=str(dest), quiet=False)
+            return [dest / name for name in files]
+        marker = dest / f".{slug}.unzipped"
+        if marker.is_file():
+            return sorted(dest.iterdir())
+        api.competition_download_files(slug, path=str(dest), quiet=False)
+        for archive in sorted(dest.glob("*.zip")):
+            safe_unzip(archive, dest)
+            archive.unlink()
+        marker.write_text("ok\n")
+        return sorted(dest.iterdir())
+    except KaggleError:
+        raise
+    except Exception as exc:
+        raise KaggleError(f"download of {slug} failed: {type(exc).__name__}: {_redact(str(exc))}") from None

@@ -57,3 +57,57 @@ def test_package_exit_becomes_our_error(monkeypatch):
     monkeypatch.setattr(kaggle_api, "_make_client", exits)
     with pytest.raises(kaggle_api.KaggleError, match="rejected the credentials in KAGGLE_API_TOKEN"):
         kaggle_api.client()
+
+
+class _FakeDownloads:
+    """Writes what the real package would: a zip for the whole competition, or single files."""
+
+    def __init__(self, members):
+        self.members, self.calls = members, []
+
+    def competition_list_files(self, slug, page_token=None, page_size=20):
+        from types import SimpleNamespace
+
+        names = sorted(self.members)
+        half = len(names) // 2
+        if page_token is None:
+            return SimpleNamespace(files=[SimpleNamespace(name=n) for n in names[:half]], next_page_token="p2")
+        return SimpleNamespace(files=[SimpleNamespace(name=n) for n in names[half:]], next_page_token="")
+
+    def competition_download_files(self, slug, path, quiet):
+        import zipfile
+
+        self.calls.append(("all", slug))
+        with zipfile.ZipFile(f"{path}/{slug}.zip", "w") as handle:
+            for name, data in self.members.items():
+                handle.writestr(name, data)
+
+    def competition_download_file(self, slug, name, path, quiet):
+        self.calls.append(("one", name))
+        (__import__("pathlib").Path(path) / name).write_bytes(self.members[name])
+
+
+def test_competition_download_unzips_once_and_lists_pages(tmp_path, monkeypatch):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", "x")
+    fake = _FakeDownloads({"train.csv": b"id,landmark_id\n", "test/0/1/2/0123456789abcdef.jpg": b"j",
+                           "sample_submission.csv": b"id,images\n"})
+    monkeypatch.setattr(kaggle_api, "_make_client", lambda: fake)
+    assert kaggle_api.list_competition_files("c") == sorted(fake.members)
+    kaggle_api.download_competition("c", tmp_path)
+    assert (tmp_path / "test/0/1/2/0123456789abcdef.jpg").read_bytes() == b"j"
+    assert not list(tmp_path.glob("*.zip"))
+    kaggle_api.download_competition("c", tmp_path)  # second run: nothing fetched again
+    assert fake.calls.count(("all", "c")) == 1
+    kaggle_api.download_competition("c", tmp_path / "one", ["train.csv"])
+    assert (tmp_path / "one/train.csv").is_file() and ("one", "train.csv") in fake.calls
+
+
+def test_unzip_refuses_escaping_members(tmp_path):
+    import zipfile
+
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("../evil.txt", b"x")
+    with pytest.raises(kaggle_api.KaggleError, match="would leave"):
+        kaggle_api.safe_unzip(archive, tmp_path / "out")
+    assert not (tmp_path / "evil.txt").exists()

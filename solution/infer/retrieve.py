@@ -6,7 +6,15 @@ import logging
 
 import numpy as np
 
-from .rerank import alpha_qe, database_augmentation, diffusion, label_rerank, superglobal_rerank, vote_labels
+from .rerank import (
+    alpha_qe,
+    database_augmentation,
+    diffusion,
+    label_rerank,
+    superglobal_rerank,
+    truncated_diffusion,
+    vote_labels,
+)
 from .search import build_index, knn, recall_at_k, search
 
 log = logging.getLogger(__name__)
@@ -45,7 +53,10 @@ def retrieve(query: np.ndarray, index: np.ndarray, infer_cfg: dict, train: np.nd
     if qe["enabled"]:
         query = alpha_qe(query, database, neighbours, scores, qe["alpha"], qe["n"])
         scores, neighbours = searcher(query, depth)
-    if dif["enabled"]:
+    if dif["enabled"] and dif["truncate"]:
+        scores, neighbours = truncated_diffusion(query, database, dif["truncate"], dif["k"], dif["kq"],
+                                                 dif["gamma"], dif["alpha"], dif["iterations"], depth)
+    elif dif["enabled"]:
         scores, neighbours = diffusion(query, database, dif["k"], dif["kq"], dif["gamma"], dif["alpha"],
                                        dif["iterations"], depth)
     if sg["enabled"]:

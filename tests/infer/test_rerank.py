@@ -7,6 +7,7 @@ from solution.infer.rerank import (
     diffusion,
     label_rerank,
     superglobal_rerank,
+    truncated_diffusion,
     vote_labels,
 )
 
@@ -69,3 +70,15 @@ def test_vote_and_label_rerank():
                        np.array([0.1, 0.1, 0.2, 0.1, 0.9]), topk=4, insert_threshold=0.5)
     # same label (0, 2) first in their order, then the confident unlisted 4, then the rest
     assert out[0].tolist() == [0, 2, 4, 3]
+
+
+def test_truncated_diffusion_matches_full_when_m_covers_the_database_and_stays_inside_top_m():
+    rng = np.random.default_rng(0)
+    db = _unit(rng.normal(size=(40, 6)))
+    q = _unit(rng.normal(size=(3, 6)))
+    full = diffusion(q, db, k=5, kq=3, gamma=1.0, iterations=30, topk=10)[1]
+    truncated = truncated_diffusion(q, db, m=40, k=5, kq=3, gamma=1.0, iterations=30, topk=10)[1]
+    assert (full == truncated).all()
+    small = truncated_diffusion(q, db, m=12, k=5, kq=3, gamma=1.0, iterations=30, topk=10)[1]
+    top12 = np.argsort(-(q @ db.T), axis=1)[:, :12]
+    assert all(set(row) <= set(top) for row, top in zip(small, top12))
