@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 CONFIG ?= toy
 OVERRIDES ?=
-COMPETITION ?= toy
+COMPETITION ?=
 SUBMISSION ?=
 BENCH ?=
 GPUS ?= 1
@@ -48,7 +48,7 @@ ifeq ($(strip $(VENV)),)
 endif
 
 data: $(SETUP)
-	$(RUN) data --config $(CONFIG) $(OVERRIDES)
+	$(RUN) data --config $(CONFIG) $(if $(COMPETITION),--competition $(COMPETITION)) $(OVERRIDES)
 
 viz-data: $(SETUP)
 	$(RUN) viz data --config $(CONFIG) $(OVERRIDES)
@@ -73,7 +73,7 @@ export: $(SETUP)
 
 # The offline Kaggle kernel (landmark-retrieval-2021): build the folders, push them, submit the kernel's output.
 kernel: $(SETUP)
-	$(RUN) kernel --config $(CONFIG) --competition $(COMPETITION) --user $(KAGGLE_USER) \
+	$(RUN) kernel --config $(CONFIG) --competition $(or $(COMPETITION),landmark-retrieval-2021) --user $(KAGGLE_USER) \
 		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(OVERRIDES)
 
 kernel-push: $(SETUP)
@@ -82,7 +82,7 @@ kernel-push: $(SETUP)
 	$(PY) -m kaggle kernels push -p kaggle/kernel
 
 submit-kaggle: $(SETUP)
-	$(PY) -m kaggle competitions submit $(COMPETITION) -k $(KAGGLE_USER)/$(COMPETITION)-remap -v $(KERNEL_VERSION) \
+	$(PY) -m kaggle competitions submit $(or $(COMPETITION),landmark-retrieval-2021) -k $(KAGGLE_USER)/$(or $(COMPETITION),landmark-retrieval-2021)-remap -v $(KERNEL_VERSION) \
 		-f submission.csv -m "REMAP kernel version $(KERNEL_VERSION)"
 
 gpu-check: $(SETUP)
@@ -96,10 +96,10 @@ submit: $(SETUP)
 	$(RUN) viz retrieval --config $(CONFIG) $(OVERRIDES)
 
 evaluate: $(SETUP)
-	$(RUN) evaluate --competition $(COMPETITION) --submission $(SUBMISSION)
+	$(RUN) evaluate --competition $(or $(COMPETITION),toy) --submission $(SUBMISSION)
 
 validate: $(SETUP)
-	$(RUN) validate --competition $(COMPETITION) $(SUBMISSION)
+	$(RUN) validate --competition $(or $(COMPETITION),toy) $(SUBMISSION)
 
 lint: $(SETUP)
 	$(PY) -m ruff check .

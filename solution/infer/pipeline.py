@@ -8,19 +8,12 @@ import numpy as np
 import torch
 
 from ..competition import Competition
-from ..data.gldv2 import check_images_exist, image_path, read_ids, read_solution
+from ..data.gldv2 import image_path, read_solution
 from ..metrics import score_submission
 from ..model.net import RetrievalNet
 from .extract import extract_descriptors
+from .features import split_ids
 from .search import knn
-
-
-def split_ids(comp: Competition, data_root: str | Path, split: str) -> list[str]:
-    """Ids of ``index`` or ``test``, each checked to have its image file."""
-    csv_path = comp.csv_path(data_root, f"{split}_csv")
-    ids = read_ids(csv_path)
-    check_images_exist(comp.data_dir(data_root), split, ids, csv_path)
-    return ids
 
 
 def describe_split(net: RetrievalNet, comp: Competition, data_root: str | Path, split: str, infer_cfg: dict,

@@ -2,7 +2,8 @@
 SuperGlobal refinement and discriminative label re-ranking.
 
 All descriptors are N x D float32 with L2-normalised rows; similarity is the
-inner product. Definitions follow ``../shared/docs/anchors.md``.
+inner product. Definitions follow Radenovic et al. 2018 (alpha-QE, DBA), Iscen et al. 2017 (diffusion),
+Shao et al. 2023 (SuperGlobal) and the GLR 2019 winners (label re-ranking).
 """
 
 from __future__ import annotations

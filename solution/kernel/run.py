@@ -61,6 +61,8 @@ def degrade(infer_cfg: dict) -> dict | None:
 def _describe(net, paths, infer_cfg, device, workers, desc):
     model = MultiScale(net, parse_scales(infer_cfg["scales"]), infer_cfg["flip"], infer_cfg["combine"],
                        infer_cfg["combine_p"])
+    if device.type == "cuda" and torch.cuda.device_count() > 1:
+        model = torch.nn.DataParallel(model)  # each batch is split over every GPU of the kernel
     with torch.autocast(device.type, enabled=device.type == "cuda"):
         return extract_descriptors(net, paths, infer_cfg["image_size"], infer_cfg["batch_size"], device, workers,
                                    desc=desc, forward=model)[0]
@@ -70,7 +72,7 @@ def run(input_root: Path, working: Path, limit_s: float, probe: int = 256) -> Pa
     started = time.perf_counter()
     data = find_competition(input_root)
     net, payload = load_checkpoint(find_checkpoint(input_root))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # faiss then uses every GPU
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # faiss also uses every GPU
     net.to(device).eval()
     infer_cfg = payload["config"]["infer"]
     workers = min(4, os.cpu_count() or 1)

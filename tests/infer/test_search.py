@@ -14,18 +14,18 @@ def test_knn_matches_brute_force_in_chunks():
     assert knn(q, db[:3], 10)[1].shape == (13, 3)
 
 
-def test_ivfpq_recall_is_reported_and_high_on_clustered_data():
+def test_ivfpq_finds_true_neighbours_and_recall_is_measured():
     from solution.infer.search import build_index, recall_at_k, search
 
     rng = np.random.default_rng(0)
-    centres = rng.normal(size=(50, 32)).astype(np.float32)
-    db = centres[rng.integers(0, 50, 5000)] + 0.05 * rng.normal(size=(5000, 32)).astype(np.float32)
+    db = rng.normal(size=(5000, 32)).astype(np.float32)
     db /= np.linalg.norm(db, axis=1, keepdims=True)
-    q = db[:200] + 0.01 * rng.normal(size=(200, 32)).astype(np.float32)
+    q = db[:200] + 0.05 * rng.normal(size=(200, 32)).astype(np.float32)  # each query's true match is db[i]
     exact = knn(q, db, 10)[1]
     approx = search(build_index(db, kind="ivfpq", nlist=32, m=8, nprobe=32), q, 10)[1]
     assert recall_at_k(exact, exact, 10) == 1.0
-    assert 0.3 < recall_at_k(approx, exact, 10) <= 1.0
+    assert recall_at_k(approx, exact, 1) > 0.8  # the nearest neighbour survives compression
+    assert recall_at_k(approx, exact, 10) < 1.0  # and the approximation is visible in the measure
 
 
 def test_index_vectors_is_a_view_of_the_flat_index():
