@@ -75,17 +75,6 @@ def _redact(text: str) -> str:
     return text
 
 
-def list_competition_files(slug: str) -> list[str]:
-    """Every file name of a competition, across all pages of the listing."""
-    api, names, token = client(), [], None
-    while True:
-        response = api.competition_list_files(slug, page_token=token, page_size=200)
-        names.extend(f.name for f in response.files)
-        token = getattr(response, "next_page_token", None)
-        if not token:
-            return names
-
-
 def safe_unzip(archive: Path, dest: Path) -> int:
     """Extract a zip, refusing absolute paths and ``..``; returns the number of files written."""
     import zipfile

@@ -65,15 +65,6 @@ class _FakeDownloads:
     def __init__(self, members):
         self.members, self.calls = members, []
 
-    def competition_list_files(self, slug, page_token=None, page_size=20):
-        from types import SimpleNamespace
-
-        names = sorted(self.members)
-        half = len(names) // 2
-        if page_token is None:
-            return SimpleNamespace(files=[SimpleNamespace(name=n) for n in names[:half]], next_page_token="p2")
-        return SimpleNamespace(files=[SimpleNamespace(name=n) for n in names[half:]], next_page_token="")
-
     def competition_download_files(self, slug, path, quiet):
         import zipfile
 
@@ -87,12 +78,11 @@ class _FakeDownloads:
         (__import__("pathlib").Path(path) / name).write_bytes(self.members[name])
 
 
-def test_competition_download_unzips_once_and_lists_pages(tmp_path, monkeypatch):
+def test_competition_download_unzips_once(tmp_path, monkeypatch):
     monkeypatch.setenv("KAGGLE_API_TOKEN", "x")
     fake = _FakeDownloads({"train.csv": b"id,landmark_id\n", "test/0/1/2/0123456789abcdef.jpg": b"j",
                            "sample_submission.csv": b"id,images\n"})
     monkeypatch.setattr(kaggle_api, "_make_client", lambda: fake)
-    assert kaggle_api.list_competition_files("c") == sorted(fake.members)
     kaggle_api.download_competition("c", tmp_path)
     assert (tmp_path / "test/0/1/2/0123456789abcdef.jpg").read_bytes() == b"j"
     assert not list(tmp_path.glob("*.zip"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,22 +49,3 @@ def extract_descriptors(net: RetrievalNet, paths: list[Path], image_size: int, b
     if not ok.all():
         log.warning("%d of %d images were unreadable and got a zero descriptor", (~ok).sum(), len(ok))
     return out, ok
-
-
-def save_features(path_stem: Path, descriptors: np.ndarray, ids: list[str]) -> None:
-    """``<stem>.npy`` and ``<stem>.ids.txt`` in the same order, written atomically."""
-    path_stem.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path_stem.with_name(path_stem.name + ".tmp.npy")
-    np.save(tmp, descriptors)
-    ids_tmp = path_stem.with_name(path_stem.name + ".ids.tmp")
-    ids_tmp.write_text("\n".join(ids) + "\n")
-    os.replace(tmp, path_stem.with_suffix(".npy"))
-    os.replace(ids_tmp, path_stem.with_name(path_stem.name + ".ids.txt"))
-
-
-def load_features(path_stem: Path) -> tuple[np.ndarray, list[str]]:
-    descriptors = np.load(path_stem.with_suffix(".npy"))
-    ids = path_stem.with_name(path_stem.name + ".ids.txt").read_text().split()
-    if len(ids) != len(descriptors):
-        raise ValueError(f"{path_stem}: {len(descriptors)} descriptors but {len(ids)} ids")
-    return descriptors.astype(np.float32, copy=False), ids

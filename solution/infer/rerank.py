@@ -177,8 +177,8 @@ def vote_labels(descriptors: np.ndarray, train: np.ndarray, train_labels: np.nda
     return labels, confidence
 
 
-def label_rerank(neighbours: np.ndarray, query_labels: np.ndarray, query_conf: np.ndarray,
-                 index_labels: np.ndarray, index_conf: np.ndarray, topk: int = 100,
+def label_rerank(neighbours: np.ndarray, query_labels: np.ndarray, index_labels: np.ndarray,
+                 index_conf: np.ndarray, topk: int = 100,
                  insert_threshold: float = np.inf) -> np.ndarray:
     """GLR19 1st place: index items sharing the query's label move to the front of the top-k (order kept);
     same-label items outside the list whose confidence exceeds ``insert_threshold`` are inserted after them."""

@@ -64,9 +64,9 @@ def retrieve(query: np.ndarray, index: np.ndarray, infer_cfg: dict, train: np.nd
     if lab["enabled"]:
         if train is None or train_labels is None:
             raise ValueError("label re-ranking needs train descriptors and labels")
-        q_labels, q_conf = vote_labels(query, train, train_labels, lab["k"])
+        q_labels, _ = vote_labels(query, train, train_labels, lab["k"])
         i_labels, i_conf = vote_labels(index, train, train_labels, lab["k"])
-        neighbours = label_rerank(neighbours, q_labels, q_conf, i_labels, i_conf, topk, lab["insert_threshold"])
+        neighbours = label_rerank(neighbours, q_labels, i_labels, i_conf, topk, lab["insert_threshold"])
         scores = np.zeros(neighbours.shape, np.float32)
     return neighbours[:, :topk], scores[:, :topk]
 
