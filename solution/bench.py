@@ -90,7 +90,7 @@ def bench_train(cfg: dict, steps: int = 12) -> list[dict]:
     import numpy as np
     from torch.utils.data import DataLoader
 
-    from .data.datasets import TupleDataset
+    from .data.datasets import TupleDataset, collate_tuples
     from .train.loop import Trainer, make_optimizer
     from .train.tuples import epoch_batches, image_shapes, load_train_set, plan_epoch
 
@@ -109,12 +109,13 @@ def bench_train(cfg: dict, steps: int = 12) -> list[dict]:
 
     started = time.perf_counter()
     images = 0
-    for batch in DataLoader(dataset, batch_sampler=batches, num_workers=trainer.workers, collate_fn=torch.stack):
+    for batch, _ in DataLoader(dataset, batch_sampler=batches, num_workers=trainer.workers,
+                               collate_fn=collate_tuples):
         trainer.train_step(net, optimizer, scaler, batch, 0)
         images += batch.shape[0] * batch.shape[1]
     real = images / (time.perf_counter() - started)
 
-    in_memory = [torch.stack([dataset[i] for i in b]) for b in batches]
+    in_memory = [collate_tuples([dataset[i] for i in b])[0] for b in batches]
     started = time.perf_counter()
     for batch in in_memory:
         trainer.train_step(net, optimizer, scaler, batch, 0)

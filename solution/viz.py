@@ -128,7 +128,7 @@ def tuple_preview(dataset, count: int, out: str | Path) -> Path:
     """The first ``count`` augmented tuples: query, positive, then the negatives, one row each."""
     import numpy as np
 
-    rows = [dataset[i] for i in range(count)]
+    rows = [dataset[i][0] for i in range(count)]
     cell = 112
     columns = max(len(r) for r in rows)
     sheet = Image.new("RGB", (columns * (cell + 4), len(rows) * (cell + 4)), (255, 255, 255))

@@ -103,16 +103,22 @@ class TupleDataset(Dataset):
     def __len__(self) -> int:
         return len(self.tuples)
 
-    def _load(self, path: Path, augment: A.Compose, shape: tuple[int, int]) -> torch.Tensor:
-        image = try_load_image(path)
-        if image is None:
-            return torch.zeros(3, shape[1], shape[0])
-        return to_tensor(augment(image=np.asarray(image))["image"])
+    def _load(self, path: Path, augment: A.Compose, shape: tuple[int, int]) -> torch.Tensor | None:
+        image = try_load_image(path)  # a bad file logs one warning line and yields None
+        return None if image is None else to_tensor(augment(image=np.asarray(image))["image"])
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        """(the tuple's images, how many of them were unreadable and replaced by zeros)."""
         shape = tuple(self.shapes[index])
         if shape not in self._augmenters:
             self._augmenters[shape] = train_augmentation(self.cfg, shape)
         augment = self._augmenters[shape]
         augment.set_random_seed(self.seed * 1_000_003 + index)
-        return torch.stack([self._load(p, augment, shape) for p in self.tuples[index]])
+        images = [self._load(p, augment, shape) for p in self.tuples[index]]
+        bad = sum(image is None for image in images)
+        return torch.stack([torch.zeros(3, shape[1], shape[0]) if i is None else i for i in images]), bad
+
+
+def collate_tuples(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, int]:
+    images, bad = zip(*items)
+    return torch.stack(images), int(sum(bad))

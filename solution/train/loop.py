@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from ..competition import load_competition
 from ..config import run_dir, save_config
-from ..data.datasets import TupleDataset
+from ..data.datasets import TupleDataset, collate_tuples
 from ..infer.extract import extract_descriptors
 from ..infer.pipeline import evaluate_net
 from ..metrics import map_at_k
@@ -264,15 +264,15 @@ class Trainer:
             tuple_preview(dataset, min(4, len(dataset)), self.out / "plots" / "augmented_batch.png")
         batches = epoch_batches(plan, tcfg["batch_tuples"], info.world, self.seed, epoch)
         mine = [b[info.rank::info.world] for b in batches[start_step:]]
-        loader = DataLoader(dataset, batch_sampler=mine, num_workers=self.workers, collate_fn=torch.stack)
+        loader = DataLoader(dataset, batch_sampler=mine, num_workers=self.workers, collate_fn=collate_tuples)
         net.train()
         if tcfg["freeze_bn"]:
             freeze_batchnorm(net.backbone)
         step = start_step
         bar = tqdm(loader, desc=f"epoch {epoch + 1}", unit="batch", initial=start_step, total=len(batches),
                    leave=False, disable=not info.main)
-        for batch in bar:
-            steps.append(self.train_step(model, optimizer, scaler, batch, epoch))
+        for batch, bad in bar:
+            steps.append({**self.train_step(model, optimizer, scaler, batch, epoch), "unreadable": bad})
             step += 1
             bar.set_postfix(loss=f"{np.mean([s['loss'] for s in steps]):.4f}")
             if tcfg["checkpoint_every"] and step % tcfg["checkpoint_every"] == 0 and step < len(batches):
@@ -282,8 +282,12 @@ class Trainer:
         net.eval()
         means = {key: float(np.mean([s[key] for s in steps])) if steps else math.nan
                  for key in ("loss", "d_pos", "d_neg", "easy_frac")}
+        unreadable = sum(s.get("unreadable", 0) for s in steps)
+        if unreadable:
+            log.warning("epoch %d: %d unreadable training images were replaced by zeros (named above)",
+                        epoch + 1, unreadable)
         row = {"epoch": epoch + 1, "loss": round(means.pop("loss"), 5), "val_map": self.validate(net, val),
-               "tuples": len(plan.tuples), **{k: round(v, 4) for k, v in means.items()},
+               "tuples": len(plan.tuples), "unreadable": unreadable, **{k: round(v, 4) for k, v in means.items()},
                **{k: round(v, 2) for k, v in plan.stats.items()},
                "lr": round(optimizer.param_groups[0]["lr"], 8), "epoch_s": round(time.perf_counter() - started, 1)}
         if row["val_map"] is not None:

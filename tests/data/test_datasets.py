@@ -3,7 +3,14 @@ import torch
 from PIL import Image
 
 from solution.config import load_config
-from solution.data.datasets import EvalDataset, TupleDataset, bucket_batches, target_size, train_augmentation
+from solution.data.datasets import (
+    EvalDataset,
+    TupleDataset,
+    bucket_batches,
+    collate_tuples,
+    target_size,
+    train_augmentation,
+)
 
 
 def test_target_size_keeps_aspect_in_buckets():
@@ -36,8 +43,18 @@ def test_tuples_are_reproducible_per_item(tmp_path):
     tuples = [[tmp_path / f"{i}.jpg" for i in range(3)]] * 2
     cfg = load_config("toy")["train"]
     data = TupleDataset(tuples, [(64, 48), (64, 48)], cfg, seed=5)
-    first = data[1]
+    first, bad = data[1]
     data[0]
-    assert first.shape == (3, 3, 48, 64) and torch.equal(first, data[1])
-    assert not torch.equal(first, TupleDataset(tuples, [(64, 48)] * 2, cfg, seed=6)[1])
+    assert first.shape == (3, 3, 48, 64) and bad == 0 and torch.equal(first, data[1][0])
+    assert not torch.equal(first, TupleDataset(tuples, [(64, 48)] * 2, cfg, seed=6)[1][0])
     assert train_augmentation(cfg, (32, 64))(image=np.zeros((70, 90, 3), np.uint8))["image"].shape == (64, 32, 3)
+
+
+def test_unreadable_tuple_images_are_zeros_and_counted(tmp_path):
+    Image.new("RGB", (90, 70), (200, 100, 50)).save(tmp_path / "ok.jpg")
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
+    data = TupleDataset([[tmp_path / "ok.jpg", tmp_path / "bad.jpg", tmp_path / "bad.jpg"]], [(64, 48)],
+                        load_config("toy")["train"])
+    images, bad = collate_tuples([data[0], data[0]])
+    assert bad == 4 and images.shape == (2, 3, 3, 48, 64)
+    assert images[:, 1:].abs().sum() == 0 and images[:, 0].abs().sum() > 0
