@@ -86,8 +86,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from .competition import load_competition
     from .data.gldv2 import DataError
     from .infer.features import extract_split, merge_split, split_ids
-    from .model.net import load_checkpoint
-    from .runtime import resolve_device
+    from .infer.pipeline import run_net
 
     cfg = _config(args)
     if args.shard:
@@ -98,9 +97,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
         raise DataError(f"--shard {args.shard}: want i/n with 0 <= i < n")
     comp = load_competition(cfg["competition"])
     run = run_dir(cfg)
-    net, _ = load_checkpoint(run / "checkpoint.pt")
-    device = resolve_device(cfg["run"]["device"])
-    net.to(device).eval()
+    net, device = run_net(cfg)
     for split in args.split or ["index", "test"]:
         folder = extract_split(net, comp, cfg["data"]["root"], split, run / "features", cfg["infer"], device,
                                cfg["run"]["workers"], (index, count))
@@ -117,9 +114,8 @@ def cmd_evaluate_revisitop(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .data.revisitop import download
+    from .infer.pipeline import run_net
     from .infer.revisitop_eval import evaluate_revisitop
-    from .model.net import load_checkpoint
-    from .runtime import resolve_device
 
     cfg = _config(args)
     folder = Path(args.root) / args.dataset
@@ -127,10 +123,7 @@ def cmd_evaluate_revisitop(args: argparse.Namespace) -> int:
         download(args.root, args.dataset)
     if not (folder / f"gnd_{args.dataset}.pkl").is_file():
         raise FileNotFoundError(f"{folder}/gnd_{args.dataset}.pkl does not exist; add --download")
-    checkpoint = Path(args.checkpoint) if args.checkpoint else run_dir(cfg) / "checkpoint.pt"
-    net, _ = load_checkpoint(checkpoint)
-    device = resolve_device(cfg["run"]["device"])
-    net.to(device).eval()
+    net, device = run_net(cfg, args.checkpoint)
     results = evaluate_revisitop(net, folder, cfg["infer"], device, cfg["run"]["workers"])
     for label, scores in results.items():
         print(f"{args.dataset} {label}: mAP E {scores['easy']:.2f}  M {scores['medium']:.2f}  H {scores['hard']:.2f}")

@@ -11,12 +11,7 @@ import os
 
 from ..competition import load_competition
 from ..config import run_dir
-from ..data.gldv2 import read_train_clean
-from ..model.net import load_checkpoint
-from ..runtime import resolve_device
-from .features import features
-from .pipeline import solution_scores
-from .retrieve import retrieve
+from .pipeline import id_rankings, run_net, search_competition, solution_scores
 
 STEPS = [
     ("single scale", {}),
@@ -50,25 +45,13 @@ def _plain(infer_cfg: dict) -> dict:
 
 def ablate(cfg: dict) -> dict:
     comp = load_competition(cfg["competition"])
-    data_root = cfg["data"]["root"]
     run = run_dir(cfg)
-    device = resolve_device(cfg["run"]["device"])
-    net, _ = load_checkpoint(run / "checkpoint.pt")
-    net.to(device).eval()
-    workers = cfg["run"]["workers"]
-    labels = read_train_clean(comp.csv_path(data_root, "train_clean_csv")).set_index("id")["landmark_id"]
+    net, device = run_net(cfg)
     infer_cfg, rows = _plain(cfg["infer"]), []
     for name, change in STEPS:
         infer_cfg = _apply(infer_cfg, change)
-        index, index_ids = features(net, comp, data_root, "index", run / "features", infer_cfg, device, workers)
-        test, test_ids = features(net, comp, data_root, "test", run / "features", infer_cfg, device, workers)
-        train = train_labels = None
-        if infer_cfg["label_rerank"]["enabled"]:
-            train, train_ids = features(net, comp, data_root, "train", run / "features", infer_cfg, device, workers)
-            train_labels = labels.loc[train_ids].to_numpy()
-        neighbours, _ = retrieve(test, index, infer_cfg, train, train_labels)
-        rankings = {q: [index_ids[j] for j in row if j >= 0] for q, row in zip(test_ids, neighbours)}
-        scores = solution_scores(comp, data_root, rankings)
+        neighbours, _, test_ids, index_ids = search_competition(net, comp, cfg, infer_cfg, device)
+        scores = solution_scores(comp, cfg["data"]["root"], id_rankings(test_ids, index_ids, neighbours))
         rows.append({"step": name, **{k: round(v, 4) for k, v in scores.items()},
                      "infer": {k: v for k, v in infer_cfg.items() if k not in ("batch_size", "dtype", "shard_size")}})
     best = max(range(len(rows)), key=lambda i: (rows[i]["Public"], -i))

@@ -8,11 +8,14 @@ import numpy as np
 import torch
 
 from ..competition import Competition
-from ..data.gldv2 import image_path, read_solution
+from ..config import run_dir
+from ..data.gldv2 import image_path, read_solution, read_train_clean
 from ..metrics import score_submission
-from ..model.net import RetrievalNet
+from ..model.net import RetrievalNet, load_checkpoint
+from ..runtime import resolve_device
 from .extract import extract_descriptors
-from .features import split_ids
+from .features import features, split_ids
+from .retrieve import needs_train, retrieve
 from .search import knn
 
 
@@ -25,11 +28,38 @@ def describe_split(net: RetrievalNet, comp: Competition, data_root: str | Path, 
     return descriptors, ids
 
 
+def id_rankings(query_ids: list[str], index_ids: list[str], neighbours: np.ndarray) -> dict[str, list[str]]:
+    """{query id: index ids}, best first, from rows of index positions (-1 marks an empty slot)."""
+    return {q: [index_ids[j] for j in row if j >= 0] for q, row in zip(query_ids, neighbours)}
+
+
 def rank(query: np.ndarray, query_ids: list[str], index: np.ndarray, index_ids: list[str],
          k: int) -> dict[str, list[str]]:
     """{query id: top-k index ids}, best first."""
-    _, neighbours = knn(query, index, k)
-    return {q: [index_ids[j] for j in row if j >= 0] for q, row in zip(query_ids, neighbours)}
+    return id_rankings(query_ids, index_ids, knn(query, index, k)[1])
+
+
+def run_net(cfg: dict, checkpoint: str | Path | None = None) -> tuple[RetrievalNet, torch.device]:
+    """The run's trained net (or ``checkpoint``), on the configured device, in eval mode."""
+    device = resolve_device(cfg["run"]["device"])
+    net, _ = load_checkpoint(checkpoint or run_dir(cfg) / "checkpoint.pt")
+    return net.to(device).eval(), device
+
+
+def search_competition(net: RetrievalNet, comp: Competition, cfg: dict, infer_cfg: dict,
+                       device: torch.device) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """Describe test and index as ``infer_cfg`` says (train too, with labels, when label re-ranking is on),
+    search and post-process. Returns (neighbours, scores, test ids, index ids)."""
+    data_root, out_root, workers = cfg["data"]["root"], run_dir(cfg) / "features", cfg["run"]["workers"]
+    index, index_ids = features(net, comp, data_root, "index", out_root, infer_cfg, device, workers)
+    test, test_ids = features(net, comp, data_root, "test", out_root, infer_cfg, device, workers)
+    train = train_labels = None
+    if needs_train(infer_cfg):
+        train, train_ids = features(net, comp, data_root, "train", out_root, infer_cfg, device, workers)
+        labels = read_train_clean(comp.csv_path(data_root, "train_clean_csv")).set_index("id")["landmark_id"]
+        train_labels = labels.loc[train_ids].to_numpy()
+    neighbours, scores = retrieve(test, index, infer_cfg, train, train_labels)
+    return neighbours, scores, test_ids, index_ids
 
 
 def solution_scores(comp: Competition, data_root: str | Path, rankings: dict[str, list[str]]) -> dict[str, float]:

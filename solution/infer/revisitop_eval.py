@@ -12,16 +12,14 @@ from ..data.revisitop import load_gnd, query_image
 from ..metrics import revisitop_map
 from ..model.net import RetrievalNet
 from .extract import extract_descriptors
+from .features import describer
 from .retrieve import retrieve
-from .tta import MultiScale, parse_scales
 
 
 def _describe(net: RetrievalNet, paths: list[Path], infer_cfg: dict, device: torch.device, workers: int,
               desc: str) -> np.ndarray:
-    model = MultiScale(net, parse_scales(infer_cfg["scales"]), infer_cfg["flip"], infer_cfg["combine"],
-                       infer_cfg["combine_p"])
     descriptors, _ = extract_descriptors(net, paths, infer_cfg["image_size"], infer_cfg["batch_size"], device,
-                                         workers, desc=desc, forward=model)
+                                         workers, desc=desc, forward=describer(net, infer_cfg))
     return descriptors
 
 

@@ -16,9 +16,11 @@ import numpy as np
 import torch
 
 from ..infer.extract import extract_descriptors
+from ..infer.features import describer
+from ..infer.pipeline import id_rankings
 from ..infer.retrieve import retrieve
 from ..infer.submission import validate_submission, write_submission
-from ..infer.tta import MultiScale, parse_scales
+from ..infer.tta import parse_scales
 from ..model.net import load_checkpoint
 
 log = logging.getLogger("solution.kernel")
@@ -59,8 +61,7 @@ def degrade(infer_cfg: dict) -> dict | None:
 
 
 def _describe(net, paths, infer_cfg, device, workers, desc):
-    model = MultiScale(net, parse_scales(infer_cfg["scales"]), infer_cfg["flip"], infer_cfg["combine"],
-                       infer_cfg["combine_p"])
+    model = describer(net, infer_cfg)
     if device.type == "cuda" and torch.cuda.device_count() > 1:
         model = torch.nn.DataParallel(model)  # each batch is split over every GPU of the kernel
     with torch.autocast(device.type, enabled=device.type == "cuda"):
@@ -107,7 +108,7 @@ def run(input_root: Path, working: Path, limit_s: float, probe: int = 256) -> Pa
     search_cfg["label_rerank"]["enabled"] = False  # train features are not extracted in the kernel
     neighbours, _ = retrieve(test, index, search_cfg)
     log.info("stage search: %.0fs", time.perf_counter() - t0)
-    rankings = {q: [index_ids[j] for j in row if j >= 0] for q, row in zip(test_ids, np.asarray(neighbours))}
+    rankings = id_rankings(test_ids, index_ids, np.asarray(neighbours))
     out = write_submission(working / "submission.csv", rankings, test_ids)
     problems = validate_submission(out, test_ids, index_ids)
     if problems:
