@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from .atomic import atomic_path
 from .model.net import build_net
 
 HEAD_LAYERS = {"remap": [-2, -1], "rmac": [-2, -1], "gem": [-1]}
@@ -70,9 +71,8 @@ def write_results(section: str, rows: list[dict], out_dir: str | Path = "runs/be
     payload = {"section": section, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
                "device": "cuda" if torch.cuda.is_available() else "cpu", "peak_rss_mb": round(peak_rss_mb(), 1),
                "rows": rows}
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2))
     return out
 
 

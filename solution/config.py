@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from .atomic import atomic_path
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULTS_FILE = CONFIG_DIR / "defaults.yaml"
 
@@ -141,10 +143,8 @@ def load_config(experiment: str | os.PathLike | None = None, overrides: list[str
 
 
 def save_config(cfg: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
 def run_dir(cfg: dict) -> Path:

@@ -31,6 +31,8 @@ from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_path
+
 log = logging.getLogger(__name__)
 
 GLDV2_BASE = "https://s3.amazonaws.com/google-landmark"
@@ -158,12 +160,8 @@ def safe_extract(tar_path: Path, dest: Path, keep: set[str] | None = None) -> in
         for member, target in targets:
             if target is None or (keep is not None and Path(member.name).stem not in keep):
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            source = archive.extractfile(member)
-            tmp = target.with_name(target.name + ".tmp")
-            with tmp.open("wb") as handle:
-                shutil.copyfileobj(source, handle)
-            os.replace(tmp, target)
+            with atomic_path(target) as tmp, tmp.open("wb") as handle:
+                shutil.copyfileobj(archive.extractfile(member), handle)
             written += 1
     return written
 

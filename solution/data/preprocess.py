@@ -8,13 +8,13 @@ Parallel with joblib; images already in the cache are skipped, so it resumes and
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from pathlib import Path
 
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_path
 from .images import try_load_image
 
 log = logging.getLogger(__name__)
@@ -32,10 +32,8 @@ def _resize_batch(paths: list[Path], src: Path, dst: Path, longest: int, quality
             bad += 1
             continue
         image.thumbnail((longest, longest))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        image.save(tmp, "JPEG", quality=quality)
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:
+            image.save(tmp, "JPEG", quality=quality)
         written += 1
     return written, skipped, bad
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -24,6 +23,7 @@ from joblib import Parallel, delayed
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_path
 from .gldv2 import image_path
 
 log = logging.getLogger(__name__)
@@ -362,17 +362,14 @@ def _write_batch(root: Path, seed: int, batch: list[ToyImage], image_size: int) 
         path = image_path(root, item.split, item.image_id)
         if path.is_file():  # a re-run after an interruption only renders what is missing
             continue
-        path.parent.mkdir(parents=True, exist_ok=True)
         data = render_view(seed, item.landmark, item.view_key, image_size)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
 
 
 def _write_csv(path: Path, header: str, rows: list[str]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join([header, *rows]) + "\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join([header, *rows]) + "\n")
 
 
 def write_csvs(root: Path, seed: int, images: list[ToyImage]) -> None:

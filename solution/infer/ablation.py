@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 
+from ..atomic import atomic_path
 from ..competition import load_competition
 from ..config import run_dir
 from .pipeline import id_rankings, run_net, search_competition, solution_scores
@@ -57,9 +57,8 @@ def ablate(cfg: dict) -> dict:
     best = max(range(len(rows)), key=lambda i: (rows[i]["Public"], -i))
     result = {"rows": rows, "best_on_public": rows[best]["step"]}
     path = run / "ablation.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(result, indent=2))
     return {**result, "path": path}
 
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..atomic import atomic_path
 from ..competition import Competition
 from ..data.gldv2 import check_images_exist, image_path, read_ids, read_train, read_train_clean
 from ..model.net import RetrievalNet
@@ -62,11 +62,11 @@ def describer(net: RetrievalNet, infer_cfg: dict) -> torch.nn.Module:
 def _write_shard(folder: Path, index: int, descriptors: np.ndarray, ids: list[str], bad: list[str],
                  dtype: str) -> None:
     stem = folder / f"part-{index:05d}"
-    tmp = stem.with_name(stem.name + ".tmp.npy")
-    np.save(tmp, descriptors.astype(dtype))
-    stem.with_suffix(".ids.txt").write_text("\n".join(ids) + "\n")
-    stem.with_suffix(".bad.txt").write_text("".join(f"{i}\n" for i in bad))
-    os.replace(tmp, stem.with_suffix(".npy"))  # the .npy last: its presence marks a complete shard
+    with atomic_path(stem.with_suffix(".npy")) as tmp:  # renamed last: the .npy marks a complete shard
+        with tmp.open("wb") as handle:
+            np.save(handle, descriptors.astype(dtype))
+        stem.with_suffix(".ids.txt").write_text("\n".join(ids) + "\n")
+        stem.with_suffix(".bad.txt").write_text("".join(f"{i}\n" for i in bad))
 
 
 def extract_split(net: RetrievalNet, comp: Competition, data_root: str | Path, split: str, out_root: Path,
@@ -127,11 +127,11 @@ def merge_split(folder: Path, expected_ids: list[str]) -> tuple[np.ndarray, list
                          f"duplicated (e.g. {duplicated[:2]}); extract the missing shards, or delete the folder")
     descriptors = np.concatenate(arrays).astype(np.float32)
     stem = folder.parent / folder.name
-    tmp = stem.with_name(stem.name + ".tmp.npy")
-    np.save(tmp, descriptors)
-    stem.with_suffix(".ids.txt").write_text("\n".join(ids) + "\n")
-    stem.with_suffix(".bad.txt").write_text("".join(f"{i}\n" for i in bad))
-    os.replace(tmp, stem.with_suffix(".npy"))
+    with atomic_path(stem.with_suffix(".npy")) as tmp:
+        with tmp.open("wb") as handle:
+            np.save(handle, descriptors)
+        stem.with_suffix(".ids.txt").write_text("\n".join(ids) + "\n")
+        stem.with_suffix(".bad.txt").write_text("".join(f"{i}\n" for i in bad))
     if bad:
         log.warning("%s: %d unreadable images got zero descriptors; listed in %s", folder.name, len(bad),
                     stem.with_suffix(".bad.txt"))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from ..atomic import atomic_path
 from ..data.gldv2 import is_valid_id
 
 HEADER = ["id", "images"]
@@ -26,19 +26,17 @@ def write_submission(path: str | Path, rankings: Mapping[str, Sequence[str]], te
                      max_predictions: int = 100) -> Path:
     """Write one row per test id (in ``test_ids`` order), gzip when ``path`` ends in ``.gz``; atomic."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(HEADER)
     for test_id in test_ids:
         writer.writerow([test_id, " ".join(rankings.get(test_id, ())[:max_predictions])])
-    tmp = path.with_name(path.name + ".tmp")
-    if path.suffix == ".gz":
-        with gzip.open(tmp, "wt", newline="") as handle:
-            handle.write(buffer.getvalue())
-    else:
-        tmp.write_text(buffer.getvalue())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        if path.suffix == ".gz":
+            with gzip.open(tmp, "wt", newline="") as handle:
+                handle.write(buffer.getvalue())
+        else:
+            tmp.write_text(buffer.getvalue())
     return path
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..competition import load_competition
 from ..config import run_dir
 from .pipeline import id_rankings, run_net, search_competition, solution_scores
@@ -18,10 +18,9 @@ log = logging.getLogger(__name__)
 
 def save_ranking(path: Path, query_ids: list[str], index_ids: list[str], neighbours: np.ndarray,
                  scores: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, query_ids=np.array(query_ids), index_ids=np.array(index_ids), neighbours=neighbours,
-             scores=scores)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp, tmp.open("wb") as handle:
+        np.savez(handle, query_ids=np.array(query_ids), index_ids=np.array(index_ids), neighbours=neighbours,
+                 scores=scores)
 
 
 def make_submission(cfg: dict, out_dir: str | Path = "submissions") -> dict:

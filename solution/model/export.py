@@ -7,11 +7,11 @@ file per size bucket you extract at (``--size`` may be given several times).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_path
 from .net import RetrievalNet
 
 
@@ -22,9 +22,8 @@ def export_torchscript(net: RetrievalNet, path: str | Path, height: int, width: 
     example = torch.rand(1, 3, height, width)
     with torch.no_grad():
         traced = torch.jit.trace(net, example, check_trace=False)
-    tmp = path.with_name(path.name + ".tmp")
-    traced.save(str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        traced.save(str(tmp))
     return path
 
 

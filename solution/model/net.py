@@ -8,13 +8,13 @@ the same network again, so a checkpoint file alone is enough for ``extract``.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..atomic import atomic_path
 from ..config import ConfigError
 from .backbone import create_backbone, normalisation
 from .functional import l2n
@@ -86,11 +86,8 @@ def build_net(model_cfg: dict, pretrained: str | None = None) -> RetrievalNet:
 def save_checkpoint(path: str | Path, net: RetrievalNet, **extra) -> Path:
     """Atomic write of the net (meta + weights) and any training state in ``extra``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"meta": net.meta, "state_dict": net.state_dict(), **extra}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"meta": net.meta, "state_dict": net.state_dict(), **extra}, tmp)
     return path
 
 

@@ -22,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_path
 from ..competition import load_competition
 from ..config import run_dir, save_config
 from ..data.datasets import TupleDataset, collate_tuples
@@ -95,12 +96,10 @@ def write_metrics_row(path: Path, row: dict) -> None:
     if path.is_file():
         with path.open(newline="") as handle:
             rows = [r for r in csv.DictReader(handle) if int(r["epoch"]) < int(row["epoch"])]
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as handle:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(row), extrasaction="ignore")
         writer.writeheader()
         writer.writerows([*rows, row])
-    tmp.replace(path)
 
 
 def weights_checksum(net: nn.Module) -> float:

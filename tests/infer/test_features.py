@@ -67,3 +67,10 @@ def test_corrupt_image_gets_zero_row_and_is_reported(net, tiny_root, tmp_path):
 def test_tta_tag_names_the_setting():
     assert tta_tag(_infer()) == "64px-s1"
     assert tta_tag(_infer(scales=["1/sqrt2", 1, "sqrt2"], flip=True)) == "64px-s3-flip-mean"
+
+
+def test_leftover_temporary_shard_is_not_merged(net, tiny_root, tmp_path):
+    folder = extract_split(net, COMP, tiny_root, "test", tmp_path, _infer(), torch.device("cpu"), 0)
+    (folder / "part-00001.npy.tmp").write_bytes(b"half a shard from a killed run")
+    expected = read_ids(tiny_root / "toy/test.csv")
+    assert merge_split(folder, expected)[1] == expected
