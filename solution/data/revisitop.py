@@ -9,6 +9,7 @@ Layout under ``<root>/<dataset>/``: ``jpg/<name>.jpg`` and ``gnd_<dataset>.pkl``
 
 from __future__ import annotations
 
+import _compat_pickle
 import io
 import pickle
 from pathlib import Path
@@ -27,10 +28,13 @@ GND_URL = "http://cmp.felk.cvut.cz/revisitop/data/datasets/{name}/gnd_{name}.pkl
 
 _ALLOWED = {
     ("builtins", "dict"), ("builtins", "list"), ("builtins", "tuple"), ("builtins", "str"), ("builtins", "int"),
-    ("builtins", "float"), ("builtins", "bytes"), ("builtins", "set"),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
+    ("builtins", "float"), ("builtins", "bytes"), ("builtins", "bytearray"), ("builtins", "set"),
+    ("builtins", "frozenset"), ("builtins", "bool"), ("builtins", "complex"), ("_codecs", "encode"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    # numpy 1 (numpy.core) and numpy 2 (numpy._core) names: arrays up to protocol 4, protocol-5 buffers, scalars
+    *((f"numpy.{core}.multiarray", "_reconstruct") for core in ("core", "_core")),
+    *((f"numpy.{core}.multiarray", "scalar") for core in ("core", "_core")),
+    *((f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core")),
 }
 
 
@@ -38,8 +42,17 @@ class UnsafePickle(pickle.UnpicklingError):
     """The pickle asked for a global outside the allowed plain types."""
 
 
+def python3_name(module: str, name: str) -> tuple[str, str]:
+    """The Python 3 name of a global in a protocol 0-2 pickle (``__builtin__.set`` -> ``builtins.set``)."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
+        # Renamed before the check: Python 2 era pickles name their builtins ``__builtin__``.
+        module, name = python3_name(module, name)
         if (module, name) not in _ALLOWED:
             raise UnsafePickle(f"refusing to load {module}.{name} from a ground-truth pickle")
         return super().find_class(module, name)

@@ -27,6 +27,39 @@ def test_plain_ground_truth_loads_and_code_is_refused(tmp_path):
         load_gnd(tmp_path / "evil.pkl")
 
 
+def _gnd_sample():
+    return {"imlist": ["a", "b"], "qimlist": ["q"], "tags": {"x", "y"}, "raw": b"\x00\xff",
+            "gnd": [{"bbx": np.array([1.0, 2.0, 5.0, 6.0]), "easy": np.array([0], np.int64), "hard": [1],
+                     "junk": np.array([], np.int64), "score": np.float64(0.5)}]}
+
+
+@pytest.mark.parametrize("protocol", range(6))
+def test_every_protocol_loads_and_still_refuses_code(tmp_path, protocol):
+    path = tmp_path / "gnd.pkl"
+    path.write_bytes(pickle.dumps(_gnd_sample(), protocol=protocol))
+    loaded = load_gnd(path)
+    entry = loaded["gnd"][0]
+    assert loaded["imlist"] == ["a", "b"] and loaded["tags"] == {"x", "y"} and loaded["raw"] == b"\x00\xff"
+    assert entry["bbx"].tolist() == [1.0, 2.0, 5.0, 6.0] and entry["easy"].dtype == np.int64
+    assert entry["score"] == 0.5 and entry["junk"].size == 0
+    path.write_bytes(pickle.dumps({"imlist": _Exploit()}, protocol=protocol))
+    with pytest.raises(UnsafePickle, match="system"):
+        load_gnd(path)
+
+
+def test_python2_and_numpy1_names_load(tmp_path):
+    """Protocol 0 is text: rewrite it as Python 2 / numpy 1 would have written it."""
+    text = pickle.dumps(_gnd_sample(), protocol=0)
+    assert b"c__builtin__\nset" in text  # Python 3 writes its Python 2 name at protocols 0-2
+    old = text.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    assert old != text
+    (tmp_path / "old.pkl").write_bytes(old)
+    assert load_gnd(tmp_path / "old.pkl")["gnd"][0]["easy"].tolist() == [0]
+    (tmp_path / "builtin.pkl").write_bytes(text.replace(b"c__builtin__\nset", b"c__builtin__\neval"))
+    with pytest.raises(UnsafePickle, match="builtins.eval"):
+        load_gnd(tmp_path / "builtin.pkl")
+
+
 def _fake_dataset(root, n_landmarks=4, per=4):
     """A tiny revisitop-shaped set: coloured 'landmarks', one query each, easy/hard/junk indices."""
     folder = root / "roxford5k"
