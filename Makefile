@@ -13,6 +13,8 @@ KAGGLE ?=
 CHECKPOINT ?=
 KAGGLE_USER ?= your-kaggle-name
 KERNEL_VERSION ?= 1
+KAGGLE_PYTHON ?= 3.11
+TRAIN_FEATURES ?=
 
 ifeq ($(strip $(VENV)),)
 PY := $(PYTHON)
@@ -71,19 +73,21 @@ kl: $(SETUP)
 export: $(SETUP)
 	$(RUN) export --config $(CONFIG) $(OVERRIDES)
 
-# The offline Kaggle kernel (landmark-retrieval-2021): build the folders, push them, submit the kernel's output.
+# The offline Kaggle kernel (landmark-retrieval-2021): build the folders, push them, submit a kernel version.
+# KAGGLE_PYTHON: the Python of Kaggle's GPU image (wheels are fetched for it); TRAIN_FEATURES=1 also ships
+# train descriptors for label re-ranking.
 kernel: $(SETUP)
 	$(RUN) kernel --config $(CONFIG) --competition $(or $(COMPETITION),landmark-retrieval-2021) --user $(KAGGLE_USER) \
-		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(OVERRIDES)
+		--python-version $(KAGGLE_PYTHON) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) \
+		$(if $(filter 1,$(TRAIN_FEATURES)),--train-features) $(OVERRIDES)
 
 kernel-push: $(SETUP)
-	$(PY) -m kaggle datasets create -p kaggle/wheels -r zip || $(PY) -m kaggle datasets version -p kaggle/wheels -r zip -m update
-	$(PY) -m kaggle datasets create -p kaggle/model -r zip || $(PY) -m kaggle datasets version -p kaggle/model -r zip -m update
-	$(PY) -m kaggle kernels push -p kaggle/kernel
+	$(RUN) kaggle push --dir kaggle
 
 submit-kaggle: $(SETUP)
-	$(PY) -m kaggle competitions submit $(or $(COMPETITION),landmark-retrieval-2021) -k $(KAGGLE_USER)/$(or $(COMPETITION),landmark-retrieval-2021)-remap -v $(KERNEL_VERSION) \
-		-f submission.csv -m "REMAP kernel version $(KERNEL_VERSION)"
+	$(RUN) kaggle submit --competition $(or $(COMPETITION),landmark-retrieval-2021) \
+		--kernel $(KAGGLE_USER)/$(or $(COMPETITION),landmark-retrieval-2021)-remap --version $(KERNEL_VERSION) \
+		--message "REMAP kernel version $(KERNEL_VERSION)"
 
 gpu-check: $(SETUP)
 	$(RUN) gpu-check

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 from .config import ConfigError, load_config, run_dir
 
@@ -111,8 +112,6 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_revisitop(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .data.revisitop import download
     from .infer.pipeline import run_net
     from .infer.revisitop_eval import evaluate_revisitop
@@ -132,21 +131,58 @@ def cmd_evaluate_revisitop(args: argparse.Namespace) -> int:
 
 def cmd_kernel(args: argparse.Namespace) -> int:
     from .competition import load_competition
-    from .kernel.build import build
+    from .kernel.build import KAGGLE_PLATFORMS, build
 
     cfg = _config(args)
     comp = load_competition(args.competition)
     if comp.kind != "code":
         raise ConfigError(f"competition '{comp.slug}' takes a CSV upload, not a kernel; use `make submit KAGGLE=1`")
-    checkpoint = args.checkpoint or run_dir(cfg) / "checkpoint.pt"
-    folders = build(args.out, comp.slug, checkpoint, args.user, download_deps=not args.no_download)
-    print(f"kernel: wrote {', '.join(str(f) for f in folders.values())}; push with `make kernel-push`")
+    checkpoint = Path(args.checkpoint or run_dir(cfg) / "checkpoint.pt")
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist; train first or pass CHECKPOINT=...")
+    train_features = _train_features(cfg, checkpoint) if args.train_features else None
+    folders = build(args.out, comp.slug, checkpoint, args.user, download_deps=not args.no_download,
+                    python_version=args.python_version, platforms=args.platform or KAGGLE_PLATFORMS,
+                    faiss=tuple(args.faiss or ("gpu", "cpu")), train_features=train_features)
+    print(f"kernel: wrote {', '.join(str(f) for f in folders.values())} for Python {args.python_version}; "
+          f"push with `make kernel-push`")
+    return 0
+
+
+def _train_features(cfg: dict, checkpoint: Path) -> dict:
+    """The run's train(-clean) descriptors with the checkpoint's own TTA, and their landmark ids."""
+    from .competition import load_competition
+    from .data.gldv2 import read_train, read_train_clean
+    from .infer.features import features, tta_tag
+    from .infer.pipeline import run_net
+
+    net, device = run_net(cfg, checkpoint)
+    comp = load_competition(cfg["competition"])
+    root = cfg["data"]["root"]
+    descriptors, ids = features(net, comp, root, "train", run_dir(cfg) / "features", cfg["infer"], device,
+                                cfg["run"]["workers"])
+    clean = comp.csv_path(root, "train_clean_csv")
+    table = read_train_clean(clean) if clean.is_file() else read_train(comp.csv_path(root, "train_csv"))
+    labels = table.drop_duplicates("id").set_index("id")["landmark_id"].loc[ids].to_numpy()
+    return {"descriptors": descriptors, "ids": ids, "labels": labels, "tta": tta_tag(cfg["infer"])}
+
+
+def cmd_kaggle(args: argparse.Namespace) -> int:
+    from . import kaggle_api
+
+    try:
+        if args.action == "push":
+            refs = kaggle_api.push(Path(args.dir), wait_s=args.wait)
+            print(f"kaggle: pushed {', '.join(refs)}")
+        else:
+            ref = kaggle_api.submit_kernel(args.competition, args.kernel, args.version, args.message)
+            print(f"kaggle: submitted {args.kernel} version {args.version} to {args.competition} (ref {ref})")
+    except kaggle_api.KaggleError as exc:
+        raise ConfigError(str(exc)) from None
     return 0
 
 
 def cmd_preprocess(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .competition import load_competition
     from .data.preprocess import preprocess
 
@@ -367,8 +403,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="default: the run's checkpoint.pt")
     p.add_argument("--user", default="your-kaggle-name", help="Kaggle user that owns the datasets and kernel")
     p.add_argument("--out", default="kaggle")
-    p.add_argument("--no-download", action="store_true", help="only this project's wheel (no PyPI downloads)")
+    p.add_argument("--no-download", action="store_true",
+                   help="only this project's wheel, no faiss (the kernel then stops at once, saying so)")
+    p.add_argument("--python-version", default="3.11", help="Kaggle's Python (default: its GPU image's, 3.11)")
+    p.add_argument("--platform", action="append", help="wheel platform tag, repeatable (default: Kaggle's)")
+    p.add_argument("--faiss", action="append", choices=["gpu", "cpu"], help="faiss builds to ship (default both)")
+    p.add_argument("--train-features", action="store_true",
+                   help="also describe train(-clean) and ship it for label re-ranking (a third dataset)")
     p.set_defaults(func=cmd_kernel)
+
+    p = sub.add_parser("kaggle", help="push the kernel's datasets and notebook, or submit a kernel version")
+    p.add_argument("action", choices=["push", "submit"])
+    p.add_argument("--dir", default="kaggle", help="push: the folder `make kernel` wrote")
+    p.add_argument("--wait", type=float, default=1800, help="push: seconds to wait for the datasets to be ready")
+    p.add_argument("--competition", default="landmark-retrieval-2021", help="submit: the competition")
+    p.add_argument("--kernel", help="submit: owner/slug of the notebook")
+    p.add_argument("--version", type=int, help="submit: the notebook version to submit")
+    p.add_argument("--message", default="REMAP kernel", help="submit: the submission's description")
+    p.set_defaults(func=cmd_kaggle)
 
     p = sub.add_parser("preprocess", help="a pre-resized copy of the competition's images (optional cache)")
     _add_config_args(p)

@@ -1,51 +1,220 @@
 """Kaggle kernel entry script (copied into the kernel folder as ``entry.py``; standard library only).
 
-1. installs this project and its missing dependencies from the attached wheels dataset, offline;
-2. finds the competition data and the model under the input root;
-3. describes test and index on the GPU, searches, post-processes;
-4. writes <working>/submission.csv.
+1. finds the wheels dataset under the input root by its manifest, checks it holds this project and a faiss
+   wheel, and installs them offline: GPU faiss when the notebook's GPU is one it serves, else CPU faiss;
+2. imports faiss and this package before any GPU work;
+3. hands over to ``solution.kernel.run``: find the competition and the model, describe, search, write
+   <working>/submission.csv.
 
-KAGGLE_INPUT_ROOT and KAGGLE_WORKING_DIR override /kaggle/input and /kaggle/working (for tests);
-KERNEL_PIP_TARGET installs into a folder instead of the environment; KERNEL_TIME_LIMIT_S sets the
-notebook limit the run must fit (default 9 hours).
+Kaggle mounts data at ``/kaggle/input/<slug>/`` (older notebooks), ``/kaggle/input/competitions/<slug>/``
+and ``/kaggle/input/datasets/<owner>/<slug>/``; every lookup here is a bounded search under the input root,
+so any of them works. Each failure is one ``error:`` line that says what was found instead.
+
+Environment: KAGGLE_INPUT_ROOT and KAGGLE_WORKING_DIR override /kaggle/input and /kaggle/working;
+KERNEL_TIME_LIMIT_S is the notebook limit (default 9 hours); KERNEL_FULL=1 forces the full run on the
+public test set; KERNEL_PUBLIC_MAX (default 1129) is the largest test set taken for the public one.
 """
 
+from __future__ import annotations
+
+import importlib
+import json
 import logging
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-INPUT = Path(os.environ.get("KAGGLE_INPUT_ROOT", "/kaggle/input"))
-WORKING = Path(os.environ.get("KAGGLE_WORKING_DIR", "/kaggle/working"))
-PACKAGE = "remap-landmarks"
+WHEELS_MANIFEST = "remap-wheels.json"
+MODEL_MARKER = "remap-model.json"
+TRAIN_MARKER = "remap-train-features.json"
+MAX_DEPTH = 4  # /kaggle/input/datasets/<owner>/<slug> is 3 deep; one more for a folder inside a dataset
+
+log = logging.getLogger("entry")
 
 
-def install_wheels() -> None:
-    wheels = sorted({p.parent for p in INPUT.glob("*/*.whl")})
-    if not wheels:
-        raise SystemExit(f"no wheels under {INPUT}; attach the wheels dataset built by `make kernel`")
-    command = [sys.executable, "-m", "pip", "install", "--no-index", "--quiet", PACKAGE]
-    for folder in wheels:
-        command += ["--find-links", str(folder)]
-    target = os.environ.get("KERNEL_PIP_TARGET")
-    if target:
-        command += ["--no-deps", "--target", target]
-        sys.path.insert(0, target)
-    subprocess.run(command, check=True)
+class KernelError(RuntimeError):
+    """Something the kernel needs is missing or unusable; the message is the one line the user sees."""
 
 
-def main() -> None:
+def walk_dirs(root: Path, max_depth: int = MAX_DEPTH, stop: Callable[[Path], bool] | None = None
+              ) -> Iterator[Path]:
+    """Folders under ``root`` to ``max_depth``, breadth first; a folder for which ``stop`` holds is yielded
+    but not entered (a competition's image tree holds thousands of folders)."""
+    level = [root]
+    for _ in range(max_depth):
+        below = []
+        for folder in level:
+            try:
+                children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+            except OSError:
+                continue
+            for child in children:
+                yield child
+                if stop is None or not stop(child):
+                    below.append(child)
+        level = below
+
+
+def is_competition(folder: Path) -> bool:
+    return (folder / "test").is_dir() and (folder / "index").is_dir() and (folder / "sample_submission.csv").is_file()
+
+
+def _stop(folder: Path) -> bool:
+    return is_competition(folder) or folder.name in {"train", "index", "test"}
+
+
+def found_summary(root: Path) -> str:
+    """What the input root holds, for error lines: folders two levels down and any known marker."""
+    if not root.is_dir():
+        return f"{root} does not exist"
+    seen = [str(p.relative_to(root)) for p in walk_dirs(root, 2, _stop)]
+    return f"{root} holds {', '.join(seen[:12]) or 'nothing'}" + (" ..." if len(seen) > 12 else "")
+
+
+def find_marked(root: Path, predicate: Callable[[Path], bool], what: str, fix: str) -> list[Path]:
+    found = [p for p in walk_dirs(root, MAX_DEPTH, _stop) if predicate(p)]
+    if not found:
+        raise KernelError(f"no {what} within {MAX_DEPTH} levels of {root} ({found_summary(root)}); {fix}")
+    return found
+
+
+def find_wheels(root: Path) -> Path:
+    return find_marked(root, lambda p: (p / WHEELS_MANIFEST).is_file(), f"wheels dataset ({WHEELS_MANIFEST})",
+                       "attach the wheels dataset built by `make kernel`")[0]
+
+
+def find_models(root: Path) -> list[Path]:
+    return find_marked(root, lambda p: (p / MODEL_MARKER).is_file() and (p / "checkpoint.pt").is_file(),
+                       f"model dataset ({MODEL_MARKER} beside checkpoint.pt)",
+                       "attach the model dataset built by `make kernel`")
+
+
+def find_competition(root: Path) -> Path:
+    return find_marked(root, is_competition, "competition folder (test/, index/ and sample_submission.csv)",
+                       "add the competition's data to the notebook")[0]
+
+
+def find_train_features(root: Path) -> Path | None:
+    """The optional train-descriptors dataset (``make kernel TRAIN_FEATURES=1``), or None."""
+    found = [p for p in walk_dirs(root, MAX_DEPTH, _stop) if (p / TRAIN_MARKER).is_file()]
+    return found[0] if found else None
+
+
+def gpu_capabilities() -> list[float]:
+    """Compute capability of each visible NVIDIA GPU ([] without one), asked of nvidia-smi."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+        return [float(line) for line in out.split() if line.strip()]
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return []
+
+
+def pip_install(wheels: Path, *args: str) -> None:
+    command = [sys.executable, "-m", "pip", "install", "--no-index", "--quiet", "--disable-pip-version-check",
+               "--find-links", str(wheels), *args]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode:
+        tail = [line for line in result.stderr.splitlines() if line.strip()][-1:] or ["(no output)"]
+        raise KernelError(f"pip could not install {' '.join(args)} from {wheels}: {tail[0]}")
+
+
+def faiss_serves_gpu() -> bool:
+    """Whether an installed faiss imports and sees a GPU, asked in a fresh process (a failed import of a
+    GPU build can leave this one unable to import any faiss)."""
+    probe = "import faiss, sys; sys.exit(0 if faiss.get_num_gpus() > 0 else 3)"
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, check=False).returncode == 0
+
+
+def choose_faiss(manifest: dict, capabilities: list[float]) -> list[str]:
+    """The faiss variants to try, in order: ``gpu`` only when every GPU is one its wheel serves."""
+    variants = manifest.get("faiss", {})
+    order = []
+    gpu = variants.get("gpu")
+    if capabilities and gpu:
+        low, high = gpu["compute_capability"]
+        if all(low <= c <= high for c in capabilities):
+            order.append("gpu")
+        else:
+            log.warning("GPU faiss serves compute capability %s-%s, this notebook's GPUs are %s: using CPU faiss",
+                        low, high, capabilities)
+    elif capabilities:
+        log.warning("the wheels dataset holds no GPU faiss: using CPU faiss")
+    if "cpu" in variants:
+        order.append("cpu")
+    return order
+
+
+def check_manifest(wheels: Path) -> dict:
+    """The manifest, after checking every wheel it names is there and that a faiss variant exists."""
+    manifest = json.loads((wheels / WHEELS_MANIFEST).read_text())
+    missing = [name for name in manifest.get("files", []) if not (wheels / name).is_file()]
+    if missing:
+        raise KernelError(f"the wheels dataset {wheels} lacks {', '.join(missing[:4])}"
+                          f"{' ...' if len(missing) > 4 else ''}; rebuild it with `make kernel` and version it")
+    if not manifest.get("faiss"):
+        raise KernelError(f"the wheels dataset {wheels} holds no faiss wheel (Kaggle's image has no faiss); "
+                          "rebuild it with `make kernel` without --no-download")
+    return manifest
+
+
+def install(wheels: Path, capabilities: list[float] | None = None) -> str:
+    """Install this project and faiss from ``wheels``; returns the faiss variant in use (``gpu`` or ``cpu``)."""
+    manifest = check_manifest(wheels)
+    pip_install(wheels, "--no-deps", str(wheels / manifest["package"]))
+    capabilities = gpu_capabilities() if capabilities is None else capabilities
+    for variant in choose_faiss(manifest, capabilities):
+        spec = manifest["faiss"][variant]
+        try:
+            pip_install(wheels, str(wheels / spec["wheel"]))
+        except KernelError as exc:
+            log.warning("%s; trying the next faiss", exc)
+            continue
+        if variant == "cpu" or faiss_serves_gpu():
+            break
+        log.warning("GPU faiss was installed but cannot use this GPU; falling back to CPU faiss")
+        subprocess.run([sys.executable, "-m", "pip", "uninstall", "--yes", "--quiet", spec["requirement"]],
+                       capture_output=True, check=False)
+    else:
+        raise KernelError(f"no faiss from {wheels} could be installed for this notebook "
+                          f"(GPUs: {capabilities or 'none'})")
+    importlib.invalidate_caches()
+    for module in ("faiss", "solution.kernel.run"):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise KernelError(f"{module} does not import after installing from {wheels}: {exc}") from None
+    log.info("installed %s and %s faiss from %s", manifest["package"], variant, wheels)
+    return variant
+
+
+def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # its version check would wait on the missing network
+    input_root = Path(os.environ.get("KAGGLE_INPUT_ROOT", "/kaggle/input"))
+    working = Path(os.environ.get("KAGGLE_WORKING_DIR", "/kaggle/working"))
     started = time.perf_counter()
-    install_wheels()
-    logging.getLogger("entry").info("stage install: %.0fs", time.perf_counter() - started)
-    from solution.kernel.run import run
+    try:
+        install(find_wheels(input_root))
+    except KernelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    log.info("stage install: %.0fs", time.perf_counter() - started)
+    # The installed package's own KernelError: this script runs as __main__, a different module.
+    from solution.kernel.entry import KernelError as InstalledKernelError
+    from solution.kernel.run import run_from_env
 
-    WORKING.mkdir(parents=True, exist_ok=True)
-    run(INPUT, WORKING, float(os.environ.get("KERNEL_TIME_LIMIT_S", "32400")))  # 9 hours
+    working.mkdir(parents=True, exist_ok=True)
+    try:
+        run_from_env(input_root, working, os.environ)
+    except InstalledKernelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

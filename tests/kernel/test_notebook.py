@@ -1,0 +1,199 @@
+"""A simulated Kaggle notebook, as unkind as the real one.
+
+- The kernel folder's entry.py runs in a fresh virtual environment that sees the host's packages (torch,
+  numpy, ... as Kaggle's image has them) but not faiss or this package: a ``sitecustomize`` refuses to import
+  either unless it was installed into that environment, which only the wheels dataset can do.
+- The network is cut (``unshare -rn``), so pip can only use the wheels dataset.
+- Data is mounted in Kaggle's old layout (/kaggle/input/<slug>/) and its current one (competitions/<slug>/,
+  datasets/<owner>/<slug>/); the competition folder has no index.csv or test.csv, as on Kaggle.
+
+Building the wheels dataset downloads the real faiss-cpu wheel (and its dependencies) from the package index:
+these tests are marked ``network`` and run in ``make test``.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import venv
+
+import pytest
+
+from solution.cli import main
+from solution.data.gldv2 import read_ids
+from solution.infer.submission import submission_rankings, validate_submission
+from solution.kernel.build import KAGGLE_PYTHON
+from solution.kernel.entry import WHEELS_MANIFEST
+from solution.metrics import score_submission
+
+pytestmark = pytest.mark.network
+
+HIDER = '''
+import importlib.machinery, os, sys
+
+ALLOWED = os.environ["NOTEBOOK_SITE"]
+
+
+class _OnlyFromNotebookSite:
+    """faiss and solution import only from the notebook's own site-packages (what pip installed there)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name not in ("faiss", "solution"):
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, [ALLOWED])
+        if spec is None:
+            raise ModuleNotFoundError(f"No module named {name!r} (hidden: not installed in the notebook)", name=name)
+        return spec
+
+
+sys.meta_path.insert(0, _OnlyFromNotebookSite())
+'''
+HOST_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def _network_blocker() -> list[str]:
+    """``unshare -rn`` (a user namespace with no network) where the machine allows it."""
+    if not shutil.which("unshare"):
+        return []
+    probe = subprocess.run(["unshare", "-rn", "true"], capture_output=True, check=False)
+    return ["unshare", "-rn"] if probe.returncode == 0 else []
+
+
+def _tiny_run(tiny_root, tmp):
+    return ["--config", "toy-tiny", f"data.root={tiny_root}", f"run.dir={tmp / 'runs'}", "run.workers=0",
+            "train.epochs=1", "train.tuples_per_epoch=4", "train.batch_tuples=2", "train.val_landmarks=0",
+            "train.eval_before=false", "infer.scales=[1,0.75]", "infer.flip=true"]
+
+
+@pytest.fixture(scope="module")
+def built(tiny_root, tmp_path_factory):
+    """A trained tiny checkpoint and `make kernel`'s folders for it: CPU faiss for this machine's Python
+    (Kaggle's is the default; here the simulated notebook must install them), with train descriptors."""
+    tmp = tmp_path_factory.mktemp("kernel")
+    run = _tiny_run(tiny_root, tmp)
+    assert main(["train", *run]) == 0
+    out = tmp / "kaggle"
+    assert main(["kernel", *run, "--out", str(out), "--user", "tester", "--faiss", "cpu",
+                 "--python-version", HOST_PYTHON, "--train-features"]) == 0
+    return {"run": run, "out": out, "tmp": tmp}
+
+
+@pytest.fixture(scope="module")
+def notebook(built):
+    """A Python environment like Kaggle's: the host's packages visible, faiss and this package not."""
+    folder = built["tmp"] / "notebook"
+    venv.create(folder, with_pip=True)
+    python = folder / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (folder / "lib" / f"python{HOST_PYTHON}" / "site-packages" / "host.pth").write_text(
+        sysconfig.get_paths()["purelib"] + "\n")
+    hider = built["tmp"] / "hider"
+    hider.mkdir()
+    (hider / "sitecustomize.py").write_text(HIDER)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "KERNEL_", "KAGGLE_", "VIRTUAL_ENV"))}
+    env.update(PYTHONPATH=str(hider), NOTEBOOK_SITE=site)
+    hidden = subprocess.run([str(python), "-c", "import faiss"], env=env, capture_output=True, text=True,
+                            check=False)
+    assert hidden.returncode != 0 and "hidden" in hidden.stderr  # the host's faiss is out of reach
+    return {"python": python, "env": env, "site": site}
+
+
+def _mount(built, tiny_root, root, layout, train_features=False):
+    if layout == "old":
+        competition, datasets = root / "landmark-retrieval-2021", root
+    else:
+        competition, datasets = root / "competitions" / "landmark-retrieval-2021", root / "datasets" / "tester"
+    competition.mkdir(parents=True)
+    for split in ("index", "test"):
+        shutil.copytree(tiny_root / "toy" / split, competition / split)
+    shutil.copy(tiny_root / "toy" / "sample_submission.csv", competition)
+    names = ["wheels", "model"] + (["train-features"] if train_features else [])
+    for name in names:
+        shutil.copytree(built["out"] / name, datasets / f"landmark-retrieval-2021-remap-{name}")
+    return root
+
+
+def _run_entry(built, notebook, input_root, working, **settings):
+    env = {**notebook["env"], "KAGGLE_INPUT_ROOT": str(input_root), "KAGGLE_WORKING_DIR": str(working),
+           **{k: str(v) for k, v in settings.items()}}
+    return subprocess.run([*_network_blocker(), str(notebook["python"]), str(built["out"] / "kernel" / "entry.py")],
+                          cwd=working.parent, env=env, capture_output=True, text=True, timeout=900, check=False)
+
+
+def _score(tiny_root, submission):
+    from solution.data.gldv2 import read_solution
+
+    solution = read_solution(tiny_root / "toy" / "retrieval_solution_v2.1.csv")
+    return score_submission(submission_rankings(submission), solution, 100)
+
+
+def test_kernel_folders(built):
+    meta = json.loads((built["out"] / "kernel/kernel-metadata.json").read_text())
+    assert meta["enable_internet"] is False and meta["enable_gpu"] is True
+    assert meta["competition_sources"] == ["landmark-retrieval-2021"]
+    assert meta["dataset_sources"] == [f"tester/landmark-retrieval-2021-remap-{name}"
+                                       for name in ("wheels", "model", "train-features")]
+    manifest = json.loads((built["out"] / "wheels" / WHEELS_MANIFEST).read_text())
+    assert manifest["package"].startswith("remap_landmarks-") and manifest["faiss"]["cpu"]["wheel"].startswith(
+        "faiss_cpu-")
+    assert set(manifest["files"]) == {p.name for p in (built["out"] / "wheels").glob("*.whl")}
+    assert not any(name.startswith("torch") for name in manifest["files"])
+    assert KAGGLE_PYTHON == "3.11"  # the README states this default
+
+
+def test_public_run_in_the_current_layout(built, notebook, tiny_root, tmp_path):
+    root = _mount(built, tiny_root, tmp_path / "input", "new")
+    result = _run_entry(built, notebook, root, tmp_path / "working")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "installed remap_landmarks-" in result.stderr and "cpu faiss" in result.stderr
+    assert "public run" in result.stderr and "plan:" not in result.stderr
+    test_ids, index_ids = read_ids(tiny_root / "toy/test.csv"), read_ids(tiny_root / "toy/index.csv")
+    assert validate_submission(tmp_path / "working/submission.csv", test_ids, index_ids) == []
+    installed = subprocess.run([str(notebook["python"]), "-c", "import solution, faiss; print(solution.__file__, "
+                                "faiss.__file__)"], env=notebook["env"], capture_output=True, text=True, check=True)
+    assert installed.stdout.count(notebook["site"]) == 2  # both came from the wheels dataset
+
+
+def test_full_run_in_the_old_layout_scores_as_submit(built, notebook, tiny_root, tmp_path, capsys):
+    root = _mount(built, tiny_root, tmp_path / "input", "old", train_features=True)
+    result = _run_entry(built, notebook, root, tmp_path / "working", KERNEL_FULL=1)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "plan:" in result.stderr and "(fits)" in result.stderr and "dropping" not in result.stderr
+    assert "stage extract" in result.stderr and "stage search" in result.stderr
+    assert "label re-ranking with" in result.stderr
+    kernel_scores = _score(tiny_root, tmp_path / "working/submission.csv")
+    # The same checkpoint and TTA through `submit`, with label re-ranking on train(-clean) as in the kernel.
+    assert main(["submit", *built["run"], "infer.label_rerank.enabled=true", "--out", str(tmp_path / "sub")]) == 0
+    submit_scores = _score(tiny_root, next((tmp_path / "sub").glob("*.csv")))
+    assert abs(kernel_scores["all"] - submit_scores["all"]) <= 0.01, (kernel_scores, submit_scores)
+
+
+def test_full_run_degrades_only_past_the_limit(built, notebook, tiny_root, tmp_path):
+    root = _mount(built, tiny_root, tmp_path / "input", "old")
+    result = _run_entry(built, notebook, root, tmp_path / "working", KERNEL_FULL=1, KERNEL_TIME_LIMIT_S=1)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "dropping flip" in result.stderr and "dropping scales" in result.stderr
+    assert "label re-ranking" not in result.stderr  # no train descriptors attached
+    assert (tmp_path / "working/submission.csv").is_file()
+
+
+def test_wheels_without_faiss_stop_at_once_in_one_line(built, notebook, tiny_root, tmp_path):
+    root = _mount(built, tiny_root, tmp_path / "input", "new")
+    wheels = root / "datasets" / "tester" / "landmark-retrieval-2021-remap-wheels"
+    manifest = json.loads((wheels / WHEELS_MANIFEST).read_text())
+    for spec in manifest.pop("faiss").values():
+        (wheels / spec["wheel"]).unlink()
+        manifest["files"].remove(spec["wheel"])
+    (wheels / WHEELS_MANIFEST).write_text(json.dumps(manifest))
+    result = _run_entry(built, notebook, root, tmp_path / "working")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1 and "no faiss wheel" in errors[0]
+    assert "Traceback" not in result.stderr and not (tmp_path / "working/submission.csv").exists()
+
+
+def test_kernel_refuses_csv_competitions(capsys):
+    assert main(["kernel", "--competition", "toy"]) == 2
+    assert "CSV upload" in capsys.readouterr().err
