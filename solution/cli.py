@@ -167,6 +167,42 @@ def _train_features(cfg: dict, checkpoint: Path) -> dict:
     return {"descriptors": descriptors, "ids": ids, "labels": labels, "tta": tta_tag(cfg["infer"])}
 
 
+def cmd_kernel_dryrun(args: argparse.Namespace) -> int:
+    import shutil
+
+    from .competition import load_competition
+    from .infer.submission import validate_submission
+    from .kernel.run import list_images
+    from .kernel.simulate import mount, notebook_python, run_entry
+
+    cfg = _config(args)
+    kaggle_dir = Path(args.kaggle)
+    if not (kaggle_dir / "kernel" / "entry.py").is_file():
+        raise FileNotFoundError(f"{kaggle_dir}/kernel/entry.py does not exist; run `make kernel` first")
+    competition_dir = Path(args.competition_dir or load_competition(cfg["competition"]).data_dir(cfg["data"]["root"]))
+    work = Path(args.work)
+    if work.exists():
+        shutil.rmtree(work)
+    root = mount(kaggle_dir, competition_dir, work / "input", args.layout, args.test_images)
+    python, env, _ = notebook_python(work / "notebook")
+    settings = {"KERNEL_FULL": "1"} if args.full else {}
+    if args.time_limit:
+        settings["KERNEL_TIME_LIMIT_S"] = str(args.time_limit)
+    started = time.perf_counter()
+    result = run_entry(python, env, kaggle_dir / "kernel" / "entry.py", root, work / "working", settings,
+                       capture=False)
+    seconds = time.perf_counter() - started
+    if result.returncode:
+        raise ConfigError(f"the kernel exited {result.returncode} after {seconds:.0f}s (its error line is above)")
+    submission = work / "working" / "submission.csv"
+    data = next(p for p in root.rglob("sample_submission.csv")).parent
+    problems = validate_submission(submission, list_images(data / "test")[0], list_images(data / "index")[0])
+    print(f"kernel-dryrun: the kernel ran in {seconds:.0f}s ({args.layout} layout, "
+          f"{len(list_images(data / 'test')[0])} test images); {submission}: "
+          f"{'valid' if not problems else '; '.join(problems[:3])}")
+    return 1 if problems else 0
+
+
 def cmd_kaggle(args: argparse.Namespace) -> int:
     from . import kaggle_api
 
@@ -411,6 +447,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-features", action="store_true",
                    help="also describe train(-clean) and ship it for label re-ranking (a third dataset)")
     p.set_defaults(func=cmd_kernel)
+
+    p = sub.add_parser("kernel-dryrun", help="run `make kernel`'s output as a Kaggle notebook would: a fake "
+                       "/kaggle/input, no network, no faiss or project but what the wheels install")
+    _add_config_args(p)
+    p.add_argument("--kaggle", default="kaggle", help="the folder `make kernel` wrote")
+    p.add_argument("--competition-dir", help="images to mount (default: the config's competition data)")
+    p.add_argument("--layout", choices=["old", "new"], default="new", help="Kaggle's mounts: old or current")
+    p.add_argument("--test-images", type=int, help="pad the test set to this many images (1129: the public one)")
+    p.add_argument("--full", action="store_true", help="KERNEL_FULL=1: the full run even on a small test set")
+    p.add_argument("--time-limit", type=float, help="KERNEL_TIME_LIMIT_S (default: the notebook's 9 hours)")
+    p.add_argument("--work", default="runs/kernel-dryrun", help="where the input, notebook and output go")
+    p.set_defaults(func=cmd_kernel_dryrun)
 
     p = sub.add_parser("kaggle", help="push the kernel's datasets and notebook, or submit a kernel version")
     p.add_argument("action", choices=["push", "submit"])

@@ -1,4 +1,5 @@
-"""A simulated Kaggle notebook, as unkind as the real one.
+"""A simulated Kaggle notebook, as unkind as the real one (``solution.kernel.simulate``, which
+``python -m solution kernel-dryrun`` also uses):
 
 - The kernel folder's entry.py runs in a fresh virtual environment that sees the host's packages (torch,
   numpy, ... as Kaggle's image has them) but not faiss or this package: a ``sitecustomize`` refuses to import
@@ -12,12 +13,8 @@ these tests are marked ``network`` and run in ``make test``.
 """
 
 import json
-import os
-import shutil
 import subprocess
 import sys
-import sysconfig
-import venv
 
 import pytest
 
@@ -26,39 +23,12 @@ from solution.data.gldv2 import read_ids
 from solution.infer.submission import submission_rankings, validate_submission
 from solution.kernel.build import KAGGLE_PYTHON
 from solution.kernel.entry import WHEELS_MANIFEST
+from solution.kernel.simulate import mount, notebook_python, run_entry
 from solution.metrics import score_submission
 
 pytestmark = pytest.mark.network
 
-HIDER = '''
-import importlib.machinery, os, sys
-
-ALLOWED = os.environ["NOTEBOOK_SITE"]
-
-
-class _OnlyFromNotebookSite:
-    """faiss and solution import only from the notebook's own site-packages (what pip installed there)."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name not in ("faiss", "solution"):
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(name, [ALLOWED])
-        if spec is None:
-            raise ModuleNotFoundError(f"No module named {name!r} (hidden: not installed in the notebook)", name=name)
-        return spec
-
-
-sys.meta_path.insert(0, _OnlyFromNotebookSite())
-'''
 HOST_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
-
-
-def _network_blocker() -> list[str]:
-    """``unshare -rn`` (a user namespace with no network) where the machine allows it."""
-    if not shutil.which("unshare"):
-        return []
-    probe = subprocess.run(["unshare", "-rn", "true"], capture_output=True, check=False)
-    return ["unshare", "-rn"] if probe.returncode == 0 else []
 
 
 def _tiny_run(tiny_root, tmp):
@@ -83,18 +53,7 @@ def built(tiny_root, tmp_path_factory):
 @pytest.fixture(scope="module")
 def notebook(built):
     """A Python environment like Kaggle's: the host's packages visible, faiss and this package not."""
-    folder = built["tmp"] / "notebook"
-    venv.create(folder, with_pip=True)
-    python = folder / "bin" / "python"
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
-    (folder / "lib" / f"python{HOST_PYTHON}" / "site-packages" / "host.pth").write_text(
-        sysconfig.get_paths()["purelib"] + "\n")
-    hider = built["tmp"] / "hider"
-    hider.mkdir()
-    (hider / "sitecustomize.py").write_text(HIDER)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "KERNEL_", "KAGGLE_", "VIRTUAL_ENV"))}
-    env.update(PYTHONPATH=str(hider), NOTEBOOK_SITE=site)
+    python, env, site = notebook_python(built["tmp"] / "notebook")
     hidden = subprocess.run([str(python), "-c", "import faiss"], env=env, capture_output=True, text=True,
                             check=False)
     assert hidden.returncode != 0 and "hidden" in hidden.stderr  # the host's faiss is out of reach
@@ -102,25 +61,13 @@ def notebook(built):
 
 
 def _mount(built, tiny_root, root, layout, train_features=False):
-    if layout == "old":
-        competition, datasets = root / "landmark-retrieval-2021", root
-    else:
-        competition, datasets = root / "competitions" / "landmark-retrieval-2021", root / "datasets" / "tester"
-    competition.mkdir(parents=True)
-    for split in ("index", "test"):
-        shutil.copytree(tiny_root / "toy" / split, competition / split)
-    shutil.copy(tiny_root / "toy" / "sample_submission.csv", competition)
-    names = ["wheels", "model"] + (["train-features"] if train_features else [])
-    for name in names:
-        shutil.copytree(built["out"] / name, datasets / f"landmark-retrieval-2021-remap-{name}")
-    return root
+    names = ("wheels", "model", "train-features") if train_features else ("wheels", "model")
+    return mount(built["out"], tiny_root / "toy", root, layout, datasets=names, owner="tester")
 
 
 def _run_entry(built, notebook, input_root, working, **settings):
-    env = {**notebook["env"], "KAGGLE_INPUT_ROOT": str(input_root), "KAGGLE_WORKING_DIR": str(working),
-           **{k: str(v) for k, v in settings.items()}}
-    return subprocess.run([*_network_blocker(), str(notebook["python"]), str(built["out"] / "kernel" / "entry.py")],
-                          cwd=working.parent, env=env, capture_output=True, text=True, timeout=900, check=False)
+    return run_entry(notebook["python"], notebook["env"], built["out"] / "kernel" / "entry.py", input_root, working,
+                     {k: str(v) for k, v in settings.items()}, timeout=900)
 
 
 def _score(tiny_root, submission):
@@ -192,6 +139,15 @@ def test_wheels_without_faiss_stop_at_once_in_one_line(built, notebook, tiny_roo
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 2 and len(errors) == 1 and "no faiss wheel" in errors[0]
     assert "Traceback" not in result.stderr and not (tmp_path / "working/submission.csv").exists()
+
+
+def test_dryrun_pads_the_test_set_and_validates(built, tiny_root, tmp_path, capsys):
+    work = tmp_path / "dry"
+    assert main(["kernel-dryrun", *built["run"], "--kaggle", str(built["out"]), "--layout", "old",
+                 "--test-images", "40", "--work", str(work)]) == 0
+    out = capsys.readouterr().out
+    assert "old layout, 40 test images" in out and "submission.csv: valid" in out
+    assert len((work / "working/submission.csv").read_text().splitlines()) == 41
 
 
 def test_kernel_refuses_csv_competitions(capsys):

@@ -1,0 +1,110 @@
+"""A local dry run of the kernel, as unkind as a Kaggle notebook (``python -m solution kernel-dryrun``).
+
+- ``mount`` lays out a fake input root from a competition folder and `make kernel`'s output, in Kaggle's old
+  layout (``<root>/<slug>/``) or its current one (``competitions/<slug>/``, ``datasets/<owner>/<slug>/``),
+  with only the images (no index.csv or test.csv, as on Kaggle); the test set can be padded to a given
+  size (the 2021 public placeholder has 1,129 images).
+- ``notebook_python`` makes a virtual environment that sees this machine's packages (torch, numpy... as
+  Kaggle's image has them) but cannot import faiss or this project unless they were installed into it:
+  a ``sitecustomize`` refuses both, so only the wheels dataset can provide them.
+- ``run_entry`` runs the kernel's entry.py there with the network cut (``unshare -rn``) where possible.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sysconfig
+import venv
+from pathlib import Path
+
+import numpy as np
+
+SLUG = "landmark-retrieval-2021"
+HIDER = '''
+import importlib.machinery, os, sys
+
+ALLOWED = os.environ["NOTEBOOK_SITE"]
+
+
+class _OnlyFromNotebookSite:
+    """faiss and solution import only from the notebook's own site-packages (what pip installed there)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name not in ("faiss", "solution"):
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, [ALLOWED])
+        if spec is None:
+            raise ModuleNotFoundError(f"No module named {name!r} (hidden: not installed in the notebook)", name=name)
+        return spec
+
+
+sys.meta_path.insert(0, _OnlyFromNotebookSite())
+'''
+
+
+def _copy_split(source: Path, target: Path, count: int | None, seed: int = 0) -> None:
+    """``source``'s a/b/c/<id>.jpg tree into ``target``; with ``count``, padded with copies under new ids."""
+    shutil.copytree(source, target)
+    if count is None:
+        return
+    images = sorted(target.glob("*/*/*/*.jpg"))
+    rng = np.random.default_rng(seed)
+    for n in range(max(0, count - len(images))):
+        new_id = "f" + "".join(rng.choice(list("0123456789abcdef"), 15))
+        path = target / new_id[0] / new_id[1] / new_id[2] / f"{new_id}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(images[n % len(images)], path)
+
+
+def mount(kaggle_dir: Path, competition_dir: Path, root: Path, layout: str = "new", test_images: int | None = None,
+          datasets: tuple[str, ...] = ("wheels", "model", "train-features"), owner: str = "someone") -> Path:
+    """A fake input root at ``root``; datasets that `make kernel` did not write are left out."""
+    if layout == "old":
+        competition, dataset_root = root / SLUG, root
+    elif layout == "new":
+        competition, dataset_root = root / "competitions" / SLUG, root / "datasets" / owner
+    else:
+        raise ValueError(f"unknown layout '{layout}'; use old or new")
+    competition.mkdir(parents=True)
+    _copy_split(competition_dir / "index", competition / "index", None)
+    _copy_split(competition_dir / "test", competition / "test", test_images)
+    shutil.copy(competition_dir / "sample_submission.csv", competition)
+    for name in datasets:
+        if (kaggle_dir / name).is_dir():
+            shutil.copytree(kaggle_dir / name, dataset_root / f"{SLUG}-remap-{name}")
+    return root
+
+
+def notebook_python(folder: Path) -> tuple[Path, dict[str, str], str]:
+    """(python, environment, its site-packages) of a fresh notebook-like virtual environment in ``folder``."""
+    venv.create(folder, with_pip=True)
+    python = folder / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    Path(site, "host.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    hider = folder / "hider"
+    hider.mkdir(exist_ok=True)
+    (hider / "sitecustomize.py").write_text(HIDER)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "KERNEL_", "KAGGLE_", "VIRTUAL_ENV"))}
+    env.update(PYTHONPATH=str(hider), NOTEBOOK_SITE=site)
+    return python, env, site
+
+
+def network_blocker() -> list[str]:
+    """``unshare -rn`` (a user namespace with no network) where the machine allows it, else nothing."""
+    if not shutil.which("unshare"):
+        return []
+    probe = subprocess.run(["unshare", "-rn", "true"], capture_output=True, check=False)
+    return ["unshare", "-rn"] if probe.returncode == 0 else []
+
+
+def run_entry(python: Path, env: dict[str, str], entry: Path, input_root: Path, working: Path,
+              settings: dict[str, str] | None = None, timeout: float = 3600, capture: bool = True
+              ) -> subprocess.CompletedProcess:
+    env = {**env, "KAGGLE_INPUT_ROOT": str(input_root), "KAGGLE_WORKING_DIR": str(working), **(settings or {})}
+    working.parent.mkdir(parents=True, exist_ok=True)
+    streams = {"capture_output": True} if capture else {}  # else the kernel writes to our own terminal
+    return subprocess.run([*network_blocker(), str(python), str(entry)], cwd=working.parent, env=env, text=True,
+                          timeout=timeout, check=False, **streams)
