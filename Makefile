@@ -15,6 +15,7 @@ KAGGLE_USER ?= your-kaggle-name
 KERNEL_VERSION ?= 1
 KAGGLE_PYTHON ?= 3.11
 TRAIN_FEATURES ?=
+DRYRUN ?=
 
 ifeq ($(strip $(VENV)),)
 PY := $(PYTHON)
@@ -32,7 +33,7 @@ else
 TRAIN := $(PY) -m torch.distributed.run --standalone --nproc_per_node $(GPUS) -m solution train
 endif
 
-.PHONY: setup data viz-data viz-retrieval extract ablate train kl export submit evaluate validate bench gpu-check kernel kernel-push submit-kaggle test lint clean help
+.PHONY: setup data viz-data viz-retrieval extract ablate train kl export submit evaluate validate bench gpu-check kernel kernel-dryrun kernel-push submit-kaggle test lint clean help
 
 help:
 	@echo "make train | submit | test | data | viz-data | kl | export | bench | evaluate | validate | setup | lint | clean"
@@ -80,6 +81,10 @@ kernel: $(SETUP)
 	$(RUN) kernel --config $(CONFIG) --competition $(or $(COMPETITION),landmark-retrieval-2021) --user $(KAGGLE_USER) \
 		--python-version $(KAGGLE_PYTHON) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) \
 		$(if $(filter 1,$(TRAIN_FEATURES)),--train-features) $(OVERRIDES)
+
+# The kernel run here as on Kaggle (no network, no host faiss); DRYRUN="--test-images 1129" or "--full".
+kernel-dryrun: $(SETUP)
+	$(RUN) kernel-dryrun --config $(CONFIG) $(DRYRUN) $(OVERRIDES)
 
 kernel-push: $(SETUP)
 	$(RUN) kaggle push --dir kaggle

@@ -99,7 +99,8 @@ def choose_tta(infer_cfg: dict, per_image: Callable[[dict], float], search_s: fl
     config and every plan made, in order (the last is the chosen one's)."""
     plans = []
     while True:
-        plan = Plan(elapsed(), per_image(infer_cfg), images_left, search_s, limit_s)
+        per = per_image(infer_cfg)  # first: the probe's own time is spent time
+        plan = Plan(elapsed(), per, images_left, search_s, limit_s)
         plans.append(plan)
         log.info("%s with scales=%s flip=%s", plan.describe(), infer_cfg["scales"], infer_cfg["flip"])
         if plan.fits:

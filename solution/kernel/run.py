@@ -163,7 +163,8 @@ def run(input_root: Path, working: Path, limit_s: float, full: bool = False, pub
     t0 = clock()
     described = prober.describe_all(infer_cfg)
     index, test = described[:len(index_paths)], described[len(index_paths):]
-    log.info("stage extract: %.0fs for %d images (%s)", clock() - t0, len(pool), tta_tag(infer_cfg))
+    log.info("stage extract: %.0fs for %d images (%s), after %.0fs of probes", clock() - t0, len(pool),
+             tta_tag(infer_cfg), t0 - started)
     if train is not None and train[2]["tta"] != tta_tag(infer_cfg):
         log.warning("train descriptors were made with %s, test and index with %s", train[2]["tta"],
                     tta_tag(infer_cfg))

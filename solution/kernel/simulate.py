@@ -103,8 +103,10 @@ def network_blocker() -> list[str]:
 def run_entry(python: Path, env: dict[str, str], entry: Path, input_root: Path, working: Path,
               settings: dict[str, str] | None = None, timeout: float = 3600, capture: bool = True
               ) -> subprocess.CompletedProcess:
+    input_root, working = Path(input_root).resolve(), Path(working).resolve()
     env = {**env, "KAGGLE_INPUT_ROOT": str(input_root), "KAGGLE_WORKING_DIR": str(working), **(settings or {})}
     working.parent.mkdir(parents=True, exist_ok=True)
     streams = {"capture_output": True} if capture else {}  # else the kernel writes to our own terminal
-    return subprocess.run([*network_blocker(), str(python), str(entry)], cwd=working.parent, env=env, text=True,
+    command = [*network_blocker(), str(Path(python).absolute()), str(Path(entry).resolve())]
+    return subprocess.run(command, cwd=working.parent, env=env, text=True,
                           timeout=timeout, check=False, **streams)
