@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -24,12 +25,22 @@ def target_size(width: int, height: int, longest: int, multiple: int = 32) -> tu
     return (longest, short) if width >= height else (short, longest)
 
 
+EXIF_ORIENTATION = 0x0112
+TRANSPOSED = {5, 6, 7, 8}  # EXIF orientations that swap width and height once the image is upright
+
+
 def header_size(path: str | Path) -> tuple[int, int] | None:
-    """(width, height) from the file header, without decoding; None when unreadable."""
+    """(width, height) of the image as shown upright, from the header alone (size and EXIF orientation);
+    None when unreadable, or so large that PIL refuses it (the loader then reports and skips it)."""
     try:
-        with Image.open(path) as image:
-            return image.size
-    except (OSError, ValueError):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if image.getexif().get(EXIF_ORIENTATION) in TRANSPOSED:
+                    return height, width
+                return width, height
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
 
 

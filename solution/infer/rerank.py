@@ -28,9 +28,10 @@ def alpha_qe(queries: np.ndarray, database: np.ndarray, neighbours: np.ndarray, 
 
 
 def dba_weights(k: int, scheme: str, sims: np.ndarray, alpha: float) -> np.ndarray:
-    """Per-neighbour weights: ``alpha`` (sim^alpha, as alpha-QE) or ``logspace`` (the 2018 winners' 1 .. 10^-1.5)."""
+    """Weights of a vector's k-1 nearest others (its own weight is 1): ``alpha`` (sim^alpha, as alpha-QE) or
+    ``logspace`` (the GLR 2018 entry's logspace(0, -1.5, k) over k vectors, self first)."""
     if scheme == "logspace":
-        return np.broadcast_to(np.logspace(0, -1.5, k + 1)[1:], sims.shape).astype(np.float32)
+        return np.broadcast_to(np.logspace(0, -1.5, k)[1:], sims.shape).astype(np.float32)
     return np.clip(sims, 0.0, None) ** alpha
 
 
@@ -47,15 +48,16 @@ def _weighted_sum(base: np.ndarray, vectors: np.ndarray, neighbours: np.ndarray,
 
 def database_augmentation(database: np.ndarray, k: int = 10, scheme: str = "alpha", alpha: float = 3.0,
                           chunk: int = 65536) -> np.ndarray:
-    """Every database vector replaced by the weighted sum of itself and its top-k database neighbours."""
-    scores, neighbours = knn(database, database, k + 1, chunk)
+    """Every database vector replaced by the weighted sum of ``k`` vectors: itself and its k-1 nearest others."""
+    others_k = max(1, min(k, len(database)) - 1)
+    scores, neighbours = knn(database, database, others_k + 1, chunk)
     # A vector is its own nearest neighbour (weight 1, added below): drop it from the others. A row where an
-    # exact duplicate pushed it out drops its last neighbour instead, so every row keeps k.
+    # exact duplicate pushed it out drops its last neighbour instead, so every row keeps k-1.
     is_self = neighbours == np.arange(len(database))[:, None]
     is_self[~is_self.any(1), -1] = True
-    others = neighbours[~is_self].reshape(len(database), k)
-    sims = scores[~is_self].reshape(len(database), k)
-    weights = dba_weights(k, scheme, sims, alpha).astype(np.float32)
+    others = neighbours[~is_self].reshape(len(database), others_k)
+    sims = scores[~is_self].reshape(len(database), others_k)
+    weights = dba_weights(others_k + 1, scheme, sims, alpha).astype(np.float32)
     return _weighted_sum(database, database, others, weights)
 
 
@@ -137,28 +139,32 @@ def _conjugate_gradient(matrix: sp.csr_matrix, rhs: np.ndarray, iterations: int)
 
 def superglobal_rerank(queries: np.ndarray, database: np.ndarray, neighbours: np.ndarray, m: int = 400,
                        k: int = 9, beta: float = 0.15) -> tuple[np.ndarray, np.ndarray]:
-    """SuperGlobal's refinement of each query's top ``m`` (``neighbours``: Q x >= m, best first).
+    """SuperGlobal's re-ranking of each query's top ``m`` (``neighbours``: Q x >= m, best first), as the
+    authors' MDescAug and RerankwMDA compute it (Shao et al. 2023):
 
-    Each top-m item is refined by its k nearest items within the top m (weight beta*sim, itself 1);
-    s1 = q . refined; the expanded query is the element-wise max of the best k refined items;
-    s2 = expanded . refined; the new order sorts (s1 + s2) / 2. Returns (scores, ids) Q x m.
+    - each top-m item becomes the weighted average of its k+1 nearest items within the top m: the nearest
+      (itself) with weight 1, the others with beta * similarity; sum(w x) / sum(w), not normalised;
+    - s1 = q . refined, with the original query (not a QE-expanded one);
+    - the expanded query is the element-wise max of the k+1 refined items with the best s1, not normalised;
+    - the final score is (s1 + expanded . refined) / 2. Returns (scores, ids), Q x m, best first.
     """
     m = min(m, neighbours.shape[1])
     ids = neighbours[:, :m]
     scores = np.empty(ids.shape, np.float32)
     order = np.empty(ids.shape, np.int64)
+    near_k = min(k + 1, m)  # "including oneself"
     for q in range(len(queries)):
-        items = database[ids[q]]
+        items = database[ids[q]].astype(np.float64)
         sims = items @ items.T
-        kk = min(k, m - 1)
-        near = np.argsort(-sims, axis=1)[:, 1:kk + 1]
+        near = np.argsort(-sims, axis=1, kind="stable")[:, :near_k]
         weights = beta * np.take_along_axis(sims, near, 1)
-        refined = _l2n(items + np.einsum("mk,mkd->md", weights, items[near]))
-        s1 = refined @ queries[q]
-        best = np.argsort(-s1)[:max(kk, 1)]
-        expanded = _l2n(refined[best].max(0))
+        weights[:, 0] = 1.0
+        refined = np.einsum("mk,mkd->md", weights, items[near]) / weights.sum(1, keepdims=True)
+        s1 = refined @ queries[q].astype(np.float64)
+        best = np.argsort(-s1, kind="stable")[:near_k]
+        expanded = refined[best].max(0)
         final = (s1 + refined @ expanded) / 2
-        rank = np.argsort(-final)
+        rank = np.argsort(-final, kind="stable")
         order[q], scores[q] = ids[q][rank], final[rank]
     return scores, order
 

@@ -49,6 +49,7 @@ def retrieve(query: np.ndarray, index: np.ndarray, infer_cfg: dict, train: np.nd
     depth = min(len(index), max(topk, sg["m"] if sg["enabled"] else 0))
     database = database_augmentation(index, dba["k"], dba["scheme"], dba["alpha"]) if dba["enabled"] else index
     searcher = _searcher(database, infer_cfg["index"])
+    original = query  # SuperGlobal refines with the query as described, not the QE-expanded one
     scores, neighbours = searcher(query, depth)
     if qe["enabled"]:
         query = alpha_qe(query, database, neighbours, scores, qe["alpha"], qe["n"])
@@ -60,7 +61,7 @@ def retrieve(query: np.ndarray, index: np.ndarray, infer_cfg: dict, train: np.nd
         scores, neighbours = diffusion(query, database, dif["k"], dif["kq"], dif["gamma"], dif["alpha"],
                                        dif["iterations"], depth)
     if sg["enabled"]:
-        scores, neighbours = superglobal_rerank(query, database, neighbours, sg["m"], sg["k"], sg["beta"])
+        scores, neighbours = superglobal_rerank(original, database, neighbours, sg["m"], sg["k"], sg["beta"])
     if lab["enabled"]:
         if train is None or train_labels is None:
             raise ValueError("label re-ranking needs train descriptors and labels")

@@ -17,9 +17,10 @@ def fit_pca_whitening(descriptors: np.ndarray, dim: int, shrinkage: float = 0.0)
     small-variance directions of a small training set from being amplified.
     """
     n, d = descriptors.shape
-    if dim > min(n, d):
+    most = min(n - 1, d)  # centred data spans at most n-1 directions; the rest have zero variance
+    if dim > most:
         raise ConfigError(f"cannot fit {dim}-D whitening on {n} descriptors of {d} dimensions; "
-                         f"lower model.whiten_dim to at most {min(n, d)}")
+                          f"lower model.whiten_dim to at most {most}, or describe more training images")
     pca = PCA(n_components=dim, svd_solver="full").fit(descriptors.astype(np.float64))
     variance = pca.explained_variance_ / pca.explained_variance_.mean()
     weight = pca.components_ / np.sqrt(variance + shrinkage)[:, None]

@@ -58,3 +58,27 @@ def test_unreadable_tuple_images_are_zeros_and_counted(tmp_path):
     images, bad = collate_tuples([data[0], data[0]])
     assert bad == 4 and images.shape == (2, 3, 3, 48, 64)
     assert images[:, 1:].abs().sum() == 0 and images[:, 0].abs().sum() > 0
+
+
+def test_an_exif_rotated_photo_is_described_upright(tmp_path):
+    """Stored 80 wide x 128 high with orientation 6 (rotate 90): upright it is a 128 x 80 landscape."""
+    stored = Image.new("RGB", (80, 128), (0, 0, 255))
+    stored.paste((255, 0, 0), (0, 0, 80, 20))  # a red band along the stored top edge
+    exif = stored.getexif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "rotated.jpg", exif=exif)
+    assert Image.open(tmp_path / "rotated.jpg").size == (80, 128)  # the header still says portrait
+    from solution.data.datasets import header_size
+
+    assert header_size(tmp_path / "rotated.jpg") == (128, 80)
+    image, _, ok = EvalDataset([tmp_path / "rotated.jpg"], 96)[0]
+    assert ok and image.shape == (3, 64, 96)  # landscape, aspect kept: 96 x 60 -> 96 x 64
+    right = image[:, :, -10:]  # orientation 6 turns the stored top edge to the right side
+    assert right[0].mean() > 0.8 and right[2].mean() < 0.3
+
+
+def test_a_decompression_bomb_is_skipped_not_fatal(tmp_path):
+    Image.new("1", (20000, 10000)).save(tmp_path / "bomb.png")  # 200 MP: PIL refuses it outright
+    Image.new("RGB", (80, 60), (255, 0, 0)).save(tmp_path / "ok.jpg")
+    data = EvalDataset([tmp_path / "bomb.png", tmp_path / "ok.jpg"], 64)
+    assert not data[0][2] and data[1][2]

@@ -30,12 +30,22 @@ def test_alpha_qe_hand_computed():
 
 def test_dba_hand_computed():
     db = _unit([[1, 0], [0.8, 0.6], [0, 1]])
-    out = database_augmentation(db, k=1, scheme="alpha", alpha=1.0)
+    out = database_augmentation(db, k=2, scheme="alpha", alpha=1.0)  # itself and its nearest other
     # nearest other of 0 is 1 (sim 0.8); of 2 is 1 (sim 0.6)
     assert np.allclose(out[0], _unit([db[0] + 0.8 * db[1]])[0], atol=1e-6)
     assert np.allclose(out[2], _unit([db[2] + 0.6 * db[1]])[0], atol=1e-6)
-    logspace = database_augmentation(db, k=1, scheme="logspace")
+    logspace = database_augmentation(db, k=2, scheme="logspace")
     assert np.allclose(logspace[0], _unit([db[0] + 10 ** -1.5 * db[1]])[0], atol=1e-6)
+
+
+def test_dba_logspace_is_the_2018_entrys_ten_vectors_self_included():
+    rng = np.random.default_rng(0)
+    db = _unit(rng.normal(size=(30, 5)))
+    out = database_augmentation(db, k=10, scheme="logspace")
+    order = np.argsort(-(db @ db[0]))  # itself first, then its nine nearest others
+    weights = np.logspace(0, -1.5, 10)
+    assert order[0] == 0
+    assert np.allclose(out[0], _unit([weights @ db[order[:10]]])[0], atol=1e-5)
 
 
 def test_diffusion_follows_the_manifold():
@@ -49,6 +59,20 @@ def test_diffusion_follows_the_manifold():
     assert list(raw).index(13) < list(raw).index(12)  # raw similarity puts the distractor above the far end
     _, ranked = diffusion(query, db, k=2, kq=2, gamma=1.0, alpha=0.99, iterations=50, topk=14)
     assert list(ranked[0]).index(13) > list(ranked[0]).index(12)
+
+
+def test_superglobal_reproduces_the_official_formula_by_hand():
+    """x0=(1,0), x1=(.8,.6), x2=(0,1), q=(1,0), K=1 (two items with itself), beta=0.5, worked by hand:
+    refined0 = (x0 + .4 x1)/1.4 = (.942857, .171429); refined1 = (x1 + .4 x0)/1.4 = (.857143, .428571);
+    refined2 = (x2 + .3 x1)/1.3 = (.184615, .907692); s1 = (.942857, .857143, .184615);
+    expanded = max(refined0, refined1) = (.942857, .428571); s2 = (.962449, .991837, .563077);
+    final = (s1 + s2)/2 = (.952653, .924490, .373846). An L2-normalised refinement or expansion gives
+    other values (e.g. refined0 . q = .983916)."""
+    db = np.array([[1, 0], [0.8, 0.6], [0, 1]], np.float32)
+    q = np.array([[1, 0]], np.float32)
+    scores, order = superglobal_rerank(q, db, np.array([[2, 1, 0]]), m=3, k=1, beta=0.5)
+    assert order[0].tolist() == [0, 1, 2]
+    assert np.allclose(scores[0], [0.952653, 0.924490, 0.373846], atol=1e-5)
 
 
 def test_superglobal_promotes_the_consistent_item():

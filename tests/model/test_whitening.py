@@ -24,3 +24,13 @@ def test_shrinkage_damps_small_directions_and_bad_dim():
     assert ratio(shrunk.numpy()) < ratio(plain.numpy())
     with pytest.raises(ConfigError, match="at most 3"):
         fit_pca_whitening(x, 5)
+
+
+def test_dimension_is_bounded_by_the_rank_of_centred_data():
+    """n samples centred span n-1 directions: asking for n used to give a row of norm ~1e15."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 20))
+    with pytest.raises(ConfigError, match="at most 7"):
+        fit_pca_whitening(x, 8, 0.0)
+    weight, bias = fit_pca_whitening(x, 7, 0.0)
+    assert np.isfinite(weight.numpy()).all() and np.linalg.norm(weight.numpy(), axis=1).max() < 1e3
