@@ -147,5 +147,34 @@ def save_config(cfg: dict, path: Path) -> None:
         tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
+# What may differ between a run's checkpoint and a command that resumes it; everything else in model, data,
+# train, competition and run.seed describes the checkpoint and must stay as it was.
+RESUMABLE_CHANGES = ("train.epochs", "train.eval_before", "train.tensorboard", "train.checkpoint_every",
+                     "run.workers", "run.device", "run.dir", "run.name")
+
+
+def _flat_items(tree: dict, prefix: str = "") -> dict[str, Any]:
+    items = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            items.update(_flat_items(value, f"{prefix}{key}."))
+        else:
+            items[f"{prefix}{key}"] = value
+    return items
+
+
+def resume_conflicts(saved: dict, new: dict) -> list[str]:
+    """Keys whose value in ``new`` differs from the checkpoint's ``saved`` config and may not change on
+    resume, as ``key=saved (now new)``. ``train.epochs`` may grow; ``infer`` may always change."""
+    old, now = _flat_items(saved), _flat_items(new)
+    conflicts = []
+    for key in sorted(set(old) | set(now)):
+        if key.split(".")[0] not in ("model", "data", "train", "competition", "run") or key in RESUMABLE_CHANGES:
+            continue
+        if old.get(key) != now.get(key):
+            conflicts.append(f"{key}={old.get(key)!r} (now {now.get(key)!r})")
+    return conflicts
+
+
 def run_dir(cfg: dict) -> Path:
     return Path(cfg["run"]["dir"]) / cfg["run"]["name"]

@@ -1,7 +1,7 @@
 """An optional pre-resized copy of a competition: decoding full-size GLDv2 JPEGs is the bottleneck otherwise.
 
 ``<root>/cache<L>/<dir>/`` mirrors ``<root>/<dir>/`` (CSVs copied, images at most L px on the longest
-side, same a/b/c/<id>.jpg layout), so training and extraction use it with ``data.root=<root>/cache<L>``.
+side, same a/b/c/<id>.jpg layout, unreadable images copied unchanged), so training and extraction use it with ``data.root=<root>/cache<L>``.
 Parallel with joblib; images already in the cache are skipped, so it resumes and re-runs for free.
 """
 
@@ -29,6 +29,10 @@ def _resize_batch(paths: list[Path], src: Path, dst: Path, longest: int, quality
             continue
         image = try_load_image(path)
         if image is None:
+            # Copied as it is: the CSVs still list it, and every stage then reports and skips it exactly as
+            # it would without the cache (a missing file would stop extraction instead).
+            with atomic_path(target) as tmp:
+                shutil.copyfile(path, tmp)
             bad += 1
             continue
         image.thumbnail((longest, longest))

@@ -138,15 +138,28 @@ def merge_split(folder: Path, expected_ids: list[str]) -> tuple[np.ndarray, list
     return descriptors, ids, bad
 
 
+def _describes(manifest_path: Path, net: RetrievalNet, infer_cfg: dict) -> bool:
+    """Whether a split's shards were made by this checkpoint with this TTA (a retrained run rewrites the
+    checkpoint, so its merged features are stale however well their ids match)."""
+    if not manifest_path.is_file():
+        return False
+    manifest = json.loads(manifest_path.read_text())
+    fresh = manifest.get("checkpoint") == net.meta.get("fingerprint", "") and manifest.get("tta") == tta_tag(infer_cfg)
+    if not fresh:
+        log.info("%s: made by another checkpoint; extracting again", manifest_path.parent)
+    return fresh
+
+
 def features(net: RetrievalNet, comp: Competition, data_root: str | Path, split: str, out_root: Path,
              infer_cfg: dict, device: torch.device, workers: int) -> tuple[np.ndarray, list[str]]:
     """Extract (or resume) and merge a whole split in this process; a merged split is read back as is."""
     stem = out_root / tta_tag(infer_cfg) / split
     expected = split_ids(comp, data_root, split)
-    if stem.with_suffix(".npy").is_file():
+    if stem.with_suffix(".npy").is_file() and _describes(stem / "manifest.json", net, infer_cfg):
         ids = stem.with_suffix(".ids.txt").read_text().split()
         if ids == expected:
             return np.load(stem.with_suffix(".npy")).astype(np.float32), ids
+        log.info("%s: the split's ids changed; extracting again", stem)
     folder = extract_split(net, comp, data_root, split, out_root, infer_cfg, device, workers)
     descriptors, ids, _ = merge_split(folder, expected)
     return descriptors, ids

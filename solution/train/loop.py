@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_path
 from ..competition import load_competition
-from ..config import run_dir, save_config
+from ..config import ConfigError, resume_conflicts, run_dir, save_config
 from ..data.datasets import TupleDataset, collate_tuples
 from ..infer.extract import extract_descriptors
 from ..infer.pipeline import evaluate_net
@@ -198,19 +198,24 @@ class Trainer:
     def _run(self) -> dict:
         cfg, tcfg = self.cfg, self.tcfg
         seed_everything(self.seed)
-        if self.info.main:
-            save_config(cfg, self.out / "config.yaml")
         state: dict = {}
         if self.checkpoint_path.is_file():
             net, state = load_checkpoint(self.checkpoint_path)
+            conflicts = resume_conflicts(state["config"], cfg) if "config" in state else []
+            if conflicts:
+                raise ConfigError(f"{self.checkpoint_path} was trained with {', '.join(conflicts[:3])}"
+                                  f"{' ...' if len(conflicts) > 3 else ''}; resume with its settings (only "
+                                  "train.epochs may grow), or pick another run.name to start a new run")
             if state.get("epoch", 0) >= tcfg["epochs"] and "map_after" in state.get("summary", {}):
-                log.info("run %s already finished %d epochs; nothing to do (delete %s to retrain)",
-                         cfg["run"]["name"], state["epoch"], self.checkpoint_path)
+                log.info("run %s already finished %d epochs; nothing to do (train.epochs=N continues it; delete "
+                         "%s to retrain)", cfg["run"]["name"], state["epoch"], self.checkpoint_path)
                 return {"checkpoint": self.checkpoint_path, "finished": True, **state["summary"]}
             log.info("resuming %s at epoch %d, step %d", cfg["run"]["name"], state.get("epoch", 0) + 1,
                      state.get("step", 0))
         else:
             net = build_net(cfg["model"])
+        if self.info.main:  # only now: a refused or finished run keeps the config.yaml of its checkpoint
+            save_config(cfg, self.out / "config.yaml")
         net.to(self.device)
         full = load_train_set(self.comp, cfg["data"]["root"], cfg["data"]["train_list"])
         train_set, val = split_validation(full, tcfg["val_landmarks"], self.seed)

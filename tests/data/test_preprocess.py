@@ -23,3 +23,11 @@ def test_cache_mirrors_layout_resizes_and_resumes(tiny_root, tmp_path, capsys):
     assert main(args) == 0
     assert " 0 resized" in capsys.readouterr().out.replace("preprocess:", "")
     assert image_path(cache, "index", read_ids(root / "toy/index.csv")[0]).stat().st_mtime_ns == before
+    # The corrupt image stays listed in the copied CSVs: extraction on the cache reports it and goes on.
+    capsys.readouterr()
+    common = ["--config", "toy-tiny", f"data.root={root / 'cache64'}", f"run.dir={tmp_path / 'runs'}",
+              "run.workers=0", "infer.image_size=64"]
+    assert main(["train", *common, "train.epochs=1", "train.tuples_per_epoch=2", "train.batch_tuples=2",
+                 "train.val_landmarks=0", "train.eval_before=false"]) == 0
+    assert main(["extract", *common, "--split", "test"]) == 0
+    assert "1 unreadable" in capsys.readouterr().out

@@ -74,3 +74,21 @@ def test_leftover_temporary_shard_is_not_merged(net, tiny_root, tmp_path):
     (folder / "part-00001.npy.tmp").write_bytes(b"half a shard from a killed run")
     expected = read_ids(tiny_root / "toy/test.csv")
     assert merge_split(folder, expected)[1] == expected
+
+
+def test_merged_features_of_another_checkpoint_are_not_reused(tiny_root, tmp_path):
+    """A retrained run rewrites its checkpoint: the merged split must be extracted again, not reused."""
+    cpu = torch.device("cpu")
+    old = build_net(load_config("toy-gem")["model"]).eval()
+    old.meta["fingerprint"] = "100-1"
+    first, ids = features(old, COMP, tiny_root, "test", tmp_path, _infer(), cpu, 0)
+    new = build_net(load_config("toy-gem")["model"]).eval()
+    with torch.no_grad():
+        new.head.p.fill_(6.0)  # another GeM power: other descriptors
+    new.meta["fingerprint"] = "100-2"
+    second, _ = features(new, COMP, tiny_root, "test", tmp_path, _infer(), cpu, 0)
+    direct, _ = features(new, COMP, tiny_root, "test", tmp_path / "fresh", _infer(), cpu, 0)
+    assert not np.allclose(first, second, atol=1e-3)
+    assert np.allclose(second, direct)
+    again, _ = features(new, COMP, tiny_root, "test", tmp_path, _infer(), cpu, 0)  # same checkpoint: reused
+    assert np.array_equal(again, second)

@@ -1,0 +1,27 @@
+"""A run's config.yaml keeps describing its checkpoint: a changed model, data or schedule is refused in one
+line, nothing is rewritten; only train.epochs may grow (the run continues)."""
+
+import yaml
+
+from solution.cli import main
+
+
+def test_changed_settings_are_refused_and_epochs_may_grow(tiny_root, tmp_path, capsys):
+    args = ["--config", "toy-tiny", f"data.root={tiny_root}", f"run.dir={tmp_path}", "run.workers=0",
+            "train.epochs=1", "train.tuples_per_epoch=4", "train.batch_tuples=2", "train.val_landmarks=0",
+            "train.eval_before=false"]
+    assert main(["train", *args]) == 0
+    run = tmp_path / "toy-tiny"
+    config_before, checkpoint_before = (run / "config.yaml").read_bytes(), (run / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    for change in ("model.backbone=resnet18", "train.lr=0.001", "run.seed=3", "model.whiten_dim=16"):
+        assert main(["train", *args, change]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        key = change.split("=")[0]
+        assert len(err) == 1 and err[0].startswith("error:") and key in err[0] and "run.name" in err[0], err
+        assert (run / "config.yaml").read_bytes() == config_before
+        assert (run / "checkpoint.pt").read_bytes() == checkpoint_before
+    assert main(["train", *args, "infer.flip=true"]) == 0  # inference settings never describe the checkpoint
+    assert "already finished" in capsys.readouterr().out
+    assert main(["train", *args, "train.epochs=2"]) == 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["epochs"] == 2
