@@ -1,7 +1,8 @@
 """An optional pre-resized copy of a competition: decoding full-size GLDv2 JPEGs is the bottleneck otherwise.
 
 ``<root>/cache<L>/<dir>/`` mirrors ``<root>/<dir>/`` (CSVs copied, images at most L px on the longest
-side, same a/b/c/<id>.jpg layout, unreadable images copied unchanged), so training and extraction use it with ``data.root=<root>/cache<L>``.
+side, same a/b/c/<id>.jpg layout, unreadable images copied unchanged), so training and extraction use it
+with ``data.root=<root>/cache<L>``.
 Parallel with joblib; images already in the cache are skipped, so it resumes and re-runs for free.
 """
 
