@@ -52,7 +52,7 @@ __all__ = ["TrainSet", "TrainingDiverged", "load_train_set", "train"]
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss or the gradient became NaN or infinite; nothing after the last good checkpoint is saved."""
 
 
 def freeze_batchnorm(module: nn.Module) -> None:
@@ -299,6 +299,11 @@ class Trainer:
         self.log_epoch(row)
         self.save(net, optimizer, scheduler, scaler, epoch + 1, 0, summary)
 
+    def _kept(self) -> str:
+        if self.checkpoint_path.is_file():
+            return f"the last good checkpoint is kept ({self.checkpoint_path})"
+        return "no checkpoint had been written yet"
+
     def train_step(self, model, optimizer, scaler, batch: torch.Tensor, epoch: int) -> dict[str, float]:
         b, n = batch.shape[:2]
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
@@ -309,12 +314,17 @@ class Trainer:
             torch.distributed.all_reduce(check)
             check /= self.info.world
         if not torch.isfinite(check):
-            raise TrainingDiverged(f"loss became {check.item()} in epoch {epoch + 1}; the last good checkpoint "
-                                   "is kept; lower train.lr and run again")
+            raise TrainingDiverged(f"loss became {check.item()} in epoch {epoch + 1}; {self._kept()}; lower "
+                                   "train.lr and run again")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
-        nn.utils.clip_grad_norm_(model.parameters(), self.tcfg["grad_clip"])
+        norm = nn.utils.clip_grad_norm_(model.parameters(), self.tcfg["grad_clip"])
+        # With the fp16 scaler an infinite gradient is routine (the scaler skips that step); without it, the
+        # step would write NaN into every weight. DDP has averaged the gradients: every rank sees one norm.
+        if not scaler.is_enabled() and not torch.isfinite(norm):
+            raise TrainingDiverged(f"the gradient norm became {norm.item()} in epoch {epoch + 1}; {self._kept()}; "
+                                   "lower train.lr or train.grad_clip and run again")
         scaler.step(optimizer)
         scaler.update()
         return {"loss": float(check), **triplet_stats(descriptors[:, 0], descriptors[:, 1], descriptors[:, 2:],

@@ -26,13 +26,23 @@ def select_negatives(query_desc: np.ndarray, query_labels: np.ndarray, pool_desc
                      pool_labels: np.ndarray, neg_num: int, candidates: int | None = None) -> np.ndarray:
     """Q x neg_num pool indices, nearest first; never the query's landmark, one image per landmark.
 
-    A top-k search (not a sort of the whole Q x N matrix) keeps memory at Q x candidates.
-    Rows that cannot be filled (too few landmarks among the candidates) are padded with -1.
+    A top-k search (not a sort of the whole Q x N matrix) keeps memory at Q x candidates. Rows that the
+    candidates cannot fill are searched again four times deeper, up to the whole pool; only a pool with too
+    few other landmarks leaves -1 padding.
     """
     candidates = min(len(pool_desc), candidates or max(4 * neg_num, neg_num + 20))
-    _, neighbours = knn(query_desc, pool_desc, candidates)
-    rows = [_first_per_landmark(row, pool_labels, query_labels[q], neg_num) for q, row in enumerate(neighbours)]
-    return np.asarray(rows, np.int64).reshape(len(query_desc), neg_num)
+    chosen = np.full((len(query_desc), neg_num), -1, np.int64)
+    todo = np.arange(len(query_desc))
+    while len(todo):
+        _, neighbours = knn(query_desc[todo], pool_desc, candidates)
+        for q, row in zip(todo, neighbours):
+            chosen[q] = _first_per_landmark(row, pool_labels, query_labels[q], neg_num)
+        # A query whose candidates hold too few other landmarks is searched deeper, not dropped.
+        todo = todo[(chosen[todo] < 0).any(1)]
+        if candidates >= len(pool_desc):
+            break
+        candidates = min(len(pool_desc), 4 * candidates)
+    return chosen
 
 
 def random_negatives(query_labels: np.ndarray, pool_labels: np.ndarray, neg_num: int,

@@ -127,8 +127,8 @@ def epoch_batches(plan: EpochPlan, batch_tuples: int, world: int, seed: int, epo
     """Global batches (lists of tuple positions) in a seeded order; each batch shares one shape.
 
     A global batch holds ``batch_tuples * world`` tuples and rank r trains on
-    ``batch[r::world]``. Tails too small to give every rank a tuple are dropped,
-    so no rank waits on an empty batch.
+    ``batch[r::world]``. A tail is cut to a multiple of ``world`` (dropped when smaller),
+    so every rank trains on as many tuples as the others.
     """
     rng = np.random.default_rng([seed, epoch, 5])
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
@@ -136,6 +136,6 @@ def epoch_batches(plan: EpochPlan, batch_tuples: int, world: int, seed: int, epo
         groups[plan.shapes[position]].append(int(position))
     size = batch_tuples * world
     batches = [members[i:i + size] for _, members in sorted(groups.items()) for i in range(0, len(members), size)]
-    batches = [b for b in batches if len(b) >= world]
+    batches = [b[:len(b) // world * world] for b in batches if len(b) >= world]  # equal shares on every rank
     return [batches[i] for i in rng.permutation(len(batches))]
 

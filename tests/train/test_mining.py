@@ -26,3 +26,15 @@ def test_random_negatives_distinct_landmarks():
     chosen = random_negatives(np.array([0, 1]), labels, 3, np.random.default_rng(0))
     for q, row in zip([0, 1], chosen):
         assert len({labels[j] for j in row}) == 3 and q not in {labels[j] for j in row}
+
+
+def test_a_query_whose_candidates_are_all_its_own_landmark_is_searched_deeper():
+    """The nearest 40 pool images are the query's own landmark: the default 23 candidates hold no negative.
+    They used to leave the row at -1 (the query was dropped from the epoch)."""
+    rng = np.random.default_rng(0)
+    own = _unit(np.c_[np.ones(40), rng.normal(0, 0.01, (40, 2))])
+    others = _unit(np.c_[np.ones(12), rng.normal(0, 0.5, (12, 2))])
+    pool = np.vstack([own, others])
+    labels = np.r_[np.zeros(40, int), np.arange(1, 13)]
+    chosen = select_negatives(_unit([[1, 0, 0]]), np.array([0]), pool, labels, neg_num=3)
+    assert (chosen >= 40).all() and len(set(labels[chosen[0]])) == 3
