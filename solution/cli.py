@@ -83,19 +83,38 @@ def cmd_viz(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shard(text: str) -> tuple[int, int]:
+    """``--shard i/n`` -> (i, n) with 0 <= i < n."""
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard {text}: want i/n, e.g. --shard 0/4 (the first of four)") from None
+    if not 0 <= index < count:
+        raise ConfigError(f"--shard {text}: want i/n with 0 <= i < n")
+    return index, count
+
+
+def _size(text: str) -> tuple[int, int]:
+    """``--size HxW`` -> (height, width), both > 0."""
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--size {text}: want HxW in pixels, e.g. --size 384x512") from None
+    if height <= 0 or width <= 0:
+        raise ConfigError(f"--size {text}: both sides must be > 0")
+    return height, width
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
     from .competition import load_competition
-    from .data.gldv2 import DataError
     from .infer.features import extract_split, merge_split, split_ids
     from .infer.pipeline import run_net
 
     cfg = _config(args)
     if args.shard:
-        index, count = (int(v) for v in args.shard.split("/"))
+        index, count = _shard(args.shard)
     else:  # under torchrun, each rank takes its share of the shards
         index, count = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    if not 0 <= index < count:
-        raise DataError(f"--shard {args.shard}: want i/n with 0 <= i < n")
     comp = load_competition(cfg["competition"])
     run = run_dir(cfg)
     net, device = run_net(cfg)
@@ -295,9 +314,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     net, _ = load_checkpoint(run_dir(cfg) / "checkpoint.pt")
     longest = cfg["infer"]["image_size"]
     shapes = args.size or [f"{h}x{w}" for w, h in {target_size(w, h, longest) for w, h in ((4, 3), (3, 4), (1, 1))}]
+    sizes = [_size(shape) for shape in shapes]  # all checked before any is written
     written = []
-    for shape in shapes:
-        height, width = (int(v) for v in shape.split("x"))
+    for height, width in sizes:
         written.append(export_torchscript(net, run_dir(cfg) / "export" / f"model-{height}x{width}.pt", height, width))
     print(f"export: wrote {len(written)} TorchScript models to {written[0].parent}")
     return 0
@@ -347,11 +366,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data.gldv2 import read_solution
-    from .infer.submission import submission_rankings
+    from .infer.submission import submission_rankings, validate_submission
     from .metrics import score_submission
 
-    comp, _, _ = _competition_files(args.competition, args.data_root)
+    comp, test_ids, index_ids = _competition_files(args.competition, args.data_root)
     solution = read_solution(comp.csv_path(args.data_root, "solution_csv"))
+    problems = validate_submission(args.submission, test_ids, index_ids, comp.submission["max_predictions"])
+    if problems and not args.force:
+        for line in problems:
+            print(f"invalid: {line}", file=sys.stderr)
+        print(f"error: {args.submission} is not a valid submission ({len(problems)} problems above); Kaggle would "
+              "reject it. --force scores it anyway", file=sys.stderr)
+        return 1
     scores = score_submission(submission_rankings(args.submission), solution, comp.metric["k"])
     if args.json:
         print(json.dumps(scores))
@@ -395,6 +421,8 @@ def cmd_gpu_check(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m solution", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (also SOLUTION_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("data", help="fetch or generate a competition's data")
@@ -529,6 +557,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "evaluate":
             p.add_argument("--submission", required=True)
             p.add_argument("--json", action="store_true")
+            p.add_argument("--force", action="store_true",
+                           help="score a file that validate rejects, as the metric would")
         else:
             p.add_argument("submission")
         p.set_defaults(func=func)
@@ -547,24 +577,34 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
     setup_logging(args.verbose)
-    from .data.gldv2 import DataError
-    from .data.images import ImageLoadError
-    from .infer.features import MergeError
-    from .infer.submission import SubmissionError
-    from .model.backbone import WeightError
-
-    user_errors = (ConfigError, DataError, ImageLoadError, SubmissionError, WeightError, FileNotFoundError,
-                   MergeError)
+    debug = args.debug or os.environ.get("SOLUTION_DEBUG", "") not in ("", "0")
     try:
-        from .train.loop import TrainingDiverged
-
         return args.func(args)
-    except (*user_errors, TrainingDiverged) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except user_errors() as exc:
+        if debug:
+            raise
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: completed files are kept; run the same command again to resume", file=sys.stderr)
         return 130
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that report a user's mistake or a bad input, each with a message that names the file or
+    key and the fix: they end in one ``error:`` line. Anything else is a bug and keeps its traceback."""
+    from .data.gldv2 import DataError
+    from .data.images import ImageLoadError
+    from .data.revisitop import UnsafePickle
+    from .infer.features import MergeError
+    from .infer.submission import SubmissionError
+    from .kaggle_api import KaggleError
+    from .kernel.entry import KernelError
+    from .model.backbone import WeightError
+    from .train.loop import TrainingDiverged
+
+    return (ConfigError, DataError, ImageLoadError, SubmissionError, WeightError, FileNotFoundError, MergeError,
+            KaggleError, KernelError, UnsafePickle, TrainingDiverged)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -107,9 +107,12 @@ def read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; experiment YAMLs live in {CONFIG_DIR}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        problem = " ".join(str(exc).split())
+        raise ConfigError(f"config file {path} is not valid YAML: {problem}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     return data
@@ -139,7 +142,82 @@ def load_config(experiment: str | os.PathLike | None = None, overrides: list[str
         cfg = merge(cfg, _nest(keys, value), f"override '{text}'")
     if cfg["run"]["name"] is None:
         cfg["run"]["name"] = "default"
+    check_values(cfg)
     return cfg
+
+
+def _positive_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _positive(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+
+
+def _non_negative(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+
+
+def _scale(v: Any) -> bool:
+    if v in ("1/sqrt2", "sqrt2"):
+        return True
+    try:
+        return float(v) > 0
+    except (TypeError, ValueError):
+        return False
+
+
+def _one_of(*choices: str):
+    return lambda v: v in choices
+
+
+# key -> (check, what a valid value is); applied to the resolved config, so a bad value anywhere (YAML or
+# key=value) stops the command before any work, naming the key.
+VALUE_RULES: dict[str, tuple[Any, str]] = {
+    **{key: (_positive_int, "a whole number > 0") for key in (
+        "train.image_size", "train.tuples_per_epoch", "train.batch_tuples", "train.neg_num", "train.pool_size",
+        "infer.image_size", "infer.batch_size", "infer.topk", "infer.shard_size", "model.kl.images",
+        "model.kl.pairs", "model.kl.bins", "model.kl.image_size", "model.regions.levels", "train.epochs",
+        "infer.qe.n", "infer.dba.k", "infer.superglobal.m", "infer.label_rerank.k")},
+    **{key: (_count, "a whole number >= 0") for key in (
+        "run.workers", "model.whiten_dim", "train.checkpoint_every", "train.val_landmarks", "run.seed",
+        "data.toy_seed", "infer.superglobal.k")},
+    **{key: (_positive, "a number > 0") for key in ("train.lr", "train.lr_decay", "model.gem_p", "infer.combine_p")},
+    **{key: (_non_negative, "a number >= 0") for key in (
+        "train.margin", "train.weight_decay", "train.grad_clip", "train.head_lr_mult", "train.whiten_lr_mult",
+        "model.whiten_shrinkage", "infer.qe.alpha", "infer.dba.alpha", "infer.superglobal.beta")},
+    "run.device": (lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,
+                   "auto, cpu, cuda or cuda:N"),
+    "train.schedule": (_one_of("exponential", "cosine"), "exponential or cosine"),
+    "train.negatives": (_one_of("hard", "random"), "hard or random"),
+    "train.amp": (_one_of("auto", "off"), "auto or off"),
+    "infer.combine": (_one_of("mean", "gem"), "mean or gem"),
+    "infer.dtype": (_one_of("float16", "float32"), "float16 or float32"),
+    "infer.index.type": (_one_of("flat", "ivfpq"), "flat or ivfpq"),
+    "infer.dba.scheme": (_one_of("alpha", "logspace"), "alpha or logspace"),
+    "data.train_list": (_one_of("clean", "full"), "clean or full"),
+    "data.toy_size": (_one_of("default", "tiny"), "default or tiny"),
+    "infer.scales": (lambda v: isinstance(v, list) and len(v) > 0 and all(_scale(x) for x in v),
+                     "a non-empty list of numbers > 0, 1/sqrt2 or sqrt2, e.g. [1] or [0.7071,1,1.4142]"),
+    "train.crop_scale": (lambda v: isinstance(v, list) and len(v) == 2 and all(_positive(x) for x in v)
+                         and v[0] <= v[1] <= 1, "[low, high] with 0 < low <= high <= 1"),
+    "model.layers": (lambda v: isinstance(v, list) and len(v) > 0 and all(isinstance(x, int) for x in v),
+                     "a non-empty list of stage indices, e.g. [-2, -1]"),
+}
+
+
+def check_values(cfg: dict) -> None:
+    """Every rule of VALUE_RULES on the resolved config; the first violation is a ConfigError naming the key."""
+    items = _flat_items(cfg)
+    items.update({"infer.scales": cfg["infer"]["scales"], "train.crop_scale": cfg["train"]["crop_scale"],
+                  "model.layers": cfg["model"]["layers"]})
+    for key, (valid, want) in VALUE_RULES.items():
+        if key in items and not valid(items[key]):
+            raise ConfigError(f"config key '{key}' must be {want}, got {items[key]!r}")
 
 
 def save_config(cfg: dict, path: Path) -> None:
@@ -177,4 +255,20 @@ def resume_conflicts(saved: dict, new: dict) -> list[str]:
 
 
 def run_dir(cfg: dict) -> Path:
-    return Path(cfg["run"]["dir"]) / cfg["run"]["name"]
+    """``<run.dir>/<run.name>``; a file standing where a folder must go is a ConfigError, before any work."""
+    path = Path(cfg["run"]["dir"]) / cfg["run"]["name"]
+    for folder in (path.parent, path):
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"{folder} is a file, not a folder; set run.dir (or run.name) to a folder")
+    return path
+
+
+def writable_folder(path: str | Path, what: str) -> Path:
+    """``path`` as an output folder: checked before the work that fills it starts."""
+    path = Path(path)
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise ConfigError(f"{what} {path}: {folder} is a file, not a folder; choose another {what}")
+            break
+    return path

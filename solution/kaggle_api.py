@@ -12,6 +12,8 @@ asked of the API first. Large single files download as ``<name>.zip`` and are un
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import time
@@ -82,13 +84,30 @@ def _make_client():
     return api
 
 
-def client():
-    if credentials_source() is None:
-        raise KaggleError(f"no Kaggle credentials found: {HOW_TO}")
+def check_kaggle_json(path: Path) -> None:
+    """A kaggle.json the package could not use is our one line, before the package prints its own notice."""
     try:
-        return _make_client()
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise KaggleError(f"{path} is not valid JSON ({type(exc).__name__}); download a new token: {HOW_TO}") from None
+    if not isinstance(data, dict) or not data.get("username") or not data.get("key"):
+        raise KaggleError(f"{path} lacks \"username\" and \"key\"; download a new token: {HOW_TO}")
+
+
+def client():
+    source = credentials_source()
+    if source is None:
+        raise KaggleError(f"no Kaggle credentials found: {HOW_TO}")
+    if source.endswith("kaggle.json"):
+        check_kaggle_json(Path(source))
+    quiet = io.StringIO()
+    try:
+        # The package prints a multi-line notice on import and again when authentication fails; our
+        # one line below says the same, so its own output is kept out of the terminal.
+        with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+            return _make_client()
     except SystemExit:
-        raise KaggleError(f"Kaggle rejected the credentials in {credentials_source()}: {HOW_TO}") from None
+        raise KaggleError(f"Kaggle rejected the credentials in {source}: {HOW_TO}") from None
 
 
 def _redact(text: str) -> str:

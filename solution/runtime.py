@@ -8,6 +8,8 @@ import random
 import numpy as np
 import torch
 
+from .config import ConfigError
+
 
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
@@ -21,8 +23,14 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"run.device={name} but no CUDA device is visible; use run.device=cpu")
-    return torch.device(name)
+        raise ConfigError(f"run.device={name} but no CUDA device is visible; use run.device=cpu or auto")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"run.device={name} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"run.device={name} but only {torch.cuda.device_count()} CUDA devices are visible")
+    return device
 
 
 def seed_everything(seed: int) -> None:

@@ -27,7 +27,7 @@ def test_kl_then_train_keeps_kl_weights_and_fits_whitening(tmp_path, monkeypatch
     assert weights.shape == (2, 41) and (weights >= 0).all() and weights.std() > 0
     assert torch.allclose(weights.mean(), torch.tensor(1.0), atol=1e-3)
 
-    assert main(["train", *TINY, "train.lr=0"]) == 0  # lr 0: the KL weights must survive untouched
+    assert main(["train", *TINY, "train.head_lr_mult=0"]) == 0  # the head frozen: the KL weights must survive
     trained, _ = load_checkpoint(tmp_path / "runs/toy-remap/checkpoint.pt")
     assert trained.meta["whitening_fitted"]
     assert torch.allclose(trained.head.region_weights, weights, atol=1e-5)

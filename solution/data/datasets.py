@@ -34,7 +34,7 @@ def header_size(path: str | Path) -> tuple[int, int] | None:
     None when unreadable, or so large that PIL refuses it (the loader then reports and skips it)."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore")  # the loader reports what is wrong with the file, once
             with Image.open(path) as image:
                 width, height = image.size
                 if image.getexif().get(EXIF_ORIENTATION) in TRANSPOSED:

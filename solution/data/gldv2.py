@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import zlib
 from pathlib import Path
 
 import pandas as pd
@@ -28,9 +29,13 @@ def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
     if not Path(path).is_file():
         raise DataError(f"{path} does not exist; run `make data` (python -m solution data) first")
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path} is not a readable CSV ({exc}); re-download or regenerate it") from None
+        # utf-8-sig: a byte-order mark (spreadsheet exports) would otherwise become part of the first header
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path} is empty; re-download or regenerate it") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError, zlib.error) as exc:
+        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise DataError(f"{path} is not a readable CSV ({reason}); re-download or regenerate it") from None
     if list(frame.columns[: len(columns)]) != columns:
         raise DataError(f"{path}: expected columns {','.join(columns)}, found {','.join(map(str, frame.columns))}")
     bad = frame.index[~frame["id"].str.match(ID_PATTERN)] if "id" in columns else []
@@ -40,9 +45,20 @@ def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
     return frame
 
 
+def _no_duplicates(path: Path, ids: pd.Series) -> None:
+    repeated = ids[ids.duplicated()]
+    if len(repeated):
+        first = repeated.iloc[0]
+        rows = [int(i) + 2 for i in ids.index[ids == first][:2]]
+        raise DataError(f"{path} lists id {first} more than once (rows {rows[0]} and {rows[1]}); remove the "
+                        "repeated rows")
+
+
 def read_ids(path: str | Path) -> list[str]:
-    """``index.csv`` / ``test.csv``: one ``id`` column."""
-    return _read_csv(Path(path), ["id"])["id"].tolist()
+    """``index.csv`` / ``test.csv``: one ``id`` column, each id once."""
+    frame = _read_csv(Path(path), ["id"])
+    _no_duplicates(Path(path), frame["id"])
+    return frame["id"].tolist()
 
 
 def read_train(path: str | Path) -> pd.DataFrame:
@@ -60,6 +76,14 @@ def read_train(path: str | Path) -> pd.DataFrame:
 def read_train_clean(path: str | Path) -> pd.DataFrame:
     """``train_clean.csv`` (``landmark_id,images``) exploded to ``id,landmark_id``."""
     frame = _read_csv(Path(path), ["landmark_id", "images"])
+    for row, (landmark, images) in enumerate(zip(frame["landmark_id"], frame["images"]), start=2):
+        if not landmark.isdigit():
+            raise DataError(f"{path}: row {row} has a non-integer landmark_id '{landmark}'")
+        if not images.strip():
+            raise DataError(f"{path}: row {row} (landmark {landmark}) lists no images")
+        bad = next((i for i in images.split() if not is_valid_id(i)), None)
+        if bad is not None:
+            raise DataError(f"{path}: row {row} has a malformed id '{bad}' (want 16 hex digits)")
     frame["id"] = frame["images"].str.split()
     frame = frame.explode("id")[["id", "landmark_id"]].reset_index(drop=True)
     frame["landmark_id"] = frame["landmark_id"].astype(int)

@@ -34,7 +34,8 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
     """Open ``path`` as an upright RGB image, or raise :class:`ImageLoadError` naming the file."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # PIL warns about large images, truncated data and corrupt EXIF; what matters is reported below
+            warnings.simplefilter("ignore")
             with Image.open(path) as image:
                 if image.width * image.height > max_pixels:
                     raise ImageLoadError(

@@ -17,6 +17,7 @@ from pathlib import Path
 from PIL import Image
 
 from .download import Retry, fetch, safe_extract
+from .gldv2 import DataError
 from .images import load_image
 
 DATASETS = {
@@ -61,10 +62,18 @@ class RestrictedUnpickler(pickle.Unpickler):
 def load_gnd(path: str | Path) -> dict:
     """``gnd_<dataset>.pkl`` -> {'imlist', 'qimlist', 'gnd'}; only plain types are admitted."""
     data = Path(path).read_bytes()
-    gnd = RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
+    try:
+        gnd = RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except UnsafePickle:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        raise DataError(f"{path} is not a readable pickle ({type(exc).__name__}: {exc}); it may be truncated: "
+                        "delete it and download it again (--download)") from None
+    if not isinstance(gnd, dict):
+        raise DataError(f"{path}: not a revisitop ground truth (a {type(gnd).__name__}, not a dict)")
     missing = {"imlist", "qimlist", "gnd"} - set(gnd)
     if missing:
-        raise ValueError(f"{path}: not a revisitop ground truth (lacks {sorted(missing)})")
+        raise DataError(f"{path}: not a revisitop ground truth (lacks {sorted(missing)})")
     return gnd
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -19,7 +20,10 @@ class SubmissionError(ValueError):
 
 
 def _open_text(path: Path, mode: str):
-    return gzip.open(path, mode + "t", newline="") if path.suffix == ".gz" else open(path, mode, newline="")
+    encoding = "utf-8-sig" if mode == "r" else "utf-8"  # a byte-order mark is not part of the header
+    if path.suffix == ".gz":
+        return gzip.open(path, mode + "t", newline="", encoding=encoding)
+    return open(path, mode, newline="", encoding=encoding)
 
 
 def write_submission(path: str | Path, rankings: Mapping[str, Sequence[str]], test_ids: Iterable[str],
@@ -56,8 +60,9 @@ def read_submission(path: str | Path) -> tuple[list[str], list[tuple[int, str, l
                 if len(row) != 2:
                     raise SubmissionError(f"{path}: line {line} has {len(row)} fields, want 2 (id,images)")
                 rows.append((line, row[0].strip(), row[1].split()))
-    except (UnicodeDecodeError, gzip.BadGzipFile, csv.Error) as exc:
-        raise SubmissionError(f"{path}: not a readable CSV ({exc})") from None
+    except (UnicodeDecodeError, gzip.BadGzipFile, csv.Error, EOFError, OSError, zlib.error) as exc:
+        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise SubmissionError(f"{path}: not a readable CSV ({reason}); write it again") from None
     return header, rows
 
 

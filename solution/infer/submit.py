@@ -9,7 +9,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..competition import load_competition
-from ..config import run_dir
+from ..config import run_dir, writable_folder
 from .pipeline import id_rankings, run_net, search_competition, solution_scores
 from .submission import SubmissionError, validate_submission, write_submission
 
@@ -25,6 +25,7 @@ def save_ranking(path: Path, query_ids: list[str], index_ids: list[str], neighbo
 
 def make_submission(cfg: dict, out_dir: str | Path = "submissions") -> dict:
     comp = load_competition(cfg["competition"])
+    out_dir = writable_folder(out_dir, "--out")  # before the extraction, not after
     run = run_dir(cfg)
     net, device = run_net(cfg)
     neighbours, scores, test_ids, index_ids = search_competition(net, comp, cfg, cfg["infer"], device)

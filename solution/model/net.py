@@ -16,7 +16,7 @@ from torch import nn
 
 from ..atomic import atomic_path
 from ..config import ConfigError
-from .backbone import create_backbone, normalisation
+from .backbone import WeightError, create_backbone, load_torch_file, normalisation
 from .functional import l2n
 from .heads import create_head
 
@@ -96,7 +96,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; run `make train` first")
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+    payload = load_torch_file(path, "checkpoint", map_location)
+    if not isinstance(payload, dict) or "meta" not in payload or "state_dict" not in payload:
+        raise WeightError(f"{path} is not a checkpoint written by this project (no meta/state_dict); a bare "
+                          "backbone state dict goes in model.pretrained=file model.pretrained_file=<path>")
     meta = payload["meta"]
     model_cfg = {**meta["model_cfg"], "layers": meta["layers"]}
     net = build_net(model_cfg, pretrained="none")

@@ -1,0 +1,377 @@
+"""Bad inputs and faults, table-driven, through the real CLI (``solution.cli.main``, what ``python -m solution``
+runs). Each case asserts the exit code, the number of ``error:`` lines (one, or none where the input is
+accepted), that no traceback escaped, and that no file written before the command changed.
+
+The README's "Reliability" table is checked against CASES (``test_readme_table_matches_the_suite``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import pickle
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from solution.cli import main
+from solution.data.gldv2 import image_path, read_ids
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["--config", "toy-tiny", "run.workers=0", "train.epochs=1", "train.tuples_per_epoch=4", "train.batch_tuples=2",
+        "train.val_landmarks=0", "train.eval_before=false"]
+
+
+@dataclass
+class Case:
+    name: str
+    category: str
+    prepare: Callable  # (Ctx) -> argv
+    code: int = 2
+    message: str = ""  # in the error line (or in stdout when the command succeeds)
+    errors: int = 1  # `error:` lines expected
+
+
+class Ctx:
+    """A case's sandbox: a copy of the tiny competition and of a trained run, made on demand."""
+
+    def __init__(self, tmp: Path, tiny_root: Path, trained: Path):
+        self.tmp, self.tiny_root, self.trained = tmp, tiny_root, trained
+        self._data = None
+        self._runs = None
+
+    @property
+    def data(self) -> Path:
+        """A data root whose ``toy/`` is this case's own copy."""
+        if self._data is None:
+            self._data = self.tmp / "inputs"
+            shutil.copytree(self.tiny_root / "toy", self._data / "toy")
+        return self._data
+
+    @property
+    def runs(self) -> Path:
+        """A run.dir holding a copy of the trained tiny run."""
+        if self._runs is None:
+            self._runs = self.tmp / "runs"
+            shutil.copytree(self.trained, self._runs / "toy-tiny")
+        return self._runs
+
+    def args(self, *extra: str, data: bool = False) -> list[str]:
+        root = self.data if data else self.tiny_root
+        return [*TINY, f"data.root={root}", f"run.dir={self.runs}", *extra]
+
+    def write(self, name: str, content: bytes | str) -> Path:
+        path = self.tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+        return path
+
+    def submission(self, name="s.csv", header="id,images", rows=None) -> Path:
+        test_ids, index_ids = read_ids(self.tiny_root / "toy/test.csv"), read_ids(self.tiny_root / "toy/index.csv")
+        rows = rows if rows is not None else [f"{t},{' '.join(index_ids[:3])}" for t in test_ids]
+        text = "\n".join([header, *rows]) + "\n"
+        if name.endswith(".gz"):
+            return self.write(name, gzip.compress(text.encode()))
+        return self.write(name, text)
+
+    def checkpoint(self) -> Path:
+        return self.runs / "toy-tiny" / "checkpoint.pt"
+
+
+def _validate(ctx, path, *extra):
+    return ["validate", "--data-root", str(ctx.tiny_root), str(path), *extra]
+
+
+def _evaluate(ctx, path, *extra):
+    return ["evaluate", "--data-root", str(ctx.tiny_root), "--submission", str(path), *extra]
+
+
+def _truncated_gz(ctx):
+    data = ctx.submission("s.csv.gz").read_bytes()
+    return _validate(ctx, ctx.write("t.csv.gz", data[: len(data) // 2]))
+
+
+def _bitflipped_gz(ctx):
+    data = bytearray(ctx.submission("s.csv.gz").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    return _evaluate(ctx, ctx.write("f.csv.gz", bytes(data)))
+
+
+def _edit_csv(ctx, name, edit):
+    path = ctx.data / "toy" / name
+    path.write_text(edit(path.read_text()))
+    return path
+
+
+def _train_clean_bad_id(ctx):
+    _edit_csv(ctx, "train_clean.csv", lambda t: t.replace(t.splitlines()[1].split(",")[1].split()[0], "xyz", 1))
+    return ["train", *ctx.args("run.name=fresh", data=True)]
+
+
+def _train_clean_empty_field(ctx):
+    _edit_csv(ctx, "train_clean.csv", lambda t: t.replace(t.splitlines()[1], t.splitlines()[1].split(",")[0] + ",", 1))
+    return ["train", *ctx.args("run.name=fresh", data=True)]
+
+
+def _duplicate_index_id(ctx):
+    _edit_csv(ctx, "index.csv", lambda t: t + t.splitlines()[1] + "\n")
+    return ["validate", "--data-root", str(ctx.data), str(ctx.submission())]
+
+
+def _empty_index_csv(ctx):
+    (ctx.data / "toy/index.csv").write_text("")
+    return ["validate", "--data-root", str(ctx.data), str(ctx.submission())]
+
+
+def _ragged_csv(ctx):
+    (ctx.data / "toy/test.csv").write_text('id\n"unterminated,quote\n0123456789abcdef,extra,fields\n')
+    return ["validate", "--data-root", str(ctx.data), str(ctx.submission())]
+
+
+def _missing_csv(ctx):
+    (ctx.data / "toy/test.csv").unlink()
+    return ["validate", "--data-root", str(ctx.data), str(ctx.submission())]
+
+
+def _missing_image(ctx):
+    image_path(ctx.data / "toy", "index", read_ids(ctx.data / "toy/index.csv")[0]).unlink()
+    return ["extract", *ctx.args(data=True), "--split", "index"]
+
+
+def _corrupt_jpeg(ctx):
+    image_path(ctx.data / "toy", "index", read_ids(ctx.data / "toy/index.csv")[0]).write_bytes(b"\xff\xd8\xffjunk")
+    return ["extract", *ctx.args(data=True), "--split", "index"]
+
+
+def _bomb_png(ctx):
+    # a 200-megapixel PNG saved under the .jpg name (PIL reads by content): PIL refuses to open it
+    Image.new("1", (20000, 10000)).save(image_path(ctx.data / "toy", "test", read_ids(ctx.data / "toy/test.csv")[0]),
+                                        "PNG")
+    return ["extract", *ctx.args(data=True), "--split", "test"]
+
+
+def _duplicated_rows(ctx):
+    text = ctx.submission().read_text()
+    return ctx.write("dup.csv", text + text.splitlines()[1] + "\n")
+
+
+def _checkpoint_bytes(make):
+    def prepare(ctx):
+        path = ctx.checkpoint()
+        path.write_bytes(make(path.read_bytes()))
+        return ["submit", *ctx.args(), "--out", str(ctx.tmp / "sub")]
+    return prepare
+
+
+def _state_dict_only(ctx):
+    state = torch.load(ctx.checkpoint(), weights_only=True)["state_dict"]
+    torch.save(state, ctx.checkpoint())
+    return ["submit", *ctx.args(), "--out", str(ctx.tmp / "sub")]
+
+
+def _truncated_pretrained(ctx):
+    data = ctx.checkpoint().read_bytes()
+    weights = ctx.write("weights.pt", data[: len(data) // 3])
+    return ["train", *ctx.args("model.pretrained=file", f"model.pretrained_file={weights}", "run.name=fresh")]
+
+
+def _own_checkpoint_as_pretrained(ctx):
+    return ["train", *ctx.args("model.pretrained=file", f"model.pretrained_file={ctx.checkpoint()}",
+                               "run.name=from-own")]
+
+
+def _out_is_a_file(ctx):
+    return ["submit", *ctx.args(), "--out", str(ctx.write("taken", "x"))]
+
+
+def _run_dir_is_a_file(ctx):
+    return ["train", *TINY, f"data.root={ctx.tiny_root}", f"run.dir={ctx.write('runsfile', 'x')}"]
+
+
+def _config_file(content: bytes):
+    def prepare(ctx):
+        return ["train", "--config", str(ctx.write("bad.yaml", content)), f"run.dir={ctx.runs}"]
+    return prepare
+
+
+def _pickle(ctx, payload: bytes):
+    folder = ctx.tmp / "revisitop" / "roxford5k"
+    (folder / "jpg").mkdir(parents=True)
+    (folder / "gnd_roxford5k.pkl").write_bytes(payload)
+    return ["evaluate-revisitop", *ctx.args(), "--dataset", "roxford5k", "--root", str(ctx.tmp / "revisitop")]
+
+
+class _System:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def _kaggle(ctx, *extra, token: str | None = None):
+    ctx.kaggle_env = {"KAGGLE_CONFIG_DIR": str(ctx.tmp / "kaggle"), "HOME": str(ctx.tmp / "home")}
+    (ctx.tmp / "kaggle").mkdir()
+    if token is not None:
+        (ctx.tmp / "kaggle" / "kaggle.json").write_text(token)
+    return ["kaggle", "submit", *extra]
+
+
+def _changed_model(ctx):
+    return ["train", *ctx.args("model.head=mac")]
+
+
+CASES = [
+    # configuration: unknown keys, bad values, files
+    Case("unknown key", "config", lambda c: ["train", *c.args("train.epoch=2")], message="did you mean 'train.epochs'"),
+    Case("non-UTF-8 config file", "config", _config_file(b"train:\n  epochs: \xff\xfe\n"), message="not UTF-8"),
+    Case("invalid YAML", "config", _config_file(b"train: [unclosed\n"), message="not valid YAML"),
+    Case("missing config file", "config", lambda c: ["train", "--config", str(c.tmp / "nope.yaml")],
+         message="does not exist"),
+    Case("image_size=0", "config", lambda c: ["train", *c.args("train.image_size=0")], message="train.image_size"),
+    Case("batch_tuples=0", "config", lambda c: ["train", *c.args("train.batch_tuples=0")],
+         message="train.batch_tuples"),
+    Case("infer.batch_size=0", "config", lambda c: ["submit", *c.args("infer.batch_size=0")],
+         message="infer.batch_size"),
+    Case("infer.scales=[abc]", "config", lambda c: ["submit", *c.args("infer.scales=[abc]")], message="infer.scales"),
+    Case("run.device=banana", "config", lambda c: ["train", *c.args("run.device=banana")], message="run.device"),
+    Case("run.device=cuda without a GPU", "config", lambda c: ["submit", *c.args("run.device=cuda")],
+         message="no CUDA device"),
+    Case("train.epochs=-1", "config", lambda c: ["train", *c.args("train.epochs=-1")], message="train.epochs"),
+    Case("train.lr=-1", "config", lambda c: ["train", *c.args("train.lr=-1")], message="train.lr"),
+    Case("whitening wider than the head", "config",
+         lambda c: ["train", *c.args("model.whiten_dim=100000", "run.name=wide")], message="whiten_dim"),
+    Case("changed model on resume", "config", _changed_model, message="model.head"),
+    # command-line arguments
+    Case("--shard abc", "arguments", lambda c: ["extract", *c.args(), "--shard", "abc"], message="want i/n"),
+    Case("--shard 1", "arguments", lambda c: ["extract", *c.args(), "--shard", "1"], message="want i/n"),
+    Case("--shard 3/2", "arguments", lambda c: ["extract", *c.args(), "--shard", "3/2"], message="0 <= i < n"),
+    Case("export --size abc", "arguments", lambda c: ["export", *c.args(), "--size", "abc"], message="want HxW"),
+    Case("export --size 0x64", "arguments", lambda c: ["export", *c.args(), "--size", "0x64"], message="> 0"),
+    # CSV files: competition files and submissions
+    Case("truncated .csv.gz (validate)", "csv", _truncated_gz, message="not a readable CSV"),
+    Case("bit-flipped .csv.gz (evaluate)", "csv", _bitflipped_gz, message="not a readable CSV"),
+    Case("0-byte index.csv", "csv", _empty_index_csv, message="is empty"),
+    Case("ragged test.csv", "csv", _ragged_csv, message="test.csv"),
+    Case("missing test.csv", "csv", _missing_csv, message="does not exist"),
+    Case("duplicate id in index.csv", "csv", _duplicate_index_id, message="more than once"),
+    Case("bad id in train_clean.csv", "csv", _train_clean_bad_id, message="malformed id 'xyz'"),
+    Case("empty field in train_clean.csv", "csv", _train_clean_empty_field, message="lists no images"),
+    Case("submission with a byte-order mark", "csv",
+         lambda c: _validate(c, c.write("bom.csv", b"\xef\xbb\xbf" + c.submission().read_bytes())), code=0, errors=0,
+         message="valid:"),
+    Case("evaluate a wrong header", "csv", lambda c: _evaluate(c, c.submission(header="id,predictions")), code=1,
+         message="not a valid submission"),
+    Case("evaluate 101 predictions", "csv",
+         lambda c: _evaluate(c, c.submission(rows=[f"{t},{' '.join([read_ids(c.tiny_root / 'toy/index.csv')[0]] * 101)}"
+                                                   for t in read_ids(c.tiny_root / "toy/test.csv")])),
+         code=1, message="not a valid submission"),
+    Case("evaluate duplicate rows", "csv", lambda c: _evaluate(c, _duplicated_rows(c)), code=1,
+         message="not a valid submission"),
+    Case("evaluate --force scores it anyway", "csv",
+         lambda c: _evaluate(c, c.submission(header="id,predictions"), "--force"), code=0, errors=0,
+         message="mAP@100"),
+    # images
+    Case("listed image missing", "images", _missing_image, message="listed in"),
+    Case("corrupt JPEG: skipped and counted", "images", _corrupt_jpeg, code=0, errors=0, message="1 unreadable"),
+    Case("decompression bomb: skipped and counted", "images", _bomb_png, code=0, errors=0, message="1 unreadable"),
+    # checkpoints and weights
+    Case("missing checkpoint", "checkpoints",
+         lambda c: ["submit", *c.args("run.name=never-trained"), "--out", str(c.tmp / "sub")], message="make train"),
+    Case("truncated checkpoint", "checkpoints", _checkpoint_bytes(lambda b: b[: len(b) // 2]),
+         message="not a readable PyTorch file"),
+    Case("random bytes as checkpoint", "checkpoints", _checkpoint_bytes(lambda b: os.urandom(4096)),
+         message="not a readable PyTorch file"),
+    Case("empty checkpoint", "checkpoints", _checkpoint_bytes(lambda b: b""), message="not a readable PyTorch file"),
+    Case("state-dict-only checkpoint", "checkpoints", _state_dict_only, message="not a checkpoint written by"),
+    Case("truncated pretrained_file", "checkpoints", _truncated_pretrained, message="model.pretrained_file"),
+    Case("own checkpoint as pretrained_file", "checkpoints", _own_checkpoint_as_pretrained, code=0, errors=0,
+         message="train: trained"),
+    # outputs
+    Case("submit --out is a file (checked first)", "outputs", _out_is_a_file, message="is a file"),
+    Case("run.dir is a file", "outputs", _run_dir_is_a_file, message="is a file"),
+    # pickles
+    Case("truncated .pkl", "pickles", lambda c: _pickle(c, pickle.dumps({"imlist": list("abcdef")})[:20]),
+         message="not a readable pickle"),
+    Case("os.system in a .pkl", "pickles", lambda c: _pickle(c, pickle.dumps({"imlist": _System()})),
+         message="refusing to load"),
+    # Kaggle
+    Case("no Kaggle credentials", "kaggle", lambda c: _kaggle(c, "--kernel", "me/nb", "--version", "1"),
+         message="no Kaggle credentials"),
+    Case("kaggle.json is not JSON", "kaggle", lambda c: _kaggle(c, "--kernel", "me/nb", "--version", "1", token="{"),
+         message="not valid JSON"),
+    Case("kaggle.json without a key", "kaggle",
+         lambda c: _kaggle(c, "--kernel", "me/nb", "--version", "1", token='{"username": "me"}'),
+         message='lacks "username" and "key"'),
+    Case("kernel submission without --version", "kaggle", lambda c: ["kaggle", "submit", "--kernel", "me/nb"],
+         message="--version N"),
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_root, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("trained")
+    assert main(["train", *TINY, f"data.root={tiny_root}", f"run.dir={runs}"]) == 0
+    return runs / "toy-tiny"
+
+
+def _snapshot(*folders: Path) -> dict[Path, str]:
+    return {p: hashlib.sha1(p.read_bytes()).hexdigest() for folder in folders if folder.exists()
+            for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input(case, tiny_root, trained, tmp_path, monkeypatch, capsys, caplog):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a GPU machine
+    for name in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY", "SOLUTION_DEBUG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "no-kaggle"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    ctx = Ctx(tmp_path, tiny_root, trained)
+    argv = case.prepare(ctx)
+    for key, value in getattr(ctx, "kaggle_env", {}).items():
+        monkeypatch.setenv(key, value)
+    before = _snapshot(tmp_path, trained, tiny_root)
+    capsys.readouterr()
+    code = main(argv)
+    out, err = capsys.readouterr()
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == case.code, (out, err)
+    assert len(errors) == case.errors, err
+    assert "Traceback" not in err + out + caplog.text
+    assert case.message in (errors[0] if errors else out + err), (errors, out)
+    after = _snapshot(tmp_path, trained, tiny_root)
+    changed = [p for p, digest in before.items() if after.get(p) != digest]
+    assert not changed, changed
+    assert not [p for p in after if p.name.endswith(".tmp")]
+    if case.name == "submit --out is a file (checked first)":
+        assert not (ctx.runs / "toy-tiny" / "features").exists()  # refused before any extraction
+
+
+def test_debug_shows_the_traceback(tiny_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("SOLUTION_DEBUG", "1")
+    with pytest.raises(Exception, match="train.image_size"):
+        main(["train", *TINY, f"data.root={tiny_root}", f"run.dir={tmp_path}", "train.image_size=0"])
+
+
+def test_readme_table_matches_the_suite():
+    """README's Reliability table: one row per category with its case count."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Reliability"):]
+    rows = {}
+    for line in section.splitlines()[1:]:
+        if line.startswith("## "):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) >= 3 and cells[1].isdigit():
+            rows[cells[0]] = int(cells[1])
+    counts: dict[str, int] = {}
+    for case in CASES:
+        counts[case.category] = counts.get(case.category, 0) + 1
+    assert rows == counts and sum(counts.values()) >= 40
+    assert json.dumps(rows)  # a table was found
