@@ -4,19 +4,22 @@ import pytest
 import torch
 
 from solution.infer.tta import MultiScale, combine, parse_scales
-from solution.model.functional import l2n
 
 
 def test_parse_scales():
     assert parse_scales(["1/sqrt2", 1, "sqrt2", "0.5"]) == pytest.approx([1 / math.sqrt(2), 1, math.sqrt(2), 0.5])
 
 
-def test_combine_mean_and_gem():
-    views = l2n(torch.randn(3, 4, 8))
-    assert torch.allclose(combine(views, "mean"), l2n(views.mean(0)))
+def test_combine_mean_and_gem_hand_computed():
+    """Views (0.6, 0.8) and (1, 0): mean (0.8, 0.4) -> L2 (0.894427, 0.447214); GeM p=3:
+    ((0.216 + 1) / 2)^(1/3) = 0.847216, ((0.512 + 0) / 2)^(1/3) = 0.634960 -> L2 (0.800187, 0.599750)."""
+    views = torch.tensor([[[0.6, 0.8]], [[1.0, 0.0]]])
+    assert torch.allclose(combine(views, "mean"), torch.tensor([[0.894427, 0.447214]]), atol=1e-5)
+    assert torch.allclose(combine(views, "gem", 3.0), torch.tensor([[0.800187, 0.599750]]), atol=1e-5)
     one = combine(views[:1], "gem")
     assert torch.allclose(one, views[0], atol=1e-5)  # GeM of a single view is that view
-    assert torch.allclose(combine(views, "gem").norm(dim=1), torch.ones(4))
+    signed = combine(torch.tensor([[[-0.6, 0.8]], [[-1.0, 0.0]]]), "gem", 3.0)  # whitened: negative parts
+    assert torch.allclose(signed, torch.tensor([[-0.800187, 0.599750]]), atol=1e-5)
     with pytest.raises(ValueError, match="mean or gem"):
         combine(views, "max")
 

@@ -43,12 +43,14 @@ def test_remap_weights_set_and_stay_non_negative_under_training():
     weights = torch.rand(2, head.num_regions) * 3
     head.set_region_weights(weights)
     assert torch.allclose(head.region_weights, weights.clamp(min=1e-4), atol=1e-4)
-    optimizer = torch.optim.SGD(head.parameters(), lr=100.0)
+    plain = torch.nn.Parameter(weights.clone())  # the control: an unconstrained weight, same optimisation
+    optimizer = torch.optim.SGD([*head.parameters(), plain], lr=100.0)
     for _ in range(5):  # drive every weight hard towards negative values
         optimizer.zero_grad()
-        head.region_weights.sum().backward()
+        (head.region_weights.sum() + plain.sum()).backward()
         optimizer.step()
-    assert (head.region_weights >= 0).all()
+    assert (plain < 0).all()  # the push is strong enough to make any unconstrained weight negative
+    assert (head.region_weights >= 0).all() and head.region_weights.max() < weights.min() + 1e-3
     with pytest.raises(ValueError, match="must be"):
         head.set_region_weights(torch.ones(3))
 
