@@ -162,7 +162,8 @@ def cmd_kernel(args: argparse.Namespace) -> int:
     train_features = _train_features(cfg, checkpoint) if args.train_features else None
     folders = build(args.out, comp.slug, checkpoint, args.user, download_deps=not args.no_download,
                     python_version=args.python_version, platforms=args.platform or KAGGLE_PLATFORMS,
-                    faiss=tuple(args.faiss or ("gpu", "cpu")), train_features=train_features)
+                    faiss=tuple(args.faiss or ("gpu", "cpu")), train_features=train_features,
+                    infer_cfg=cfg["infer"])
     print(f"kernel: wrote {', '.join(str(f) for f in folders.values())} for Python {args.python_version}; "
           f"push with `make kernel-push`")
     return 0

@@ -186,7 +186,8 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
     **{key: (_count, "a whole number >= 0") for key in (
         "run.workers", "model.whiten_dim", "train.checkpoint_every", "train.val_landmarks", "run.seed",
         "data.toy_seed", "infer.superglobal.k")},
-    **{key: (_positive, "a number > 0") for key in ("train.lr", "train.lr_decay", "model.gem_p", "infer.combine_p")},
+    **{key: (_positive, "a number > 0") for key in ("train.lr", "train.lr_decay", "model.gem_p", "infer.combine_p",
+                                                    "train.dist_timeout_min")},
     **{key: (_non_negative, "a number >= 0") for key in (
         "train.margin", "train.weight_decay", "train.grad_clip", "train.head_lr_mult", "train.whiten_lr_mult",
         "model.whiten_shrinkage", "infer.qe.alpha", "infer.dba.alpha", "infer.superglobal.beta")},
@@ -228,6 +229,7 @@ def save_config(cfg: dict, path: Path) -> None:
 # What may differ between a run's checkpoint and a command that resumes it; everything else in model, data,
 # train, competition and run.seed describes the checkpoint and must stay as it was.
 RESUMABLE_CHANGES = ("train.epochs", "train.eval_before", "train.tensorboard", "train.checkpoint_every",
+                     "train.dist_timeout_min",
                      "run.workers", "run.device", "run.dir", "run.name")
 
 
@@ -248,6 +250,8 @@ def resume_conflicts(saved: dict, new: dict) -> list[str]:
     conflicts = []
     for key in sorted(set(old) | set(now)):
         if key.split(".")[0] not in ("model", "data", "train", "competition", "run") or key in RESUMABLE_CHANGES:
+            continue
+        if key not in old:  # a key newer than the checkpoint: its default describes what the run did
             continue
         if old.get(key) != now.get(key):
             conflicts.append(f"{key}={old.get(key)!r} (now {now.get(key)!r})")

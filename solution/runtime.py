@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 
 import numpy as np
@@ -19,7 +20,13 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def resolve_device(name: str = "auto") -> torch.device:
+def resolve_device(name: str = "auto", local_rank: int | None = None) -> torch.device:
+    """The configured device; under torchrun (LOCAL_RANK set) ``auto`` and ``cuda`` mean this process's own
+    GPU, cuda:LOCAL_RANK, so that N processes do not all run on GPU 0."""
+    if local_rank is None and "LOCAL_RANK" in os.environ:
+        local_rank = int(os.environ["LOCAL_RANK"])
+    if name in ("auto", "cuda") and torch.cuda.is_available() and local_rank is not None:
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():

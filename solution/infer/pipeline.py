@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +19,18 @@ from .features import features, split_ids
 from .retrieve import needs_train, retrieve
 from .search import knn
 
+Describe = Callable[[list[Path], str], np.ndarray]
+
 
 def describe_split(net: RetrievalNet, comp: Competition, data_root: str | Path, split: str, infer_cfg: dict,
-                   device: torch.device, workers: int) -> tuple[np.ndarray, list[str]]:
+                   device: torch.device, workers: int, describe: Describe | None = None
+                   ) -> tuple[np.ndarray, list[str]]:
+    """A split's descriptors at a single scale, by ``describe(paths, desc)`` when given (e.g. sharded over
+    torchrun's ranks and gathered), else in this process."""
     ids = split_ids(comp, data_root, split)
     paths = [image_path(comp.data_dir(data_root), split, i) for i in ids]
+    if describe is not None:
+        return describe(paths, f"describe {split}"), ids
     descriptors, _ = extract_descriptors(net, paths, infer_cfg["image_size"], infer_cfg["batch_size"], device,
                                          workers, desc=f"describe {split}")
     return descriptors, ids
@@ -71,7 +79,12 @@ def solution_scores(comp: Competition, data_root: str | Path, rankings: dict[str
 
 
 def evaluate_net(net: RetrievalNet, comp: Competition, data_root: str | Path, infer_cfg: dict,
-                 device: torch.device, workers: int) -> dict[str, float]:
-    index, index_ids = describe_split(net, comp, data_root, "index", infer_cfg, device, workers)
-    test, test_ids = describe_split(net, comp, data_root, "test", infer_cfg, device, workers)
+                 device: torch.device, workers: int, describe: Describe | None = None,
+                 score: bool = True) -> dict[str, float]:
+    """mAP@k of ``net`` on the competition at a single scale. Every rank calls it with a sharded ``describe``;
+    only the one with ``score`` searches and scores."""
+    index, index_ids = describe_split(net, comp, data_root, "index", infer_cfg, device, workers, describe)
+    test, test_ids = describe_split(net, comp, data_root, "test", infer_cfg, device, workers, describe)
+    if not score:
+        return {}
     return solution_scores(comp, data_root, rank(test, test_ids, index, index_ids, comp.metric["k"]))

@@ -1,4 +1,5 @@
-"""Inner-product top-k with faiss: exact (flat) or IVF-PQ, on every GPU when present, queries in chunks.
+"""Inner-product top-k with faiss: exact (flat) or IVF-PQ, on every GPU when present (under torchrun on the
+process's own GPU), queries in chunks.
 
 Memory stays at index + one chunk of queries: the index holds the only copy of
 the database (``index_vectors`` views a flat index's storage without copying).
@@ -6,16 +7,23 @@ the database (``index_vectors`` views a flat index's storage without copying).
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
 
+@functools.cache
 def _faiss():
     import faiss  # noqa: PLC0415 - slow to import, and only search needs it
 
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if local_world > 1 and os.environ.get("OMP_NUM_THREADS") == "1":
+        # torchrun pins every process to one OpenMP thread; CPU search then crawls. Share the cores instead.
+        faiss.omp_set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
     return faiss
 
 
@@ -24,11 +32,34 @@ def gpu_count() -> int:
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
 
-def _to_gpus(index, shard: bool):
+@functools.cache
+def gpu_resources(gpu: int):
+    """One StandardGpuResources per GPU per process, reused by every search (each holds temporary memory)."""
+    return _faiss().StandardGpuResources()
+
+
+def search_gpus() -> list[int]:
+    """The GPUs a search may use: under torchrun only this process's own (LOCAL_RANK), else all of them."""
+    count = gpu_count()
+    if count == 0:
+        return []
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return [int(os.environ.get("LOCAL_RANK", "0")) % count]
+    return list(range(count))
+
+
+def _to_gpus(index, gpus: list[int], float16: bool):
+    """The index on ``gpus`` (sharded over several). ``float16``: IVF-PQ's lookup tables in float16, which
+    m=64 needs on GPUs with 48 KiB of shared memory per block (T4)."""
     faiss = _faiss()
+    if len(gpus) == 1:
+        options = faiss.GpuClonerOptions()
+        options.useFloat16 = float16
+        return faiss.index_cpu_to_gpu(gpu_resources(gpus[0]), gpus[0], index, options)
     options = faiss.GpuMultipleClonerOptions()
-    options.shard = shard  # shard: each GPU holds a slice of the database; else replicas
-    return faiss.index_cpu_to_all_gpus(index, co=options)
+    options.shard = True  # each GPU holds a slice of the database
+    options.useFloat16 = float16
+    return faiss.index_cpu_to_gpu_multiple_py([gpu_resources(g) for g in gpus], index, options, gpus)
 
 
 def build_index(database: np.ndarray, use_gpu: bool | None = None, kind: str = "flat", nlist: int = 1024,
@@ -47,8 +78,9 @@ def build_index(database: np.ndarray, use_gpu: bool | None = None, kind: str = "
         index.nprobe = nprobe
     else:
         raise ValueError(f"unknown index type '{kind}'; use flat or ivfpq")
-    if (use_gpu is None and gpu_count() > 0) or use_gpu:
-        index = _to_gpus(index, shard=True)
+    gpus = search_gpus() if use_gpu is not False else []
+    if gpus:
+        index = _to_gpus(index, gpus, float16=kind == "ivfpq")
     index.add(database)
     return index
 

@@ -107,8 +107,10 @@ def write_train_features(folder: Path, descriptors: np.ndarray, ids: list[str], 
 
 def build(out: str | Path, slug: str, checkpoint: str | Path, user: str, download_deps: bool = True,
           python_version: str = KAGGLE_PYTHON, platforms: list[str] | None = None,
-          faiss: tuple[str, ...] = ("gpu", "cpu"), train_features: dict | None = None) -> dict[str, Path]:
-    """Write the folders; ``train_features`` = {descriptors, ids, labels, tta} adds the third dataset."""
+          faiss: tuple[str, ...] = ("gpu", "cpu"), train_features: dict | None = None,
+          infer_cfg: dict | None = None) -> dict[str, Path]:
+    """Write the folders; ``train_features`` = {descriptors, ids, labels, tta} adds the third dataset;
+    ``infer_cfg`` (the command's ``infer`` settings) replaces the checkpoint's own in the kernel."""
     out = Path(out)
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
@@ -126,7 +128,10 @@ def build(out: str | Path, slug: str, checkpoint: str | Path, user: str, downloa
         _write_json(folders[name] / "dataset-metadata.json",
                     {"title": f"{slug} REMAP {name}", "id": ref, "licenses": [{"name": "apache-2.0"}]})
     shutil.copy2(checkpoint, folders["model"] / "checkpoint.pt")
-    _write_json(folders["model"] / MODEL_MARKER, {"checkpoint_sha256": checkpoint_sha, "competition": slug})
+    marker = {"checkpoint_sha256": checkpoint_sha, "competition": slug}
+    if infer_cfg is not None:
+        marker["infer"] = infer_cfg
+    _write_json(folders["model"] / MODEL_MARKER, marker)
     if train_features is not None:
         write_train_features(folders["train-features"], train_features["descriptors"], train_features["ids"],
                              train_features["labels"], train_features["tta"], checkpoint_sha)

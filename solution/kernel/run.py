@@ -124,7 +124,9 @@ def run(input_root: Path, working: Path, limit_s: float, full: bool = False, pub
     net, payload = load_checkpoint(models[0] / "checkpoint.pt")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # faiss also uses every GPU
     net.to(device).eval()
-    infer_cfg = copy.deepcopy(payload["config"]["infer"])
+    # The inference settings `make kernel` was run with (its config and overrides), else the checkpoint's.
+    marker = json.loads((models[0] / MODEL_MARKER).read_text())
+    infer_cfg = copy.deepcopy(marker.get("infer") or payload["config"]["infer"])
     test_ids, test_paths = list_images(data / "test")
     index_ids, index_paths = list_images(data / "index")
     if not test_paths or not index_paths:

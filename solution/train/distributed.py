@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -29,8 +30,9 @@ class Dist:
         return self.world > 1
 
 
-def init_distributed(device_name: str = "auto") -> Dist:
-    """Join the process group torchrun describes; a plain run is a world of one."""
+def init_distributed(device_name: str = "auto", timeout_min: float = 30.0) -> Dist:
+    """Join the process group torchrun describes; a plain run is a world of one. A collective that waits
+    longer than ``timeout_min`` (train.dist_timeout_min) fails instead of hanging."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
@@ -39,7 +41,7 @@ def init_distributed(device_name: str = "auto") -> Dist:
     if use_cuda:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(minutes=timeout_min))
     return Dist(rank, world, local_rank)
 
 

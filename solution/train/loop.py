@@ -83,11 +83,21 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: dict) -> torch.optim.l
     return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg["lr_decay"])
 
 
-def amp_dtype(device: torch.device, mode: str) -> torch.dtype | None:
-    """bf16 where the GPU supports it, else fp16 (with a grad scaler); None (off) on CPU or ``amp=off``."""
+def amp_dtype(device: torch.device, mode: str, capability: tuple[int, int] | None = None) -> torch.dtype | None:
+    """bf16 on GPUs that compute in it natively (compute capability 8.0+: A100, L4, H100), fp16 with a gradient
+    scaler below (T4 7.5, V100 7.0, P100 6.0: ``is_bf16_supported`` counts their slow emulation too);
+    None (off) on CPU or with ``amp=off``."""
     if device.type != "cuda" or mode == "off":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    major, _ = capability or torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
+def restore_scaler(scaler: torch.amp.GradScaler, saved: dict | None) -> None:
+    """Load a saved scaler state where there is one to load: a run saved with the scaler off (bf16 or CPU) and
+    resumed on an fp16 GPU starts a fresh scaler instead of failing on the empty state."""
+    if saved and scaler.is_enabled():
+        scaler.load_state_dict(saved)
 
 
 def write_metrics_row(path: Path, row: dict) -> None:
@@ -112,7 +122,7 @@ class Trainer:
         self.cfg, self.tcfg = cfg, cfg["train"]
         self.out = run_dir(cfg)
         self.checkpoint_path = self.out / "checkpoint.pt"
-        self.info: Dist = init_distributed(cfg["run"]["device"])
+        self.info: Dist = init_distributed(cfg["run"]["device"], cfg["train"]["dist_timeout_min"])
         device = resolve_device(cfg["run"]["device"])
         if device.type == "cuda" and self.info.active:
             device = torch.device("cuda", self.info.local_rank)
@@ -125,11 +135,15 @@ class Trainer:
 
     # ----------------------------------------------------------------- helpers
 
-    def describe(self, net: RetrievalNet, paths: list[Path], desc: str) -> np.ndarray:
+    def describe(self, net: RetrievalNet, paths: list[Path], desc: str, image_size: int | None = None,
+                 batch_size: int = 32) -> np.ndarray:
         """Descriptors of ``paths`` with each rank doing every world-th image, gathered on all ranks."""
         mine = paths[self.info.rank::self.info.world]
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-            part, _ = extract_descriptors(net, mine, self.tcfg["image_size"], 32, self.device, self.workers, desc=desc)
+            part, _ = extract_descriptors(net, mine, image_size or self.tcfg["image_size"], batch_size, self.device,
+                                          self.workers, desc=desc)
+        if self.info.active:
+            log.info("%s: rank %d described %d of %d images", desc, self.info.rank, len(mine), len(paths))
         parts = all_gather_objects(self.info, part)
         out = np.zeros((len(paths), parts[0].shape[1]), np.float32)
         for rank, chunk in enumerate(parts):
@@ -149,10 +163,16 @@ class Trainer:
         return map_at_k(predictions, solution)
 
     def test_map(self, net: RetrievalNet) -> float | None:
-        if not self.info.main:
-            return None
-        return evaluate_net(net, self.comp, self.cfg["data"]["root"], self.cfg["infer"], self.device,
-                            self.workers).get("all")
+        """Test mAP@100, described by every rank (a share each, gathered), scored on rank 0: with rank 0 alone
+        describing GLDv2's 880k images the others would wait past any collective timeout."""
+        infer = self.cfg["infer"]
+
+        def describe(paths, desc):
+            return self.describe(net, paths, desc, infer["image_size"], infer["batch_size"])
+
+        scores = evaluate_net(net, self.comp, self.cfg["data"]["root"], infer, self.device, self.workers,
+                              describe, score=self.info.main)
+        return scores.get("all") if self.info.main else None
 
     def save(self, net, optimizer, scheduler, scaler, epoch: int, step: int, summary: dict,
              plan: EpochPlan | None = None, steps: list[dict] | None = None) -> None:
@@ -232,7 +252,7 @@ class Trainer:
         if "optimizer" in state:  # a checkpoint from `kl` alone has weights but no training state yet
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state.get("scaler", {}))
+            restore_scaler(scaler, state.get("scaler"))
             torch.set_rng_state(state["torch_rng"])
         summary = dict(state.get("summary", {}))
         if tcfg["eval_before"] and "map_before" not in summary:

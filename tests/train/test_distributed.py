@@ -33,6 +33,9 @@ def test_two_ranks_train_in_step_and_only_rank0_writes(tiny_root, tmp_path):
     outputs = [p.communicate(timeout=400) for p in processes]
     for p, (_, err) in zip(processes, outputs):
         assert p.returncode == 0, err[-2000:]
+    # the test set is described by both ranks (a share each), not by rank 0 while rank 1 waits
+    for rank, (_, err) in enumerate(outputs):
+        assert re.search(rf"describe test: rank {rank} described \d+ of \d+ images", err), err[-2000:]
     checksums = [re.search(r"rank (\d) final weights checksum (\S+)", err) for _, err in outputs]
     assert [int(m.group(1)) for m in checksums] == [0, 1]
     assert float(checksums[0].group(2)) == float(checksums[1].group(2))
