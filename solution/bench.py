@@ -4,6 +4,9 @@
 (same tapped layers, same input), for REMAP, R-MAC and GeM. Timings alternate
 between variants and take the median, so drift in machine load hits all alike.
 
+``decode``: images/s per CPU core of the extraction data path on generated 0.5-megapixel JPEGs: on Kaggle's
+4 vCPUs this, not the GPU, can bound extraction, and the kernel's time plan measures the same path.
+
 ``train``: images/s of the real training loop (JPEG decoding, augmentation,
 DataLoader workers, aspect buckets, the optimisation step) divided by bare
 forward+backward+step on the same batches already in memory; and the share of
@@ -23,6 +26,7 @@ import torch
 
 from .atomic import atomic_path
 from .model.net import build_net
+from .runtime import data_workers
 
 HEAD_LAYERS = {"remap": [-2, -1], "rmac": [-2, -1], "gem": [-1]}
 
@@ -37,9 +41,49 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def current_rss_mb() -> float:
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return peak_rss_mb()
+
+
+class SectionMemory:
+    """The peak resident memory of one section (sampled every 20 ms: the process-wide ``ru_maxrss`` would
+    carry an earlier section's peak) and, on a GPU, its peak allocated CUDA memory."""
+
+    def __init__(self, interval_s: float = 0.02):
+        self.interval_s, self.peak_mb, self.cuda_peak_mb = interval_s, 0.0, None
+
+    def __enter__(self) -> SectionMemory:
+        import threading
+
+        self.peak_mb = current_rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.peak_mb = max(self.peak_mb, current_rss_mb())
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, current_rss_mb())
+        if torch.cuda.is_available():
+            self.cuda_peak_mb = torch.cuda.max_memory_allocated() / 2**20
+
+
 @torch.no_grad()
-def bench_model(backbones: list[str], height: int = 384, width: int = 512, batch: int = 2,
-                repeats: int = 5) -> list[dict]:
+def bench_model(backbones: list[str], height: int = 384, width: int = 512, batch: int = 4,
+                repeats: int = 15) -> list[dict]:
+    """Each repeat times every variant once, in turn, and forms its ratio to the bare backbone of the same
+    repeat; the median of those paired ratios is reported with its spread (10th-90th percentile)."""
     rows = []
     for backbone in backbones:
         pretrained = "package" if backbone == "tf_efficientnet_lite0" else "none"
@@ -58,22 +102,89 @@ def bench_model(backbones: list[str], height: int = 384, width: int = 512, batch
                 times[name].append(_time(fn, x))
         bare = statistics.median(times["backbone"])
         for head in HEAD_LAYERS:
+            ratios = sorted(h / b for h, b in zip(times[head], times["backbone"]))
+            low, high = ratios[int(0.1 * (len(ratios) - 1))], ratios[int(round(0.9 * (len(ratios) - 1)))]
             median = statistics.median(times[head])
             rows.append({"backbone": backbone, "head": head, "input": f"{batch}x3x{height}x{width}",
                          "backbone_s": round(bare, 4), "with_head_s": round(median, 4),
-                         "ratio": round(median / bare, 3), "img_per_s": round(batch / median, 2)})
+                         "ratio": round(statistics.median(ratios), 3), "ratio_p10_p90": f"{low:.3f}-{high:.3f}",
+                         "repeats": repeats, "img_per_s": round(batch / median, 2)})
     return rows
 
 
-def write_results(section: str, rows: list[dict], out_dir: str | Path = "runs/bench") -> Path:
+def _photo_like(rng, width: int, height: int):
+    """An RGB image that compresses like a photograph: smooth shapes, edges and sensor-like noise."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFilter
+
+    image = Image.new("RGB", (width, height), tuple(int(v) for v in rng.integers(0, 255, 3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(40):
+        x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
+        box = [x0, y0, x0 + int(rng.integers(20, width // 2)), y0 + int(rng.integers(20, height // 2))]
+        draw.rectangle(box, fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+    image = image.filter(ImageFilter.GaussianBlur(2))
+    noise = rng.normal(0, 12, (height, width, 3))
+    return Image.fromarray(np.clip(np.asarray(image, np.float32) + noise, 0, 255).astype(np.uint8))
+
+
+def bench_decode(images: int = 200, longest: int = 512, folder: str | Path = "runs/bench/decode") -> list[dict]:
+    """Images per second per CPU core of the real extraction data path (open, EXIF, decode, RGB, resize to the
+    bucket, tensor) on JPEGs of GLDv2's size (about 0.5 megapixel, about 120 KB), in one process; and with a
+    DataLoader over every core."""
+    import numpy as np
+    from torch.utils.data import DataLoader
+
+    from .data.datasets import EvalDataset, bucket_batches, collate_eval
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(images):
+        path = folder / f"{i:05d}.jpg"
+        if not path.is_file():
+            width, height = (816, 612) if i % 3 else (612, 816)  # 0.5 megapixel, landscape and portrait
+            _photo_like(rng, width, height).save(path, "JPEG", quality=90)
+        paths.append(path)
+    sizes_kb = [p.stat().st_size / 1024 for p in paths]
+    started = time.perf_counter()
+    dataset = EvalDataset(paths, longest)
+    header_s = time.perf_counter() - started
+    started = time.perf_counter()
+    for i in range(len(dataset)):
+        dataset[i]
+    one_core = len(dataset) / (time.perf_counter() - started)
+    cores = os.cpu_count() or 1
+    loader = DataLoader(dataset, batch_sampler=bucket_batches(dataset.sizes, 32), num_workers=cores,
+                        collate_fn=collate_eval)
+    started = time.perf_counter()
+    for _ in loader:
+        pass
+    all_cores = len(dataset) / (time.perf_counter() - started)
+    return [{"images": images, "megapixels": round(816 * 612 / 1e6, 2), "mean_kb": round(float(np.mean(sizes_kb)), 1),
+             "longest": longest, "header_ms_per_img": round(1000 * header_s / images, 3),
+             "img_s_one_core": round(one_core, 1), "workers": cores, "img_s_all_workers": round(all_cores, 1),
+             "img_s_per_core": round(all_cores / cores, 1), "peak_rss_mb": round(peak_rss_mb(), 0)}]
+
+
+def write_results(section: str, rows: list[dict], out_dir: str | Path = "runs/bench",
+                  memory: SectionMemory | None = None, device: str = "cpu") -> Path:
     out = Path(out_dir) / f"{section}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"section": section, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-               "device": "cuda" if torch.cuda.is_available() else "cpu", "peak_rss_mb": round(peak_rss_mb(), 1),
+               "device": device, "section_peak_rss_mb": round(memory.peak_mb, 1) if memory else None,
+               "section_peak_cuda_mb": round(memory.cuda_peak_mb, 1) if memory and memory.cuda_peak_mb else None,
                "rows": rows}
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(payload, indent=2))
     return out
+
+
+def faiss_gpus() -> int:
+    from .infer.search import gpu_count
+
+    return gpu_count()
 
 
 def format_table(rows: list[dict]) -> str:
@@ -127,7 +238,8 @@ def bench_train(cfg: dict, steps: int = 12) -> list[dict]:
     epoch_images = len(plan.tuples) * (2 + tcfg["neg_num"])
     train_s = epoch_images / real
     mine_s = plan.stats["mine_s"]
-    return [{"model": f"{cfg['model']['backbone']}+{cfg['model']['head']}", "size": tcfg["image_size"],
+    return [{"device": str(trainer.device), "model": f"{cfg['model']['backbone']}+{cfg['model']['head']}",
+             "size": tcfg["image_size"],
              "images": images, "loop_img_s": round(real, 2), "bare_img_s": round(bare, 2),
              "loop_vs_bare": round(real / bare, 3), "epoch_tuples": len(plan.tuples), "mine_s": round(mine_s, 2),
              "train_s": round(train_s, 1), "mining_share": round(mine_s / (mine_s + train_s), 3),
@@ -190,7 +302,7 @@ def bench_extract(cfg: dict, images: int = 160) -> list[dict]:
         (root / comp.data["dir"] / comp.data["index_csv"]).write_text("id\n" + "\n".join(ids) + "\n")
         started = time.perf_counter()
         extract_split(net, comp, root, "index", Path(tmp) / "features", infer_cfg, torch.device("cpu"),
-                      cfg["run"]["workers"])
+                      data_workers(cfg["run"]["workers"]))
         real = len(ids) / (time.perf_counter() - started)
     dataset = EvalDataset(paths, infer_cfg["image_size"])
     batches = [collate_eval([dataset[i] for i in b])[0]

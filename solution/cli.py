@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from .config import ConfigError, load_config, run_dir
+from .runtime import data_workers
 
 log = logging.getLogger("solution")
 
@@ -54,7 +55,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         return 0
     size = args.size or cfg["data"]["toy_size"]
     started = time.perf_counter()
-    toy.generate(target, size=size, seed=cfg["data"]["toy_seed"], workers=cfg["run"]["workers"])
+    toy.generate(target, size=size, seed=cfg["data"]["toy_seed"], workers=data_workers(cfg["run"]["workers"]))
     sheet = data_contact_sheet(target, target / "contact_sheet.png")
     print(f"data: wrote the {size} toy competition to {target} in {time.perf_counter() - started:.1f}s "
           f"(contact sheet {sheet})")
@@ -109,24 +110,31 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from .competition import load_competition
     from .infer.features import extract_split, merge_split, split_ids
     from .infer.pipeline import run_net
+    from .train.distributed import Dist, barrier, init_distributed, shutdown
 
     cfg = _config(args)
+    info = Dist()
     if args.shard:
         index, count = _shard(args.shard)
-    else:  # under torchrun, each rank takes its share of the shards
-        index, count = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    else:  # under torchrun every rank takes its share of the shards; rank 0 merges once all are written
+        info = init_distributed(cfg["run"]["device"], cfg["train"]["dist_timeout_min"])
+        index, count = info.rank, info.world
     comp = load_competition(cfg["competition"])
     run = run_dir(cfg)
     net, device = run_net(cfg)
-    for split in args.split or ["index", "test"]:
-        folder = extract_split(net, comp, cfg["data"]["root"], split, run / "features", cfg["infer"], device,
-                               cfg["run"]["workers"], (index, count))
-        if count == 1 or args.merge:
-            descriptors, ids, bad = merge_split(folder, split_ids(comp, cfg["data"]["root"], split))
-            print(f"extract: {split}: {descriptors.shape[0]} x {descriptors.shape[1]} descriptors, {len(bad)} "
-                  f"unreadable; wrote {folder.parent / split}.npy")
-        else:
-            print(f"extract: {split}: shard {index}/{count} done in {folder}; merge with --merge once all are")
+    try:
+        for split in args.split or ["index", "test"]:
+            folder = extract_split(net, comp, cfg["data"]["root"], split, run / "features", cfg["infer"], device,
+                                   data_workers(cfg["run"]["workers"]), (index, count))
+            barrier(info)
+            if info.main and (count == 1 or args.merge or info.active):
+                descriptors, ids, bad = merge_split(folder, split_ids(comp, cfg["data"]["root"], split))
+                print(f"extract: {split}: {descriptors.shape[0]} x {descriptors.shape[1]} descriptors, {len(bad)} "
+                      f"unreadable; wrote {folder.parent / split}.npy")
+            elif not info.active:
+                print(f"extract: {split}: shard {index}/{count} done in {folder}; merge with --merge once all are")
+    finally:
+        shutdown(info)
     return 0
 
 
@@ -142,7 +150,7 @@ def cmd_evaluate_revisitop(args: argparse.Namespace) -> int:
     if not (folder / f"gnd_{args.dataset}.pkl").is_file():
         raise FileNotFoundError(f"{folder}/gnd_{args.dataset}.pkl does not exist; add --download")
     net, device = run_net(cfg, args.checkpoint)
-    results = evaluate_revisitop(net, folder, cfg["infer"], device, cfg["run"]["workers"])
+    results = evaluate_revisitop(net, folder, cfg["infer"], device, data_workers(cfg["run"]["workers"]))
     for label, scores in results.items():
         print(f"{args.dataset} {label}: mAP E {scores['easy']:.2f}  M {scores['medium']:.2f}  H {scores['hard']:.2f}")
     return 0
@@ -180,7 +188,7 @@ def _train_features(cfg: dict, checkpoint: Path) -> dict:
     comp = load_competition(cfg["competition"])
     root = cfg["data"]["root"]
     descriptors, ids = features(net, comp, root, "train", run_dir(cfg) / "features", cfg["infer"], device,
-                                cfg["run"]["workers"])
+                                data_workers(cfg["run"]["workers"]))
     clean = comp.csv_path(root, "train_clean_csv")
     table = read_train_clean(clean) if clean.is_file() else read_train(comp.csv_path(root, "train_csv"))
     labels = table.drop_duplicates("id").set_index("id")["landmark_id"].loc[ids].to_numpy()
@@ -298,8 +306,9 @@ def cmd_kl(args: argparse.Namespace) -> int:
     comp = load_competition(cfg["competition"])
     train_set = load_train_set(comp, cfg["data"]["root"], cfg["data"]["train_list"])
     started = time.perf_counter()
-    fit_region_weights(net, train_set.paths, train_set.labels, cfg["model"]["kl"], device, cfg["run"]["workers"],
-                       np.random.default_rng([cfg["run"]["seed"], 7]), out / "plots")
+    fit_region_weights(net, train_set.paths, train_set.labels, cfg["model"]["kl"], device,
+                       data_workers(cfg["run"]["workers"]), np.random.default_rng([cfg["run"]["seed"], 7]),
+                       out / "plots")
     save_checkpoint(checkpoint, net, **{k: v for k, v in state.items() if k not in ("meta", "state_dict")})
     print(f"kl: region weights estimated in {time.perf_counter() - started:.0f}s; wrote {checkpoint}, "
           f"{out / 'plots' / 'kl_heatmap.png'} and {out / 'plots' / 'kl_regions.png'}")
@@ -396,15 +405,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "search": lambda: bench.bench_search(args.index_size, args.queries),
         "extract": lambda: bench.bench_extract(load_config(args.config, args.set), args.images),
         "scale": lambda: bench.bench_scale(args.scale_index, args.scale_queries),
+        "decode": lambda: bench.bench_decode(args.decode_images),
     }
     # `scale` takes many minutes and gigabytes: only when named.
     for section in args.sections or [s for s in runners if s != "scale"]:
         if section not in runners:
             raise ConfigError(f"unknown bench section '{section}'; available: {', '.join(runners)}")
-        rows = runners[section]()
-        out = bench.write_results(section, rows, args.out)
+        with bench.SectionMemory() as memory:
+            rows = runners[section]()
+        # the section's own report where it has one (train: the trainer's device); search runs where faiss does
+        device = rows[0].get("device") if rows else None
+        device = device or ("cuda" if section in ("search", "scale") and bench.faiss_gpus() else "cpu")
+        out = bench.write_results(section, rows, args.out, memory, device)
         print(bench.format_table(rows))
-        print(f"bench {section}: peak RSS {bench.peak_rss_mb():.0f} MB; wrote {out}")
+        cuda = f", peak CUDA {memory.cuda_peak_mb:.0f} MB" if memory.cuda_peak_mb else ""
+        print(f"bench {section} on {device}: section peak RSS {memory.peak_mb:.0f} MB{cuda}; wrote {out}")
     return 0
 
 
@@ -530,7 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("bench", help="measured ratios: heads vs bare backbone, training loop vs bare steps")
-    p.add_argument("sections", nargs="*", help="model, train, search, extract; scale (only when named)")
+    p.add_argument("sections", nargs="*", help="model, train, search, extract, decode; scale (only when named)")
     p.add_argument("--index-size", type=int, default=50_000, help="synthetic index rows (search section)")
     p.add_argument("--queries", type=int, default=5_000, help="synthetic queries (search section)")
     p.add_argument("--config", default="toy", help="experiment YAML for the train section")
@@ -542,8 +557,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbones", nargs="+", default=["tf_efficientnet_lite0", "resnet50"])
     p.add_argument("--height", type=int, default=384)
     p.add_argument("--width", type=int, default=512)
-    p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=15, help="interleaved repeats (model section)")
+    p.add_argument("--decode-images", type=int, default=200, help="generated JPEGs (decode section)")
     p.add_argument("--out", default="runs/bench")
     p.set_defaults(func=cmd_bench)
 

@@ -184,7 +184,7 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
         "model.kl.pairs", "model.kl.bins", "model.kl.image_size", "model.regions.levels", "train.epochs",
         "infer.qe.n", "infer.dba.k", "infer.superglobal.m", "infer.label_rerank.k")},
     **{key: (_count, "a whole number >= 0") for key in (
-        "run.workers", "model.whiten_dim", "train.checkpoint_every", "train.val_landmarks", "run.seed",
+        "model.whiten_dim", "train.checkpoint_every", "train.val_landmarks", "run.seed",
         "data.toy_seed", "infer.superglobal.k")},
     **{key: (_positive, "a number > 0") for key in ("train.lr", "train.lr_decay", "model.gem_p", "infer.combine_p",
                                                     "train.dist_timeout_min")},
@@ -193,6 +193,7 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
         "model.whiten_shrinkage", "infer.qe.alpha", "infer.dba.alpha", "infer.superglobal.beta")},
     "run.device": (lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,
                    "auto, cpu, cuda or cuda:N"),
+    "run.workers": (lambda v: v is None or _count(v), "null (one per core, shared by the GPUs) or a whole number >= 0"),
     "train.schedule": (_one_of("exponential", "cosine"), "exponential or cosine"),
     "train.negatives": (_one_of("hard", "random"), "hard or random"),
     "train.amp": (_one_of("auto", "off"), "auto or off"),

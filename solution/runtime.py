@@ -40,6 +40,16 @@ def resolve_device(name: str = "auto", local_rank: int | None = None) -> torch.d
     return device
 
 
+def data_workers(configured: int | None) -> int:
+    """``run.workers``, or when null the CPU cores shared by the GPUs of this node (one process each under
+    torchrun), e.g. 4 on a Kaggle notebook with one GPU, 2 each with two."""
+    if configured is not None:
+        return configured
+    gpus = int(os.environ.get("LOCAL_WORLD_SIZE", "0")) or (torch.cuda.device_count() if torch.cuda.is_available()
+                                                           else 1)
+    return max(1, (os.cpu_count() or 1) // max(1, gpus))
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

@@ -131,7 +131,7 @@ def tuple_preview(dataset, count: int, out: str | Path) -> Path:
     draw = ImageDraw.Draw(sheet)
     for r, images in enumerate(rows):
         for c, tensor in enumerate(images):
-            image = Image.fromarray((tensor.permute(1, 2, 0).numpy() * 255).clip(0, 255).astype(np.uint8))
+            image = Image.fromarray(tensor.permute(1, 2, 0).numpy().astype(np.uint8))
             image.thumbnail((cell, cell))
             sheet.paste(image, (c * (cell + 4), r * (cell + 4)))
             draw.text((c * (cell + 4) + 3, r * (cell + 4) + 2), ("query", "positive")[c] if c < 2 else f"neg {c - 1}",

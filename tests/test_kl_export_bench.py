@@ -44,12 +44,25 @@ def test_kl_refuses_heads_without_weights(tmp_path, monkeypatch, capsys):
 
 def test_bench_model_writes_ratios(tmp_path, capsys):
     args = ["bench", "model", "--backbones", "tf_efficientnet_lite0", "--height", "64", "--width", "64",
-            "--batch", "1", "--repeats", "1", "--out", str(tmp_path)]
+            "--batch", "1", "--repeats", "3", "--out", str(tmp_path)]
     assert main(args) == 0
     payload = json.loads((tmp_path / "model.json").read_text())
     assert [row["head"] for row in payload["rows"]] == ["remap", "rmac", "gem"]
-    assert all(row["ratio"] > 0 for row in payload["rows"]) and payload["peak_rss_mb"] > 0
+    assert all(row["ratio"] > 0 for row in payload["rows"]) and payload["section_peak_rss_mb"] > 0
+    for row in payload["rows"]:
+        low, high = (float(v) for v in row["ratio_p10_p90"].split("-"))
+        assert low <= row["ratio"] <= high and row["repeats"] == 3
+    assert payload["device"] == "cpu"
     assert "| backbone | head |" in capsys.readouterr().out
+
+
+def test_bench_decode_times_the_real_data_path_on_photo_sized_jpegs(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "decode", "--decode-images", "6", "--out", str(tmp_path)]) == 0
+    row = json.loads((tmp_path / "decode.json").read_text())["rows"][0]
+    assert row["img_s_one_core"] > 0 and row["img_s_per_core"] > 0 and row["megapixels"] == 0.5
+    assert 40 < row["mean_kb"] < 400  # photo-like compression, not a flat colour or pure noise
+    assert "section peak RSS" in capsys.readouterr().out
 
 
 def test_bench_search_small(tmp_path, capsys):

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..data.datasets import EvalDataset, bucket_batches, collate_eval
+from ..data.datasets import EvalDataset, bucket_batches, collate_eval, worker_init
 from ..model.net import RetrievalNet
 
 log = logging.getLogger(__name__)
@@ -27,8 +27,9 @@ def extract_descriptors(net: RetrievalNet, paths: list[Path], image_size: int, b
     pooled descriptor before whitening, or flattened region vectors.
     """
     dataset = EvalDataset(paths, image_size)
+    device = torch.device(device)
     loader = DataLoader(dataset, batch_sampler=bucket_batches(dataset.sizes, batch_size), num_workers=workers,
-                        collate_fn=collate_eval, persistent_workers=False)
+                        collate_fn=collate_eval, pin_memory=device.type == "cuda", worker_init_fn=worker_init)
     forward = forward or net
     was_training = net.training
     net.eval()

@@ -12,8 +12,8 @@ from ..competition import Competition
 from ..config import run_dir
 from ..data.gldv2 import image_path, read_solution, read_train_clean
 from ..metrics import score_submission
-from ..model.net import RetrievalNet, load_checkpoint
-from ..runtime import resolve_device
+from ..model.net import RetrievalNet, load_checkpoint, place
+from ..runtime import data_workers, resolve_device
 from .extract import extract_descriptors
 from .features import features, split_ids
 from .retrieve import needs_train, retrieve
@@ -51,14 +51,14 @@ def run_net(cfg: dict, checkpoint: str | Path | None = None) -> tuple[RetrievalN
     """The run's trained net (or ``checkpoint``), on the configured device, in eval mode."""
     device = resolve_device(cfg["run"]["device"])
     net, _ = load_checkpoint(checkpoint or run_dir(cfg) / "checkpoint.pt")
-    return net.to(device).eval(), device
+    return place(net, device).eval(), device
 
 
 def search_competition(net: RetrievalNet, comp: Competition, cfg: dict, infer_cfg: dict,
                        device: torch.device) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
     """Describe test and index as ``infer_cfg`` says (train too, with labels, when label re-ranking is on),
     search and post-process. Returns (neighbours, scores, test ids, index ids)."""
-    data_root, out_root, workers = cfg["data"]["root"], run_dir(cfg) / "features", cfg["run"]["workers"]
+    data_root, out_root, workers = cfg["data"]["root"], run_dir(cfg) / "features", data_workers(cfg["run"]["workers"])
     index, index_ids = features(net, comp, data_root, "index", out_root, infer_cfg, device, workers)
     test, test_ids = features(net, comp, data_root, "test", out_root, infer_cfg, device, workers)
     train = train_labels = None

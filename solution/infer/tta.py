@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..model.functional import l2n
+from ..model.net import as_float_images
 
 
 def parse_scales(values: list) -> list[float]:
@@ -43,6 +44,7 @@ class MultiScale(torch.nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         views = []
+        images = as_float_images(images)  # resizing needs floats
         height, width = images.shape[-2:]
         for scale in self.scales:
             x = images if scale == 1 else F.interpolate(

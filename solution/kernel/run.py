@@ -29,7 +29,7 @@ from ..infer.pipeline import id_rankings
 from ..infer.retrieve import retrieve
 from ..infer.search import knn
 from ..infer.submission import validate_submission, write_submission
-from ..model.net import load_checkpoint
+from ..model.net import load_checkpoint, place
 from .entry import MODEL_MARKER, TRAIN_MARKER, KernelError, find_competition, find_models, find_train_features
 from .plan import choose_tta, compared_pairs, time_search_unit
 
@@ -123,7 +123,7 @@ def run(input_root: Path, working: Path, limit_s: float, full: bool = False, pub
         log.warning("%d model datasets attached; using %s", len(models), models[0])
     net, payload = load_checkpoint(models[0] / "checkpoint.pt")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # faiss also uses every GPU
-    net.to(device).eval()
+    net = place(net, device).eval()
     # The inference settings `make kernel` was run with (its config and overrides), else the checkpoint's.
     marker = json.loads((models[0] / MODEL_MARKER).read_text())
     infer_cfg = copy.deepcopy(marker.get("infer") or payload["config"]["infer"])

@@ -36,6 +36,10 @@ class RetrievalNet(nn.Module):
         return self.meta["dim"]
 
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """``images``: N x 3 x H x W, uint8 (as the data loaders send them) or float in [0, 1]."""
+        images = as_float_images(images)
+        if images.is_cuda:  # NHWC: the layout tensor cores convolve fastest
+            images = images.contiguous(memory_format=torch.channels_last)
         return self.backbone((images - self.mean) / self.std)
 
     def pooled(self, images: torch.Tensor) -> torch.Tensor:
@@ -81,6 +85,17 @@ def build_net(model_cfg: dict, pretrained: str | None = None) -> RetrievalNet:
     if hasattr(head, "regions"):
         meta["regions"] = head.regions.tolist()
     return RetrievalNet(backbone, head, meta, whiten)
+
+
+def as_float_images(images: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float in [0, 1] on their own device; float input passes unchanged."""
+    return images.float().div_(255.0) if images.dtype == torch.uint8 else images
+
+
+def place(net: RetrievalNet, device: torch.device) -> RetrievalNet:
+    """``net`` on ``device``; channels-last on GPUs, to match the inputs ``features`` lays out that way."""
+    net = net.to(device)
+    return net.to(memory_format=torch.channels_last) if device.type == "cuda" else net
 
 
 def save_checkpoint(path: str | Path, net: RetrievalNet, **extra) -> Path:

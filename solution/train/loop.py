@@ -25,12 +25,12 @@ from tqdm.auto import tqdm
 from ..atomic import atomic_path
 from ..competition import load_competition
 from ..config import ConfigError, resume_conflicts, run_dir, save_config
-from ..data.datasets import TupleDataset, collate_tuples
+from ..data.datasets import TupleDataset, collate_tuples, worker_init
 from ..infer.extract import extract_descriptors
 from ..infer.pipeline import evaluate_net
 from ..metrics import map_at_k
-from ..model.net import RetrievalNet, build_net, load_checkpoint, save_checkpoint
-from ..runtime import resolve_device, seed_everything
+from ..model.net import RetrievalNet, build_net, load_checkpoint, place, save_checkpoint
+from ..runtime import data_workers, resolve_device, seed_everything
 from ..viz import training_curves, tuple_preview
 from .distributed import Dist, all_gather_objects, barrier, broadcast_object, init_distributed, shutdown
 from .initialise import initialise
@@ -127,7 +127,7 @@ class Trainer:
         if device.type == "cuda" and self.info.active:
             device = torch.device("cuda", self.info.local_rank)
         self.device = device
-        self.workers = cfg["run"]["workers"]
+        self.workers = data_workers(cfg["run"]["workers"])
         self.seed = cfg["run"]["seed"]
         self.amp = amp_dtype(self.device, self.tcfg["amp"])
         self.comp = load_competition(cfg["competition"])
@@ -153,8 +153,9 @@ class Trainer:
     def validate(self, net: RetrievalNet, val: ValSet | None) -> float | None:
         if val is None or not self.info.main:
             return None
-        desc, _ = extract_descriptors(net, val.paths, self.cfg["infer"]["image_size"], 32, self.device,
-                                      self.workers, desc="validate")
+        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+            desc, _ = extract_descriptors(net, val.paths, self.cfg["infer"]["image_size"], 32, self.device,
+                                          self.workers, desc="validate")
         scores = desc[val.queries] @ desc[val.index].T
         order = np.argsort(-scores, axis=1)[:, :100]
         predictions = {str(q): [str(val.index[j]) for j in row] for q, row in zip(val.queries, order)}
@@ -236,7 +237,7 @@ class Trainer:
             net = build_net(cfg["model"])
         if self.info.main:  # only now: a refused or finished run keeps the config.yaml of its checkpoint
             save_config(cfg, self.out / "config.yaml")
-        net.to(self.device)
+        net = place(net, self.device)
         full = load_train_set(self.comp, cfg["data"]["root"], cfg["data"]["train_list"])
         train_set, val = split_validation(full, tcfg["val_landmarks"], self.seed)
         shapes = image_shapes(train_set.paths, tcfg["image_size"], tcfg["aspect_buckets"])
@@ -288,7 +289,8 @@ class Trainer:
             tuple_preview(dataset, min(4, len(dataset)), self.out / "plots" / "augmented_batch.png")
         batches = epoch_batches(plan, tcfg["batch_tuples"], info.world, self.seed, epoch)
         mine = [b[info.rank::info.world] for b in batches[start_step:]]
-        loader = DataLoader(dataset, batch_sampler=mine, num_workers=self.workers, collate_fn=collate_tuples)
+        loader = DataLoader(dataset, batch_sampler=mine, num_workers=self.workers, collate_fn=collate_tuples,
+                            pin_memory=self.device.type == "cuda", worker_init_fn=worker_init)
         net.train()
         if tcfg["freeze_bn"]:
             freeze_batchnorm(net.backbone)

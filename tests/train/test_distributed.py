@@ -45,3 +45,40 @@ def test_two_ranks_train_in_step_and_only_rank0_writes(tiny_root, tmp_path):
     assert (run / "checkpoint.pt").is_file() and (run / "config.yaml").is_file()
     losses = [float(r["loss"]) for r in csv.DictReader(open(run / "metrics.csv"))]
     assert len(losses) == 3 and losses[-1] < losses[0]
+
+
+def test_two_ranks_share_extraction_and_rank0_merges(tiny_root, tmp_path):
+    """`torchrun -m solution extract`: each rank describes its shards on its own device; rank 0 merges them,
+    equal to one process describing everything."""
+    common = ["--config", "toy-tiny", f"data.root={tiny_root}", "run.workers=0", "run.device=cpu",
+              "infer.shard_size=5", "--split", "test"]
+    single = tmp_path / "single"
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    for runs in (single, tmp_path / "ddp"):
+        subprocess.run([sys.executable, "-m", "solution", "train", *common[:5], f"run.dir={runs}", "train.epochs=1",
+                        "train.tuples_per_epoch=4", "train.batch_tuples=2", "train.val_landmarks=0",
+                        "train.eval_before=false"], cwd=REPO, env=env, check=True, capture_output=True)
+    # the same weights in both run folders, so the two extractions must agree
+    (tmp_path / "ddp/toy-tiny/checkpoint.pt").write_bytes((single / "toy-tiny/checkpoint.pt").read_bytes())
+    subprocess.run([sys.executable, "-m", "solution", "extract", *common, f"run.dir={single}"], cwd=REPO, env=env,
+                   check=True, capture_output=True)
+    port = _free_port()
+    processes = []
+    for rank in range(2):
+        rank_env = {**env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2",
+                    "RANK": str(rank), "LOCAL_RANK": str(rank), "OMP_NUM_THREADS": "1"}
+        processes.append(subprocess.Popen([sys.executable, "-m", "solution", "extract", *common,
+                                           f"run.dir={tmp_path / 'ddp'}"], cwd=REPO, env=rank_env,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [p.communicate(timeout=300) for p in processes]
+    for p, (_, err) in zip(processes, outputs):
+        assert p.returncode == 0, err[-2000:]
+    assert "wrote" in outputs[0][0] and "wrote" not in outputs[1][0]  # rank 0 alone merges
+    import numpy as np
+
+    folder = "features/96px-s1/test"
+    parts = sorted((tmp_path / "ddp/toy-tiny" / folder).glob("part-*.npy"))
+    assert len(parts) == 3  # 12 test images in shards of 5, spread over both ranks
+    merged = np.load(tmp_path / "ddp/toy-tiny/features/96px-s1/test.npy")
+    reference = np.load(single / "toy-tiny/features/96px-s1/test.npy")
+    assert np.allclose(merged, reference, atol=1e-3)
