@@ -190,9 +190,9 @@ def faiss_gpus() -> int:
 def format_table(rows: list[dict]) -> str:
     if not rows:
         return ""
-    columns = list(rows[0])
+    columns = list(dict.fromkeys(key for row in rows for key in row))  # rows may differ; blanks where absent
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join("" if row.get(c) is None else str(row[c]) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
 
 

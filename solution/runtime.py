@@ -41,13 +41,12 @@ def resolve_device(name: str = "auto", local_rank: int | None = None) -> torch.d
 
 
 def data_workers(configured: int | None) -> int:
-    """``run.workers``, or when null the CPU cores shared by the GPUs of this node (one process each under
-    torchrun), e.g. 4 on a Kaggle notebook with one GPU, 2 each with two."""
+    """``run.workers``, or when null the node's CPU cores shared by its processes: under torchrun one per GPU
+    (16 cores, 8 GPUs: 2 each); a single process, which drives every GPU itself, gets them all (4 on Kaggle)."""
     if configured is not None:
         return configured
-    gpus = int(os.environ.get("LOCAL_WORLD_SIZE", "0")) or (torch.cuda.device_count() if torch.cuda.is_available()
-                                                           else 1)
-    return max(1, (os.cpu_count() or 1) // max(1, gpus))
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, (os.cpu_count() or 1) // max(1, processes))
 
 
 def seed_everything(seed: int) -> None:

@@ -61,9 +61,19 @@ def database_augmentation(database: np.ndarray, k: int = 10, scheme: str = "alph
     return _weighted_sum(database, database, others, weights)
 
 
+def dense_knn(queries: np.ndarray, database: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k by one matrix product, for small sets (a truncated subgraph): no index, no GPU round trip."""
+    sims = queries @ database.T
+    k = min(k, database.shape[0])
+    top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(sims, top, 1), axis=1, kind="stable")
+    top = np.take_along_axis(top, order, 1)
+    return np.take_along_axis(sims, top, 1), top
+
+
 def diffusion(queries: np.ndarray, database: np.ndarray, k: int = 50, kq: int = 10, gamma: float = 3.0,
               alpha: float = 0.99, iterations: int = 20, topk: int = 100,
-              chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+              chunk: int = 256, search=knn) -> tuple[np.ndarray, np.ndarray]:
     """Iscen et al. 2017: rank by the solution of (I - alpha S) f = y on a mutual kNN graph of the database.
 
     S = D^-1/2 A D^-1/2 with a_ij = max(0, sim)^gamma over mutual k-NN pairs; y is non-zero only on a
@@ -72,7 +82,7 @@ def diffusion(queries: np.ndarray, database: np.ndarray, k: int = 50, kq: int = 
     """
     n = len(database)
     k = min(k, n - 1) if n > 1 else 1
-    sims, nbrs = knn(database, database, k + 1)
+    sims, nbrs = search(database, database, k + 1)
     rows = np.repeat(np.arange(n), nbrs.shape[1])
     graph = sp.csr_matrix((np.clip(sims.ravel(), 0, None) ** gamma, (rows, nbrs.ravel())), shape=(n, n))
     graph.setdiag(0)
@@ -81,7 +91,7 @@ def diffusion(queries: np.ndarray, database: np.ndarray, k: int = 50, kq: int = 
     degree = np.asarray(graph.sum(1)).ravel()
     inv_sqrt = sp.diags(1.0 / np.sqrt(np.maximum(degree, 1e-12)))
     system = (sp.eye(n) - alpha * (inv_sqrt @ graph @ inv_sqrt)).tocsr()
-    q_sims, q_nbrs = knn(queries, database, min(kq, n))
+    q_sims, q_nbrs = search(queries, database, min(kq, n))
     out_scores = np.empty((len(queries), min(topk, n)), np.float32)
     out_ids = np.empty((len(queries), min(topk, n)), np.int64)
     for start in range(0, len(queries), chunk):
@@ -106,13 +116,13 @@ def truncated_diffusion(queries: np.ndarray, database: np.ndarray, m: int = 1000
     keep their order after the diffused ones.
     """
     m = min(m, len(database))
-    _, candidates = knn(queries, database, m)
+    _, candidates = knn(queries, database, m)  # one search for all queries; each subgraph is then solved densely
     out_scores = np.empty((len(queries), min(topk, m)), np.float32)
     out_ids = np.empty((len(queries), min(topk, m)), np.int64)
     for q, ids in enumerate(candidates):
         ids = ids[ids >= 0]
         scores, local = diffusion(queries[q:q + 1], database[ids], min(k, len(ids) - 1), kq, gamma, alpha,
-                                  iterations, len(ids))
+                                  iterations, len(ids), search=dense_knn)
         width = min(out_ids.shape[1], local.shape[1])
         out_ids[q, :width], out_scores[q, :width] = ids[local[0, :width]], scores[0, :width]
     return out_scores, out_ids

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..competition import Competition
-from ..data.datasets import header_size, target_size
+from ..data.datasets import header_sizes, target_size
 from ..data.gldv2 import check_images_exist, image_path, read_train, read_train_clean
 from .mining import random_negatives, select_negatives
 
@@ -87,7 +87,7 @@ def image_shapes(paths: list[Path], longest: int, buckets: bool) -> list[tuple[i
     """(width, height) each image is trained at: its aspect-ratio bucket, or a square."""
     if not buckets:
         return [(longest, longest)] * len(paths)
-    return [target_size(*(header_size(p) or (longest, longest)), longest) for p in paths]
+    return [target_size(*(size or (longest, longest)), longest) for size in header_sizes(paths)]
 
 
 Describe = Callable[[list[int]], np.ndarray]

@@ -82,3 +82,17 @@ def test_a_decompression_bomb_is_skipped_not_fatal(tmp_path):
     Image.new("RGB", (80, 60), (255, 0, 0)).save(tmp_path / "ok.jpg")
     data = EvalDataset([tmp_path / "bomb.png", tmp_path / "ok.jpg"], 64)
     assert not data[0][2] and data[1][2]
+
+
+def test_header_sizes_in_threads_match_one_by_one(tmp_path):
+    from solution.data.datasets import header_size, header_sizes
+
+    paths = []
+    for i in range(80):
+        path = tmp_path / f"{i}.jpg"
+        Image.new("RGB", (40 + i, 30 + (i * 7) % 50)).save(path)
+        paths.append(path)
+    (tmp_path / "bad.jpg").write_bytes(b"junk")
+    paths.append(tmp_path / "bad.jpg")
+    assert header_sizes(paths, threads=8) == [header_size(p) for p in paths]
+    assert header_sizes(paths)[-1] is None

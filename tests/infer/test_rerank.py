@@ -106,3 +106,17 @@ def test_truncated_diffusion_matches_full_when_m_covers_the_database_and_stays_i
     small = truncated_diffusion(q, db, m=12, k=5, kq=3, gamma=1.0, iterations=30, topk=10)[1]
     top12 = np.argsort(-(q @ db.T), axis=1)[:, :12]
     assert all(set(row) <= set(top) for row, top in zip(small, top12))
+
+
+def test_truncated_diffusion_searches_the_index_once(monkeypatch):
+    """One faiss search for all queries' candidates; each subgraph is solved densely (no GPU round trip per
+    query)."""
+    from solution.infer import rerank
+
+    calls = []
+    real = rerank.knn
+    monkeypatch.setattr(rerank, "knn", lambda *a, **k: calls.append(len(a[0])) or real(*a, **k))
+    rng = np.random.default_rng(1)
+    db, q = _unit(rng.normal(size=(50, 6))), _unit(rng.normal(size=(7, 6)))
+    rerank.truncated_diffusion(q, db, m=20, k=5, kq=3, gamma=1.0, iterations=10, topk=10)
+    assert calls == [7]

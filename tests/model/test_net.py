@@ -55,3 +55,11 @@ def test_remap_checkpoint_holds_regions_kl_and_whitening(tmp_path):
         assert torch.allclose(net(x), rebuilt(x), atol=1e-5)
     assert rebuilt.meta["whitening_fitted"] and rebuilt.meta["kl_fitted"] and len(rebuilt.meta["regions"]) == 41
     assert net(x).shape == (1, 64)
+
+
+def test_uint8_images_describe_as_their_float_equivalent():
+    """The loaders send uint8; the net scales it on its own device, to the same descriptor as floats."""
+    net = build_net(load_config("toy-gem")["model"]).eval()
+    pixels = torch.randint(0, 256, (2, 3, 64, 96), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.allclose(net(pixels), net(pixels.float() / 255), atol=1e-6)

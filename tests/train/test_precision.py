@@ -50,3 +50,14 @@ def test_each_torchrun_rank_takes_its_own_gpu(eight_gpus, monkeypatch):
     monkeypatch.delenv("LOCAL_RANK")
     assert runtime.resolve_device("auto") == torch.device("cuda")
     assert runtime.resolve_device("cuda:2") == torch.device("cuda", 2)
+
+
+def test_data_workers_share_the_cores_between_the_gpus(monkeypatch):
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 16)
+    assert runtime.data_workers(3) == 3  # a configured number is kept
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # torchrun, 8 processes on this node
+    assert runtime.data_workers(None) == 2
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # one process driving two GPUs (DataParallel)
+    assert runtime.data_workers(None) == 16
