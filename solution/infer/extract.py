@@ -35,15 +35,27 @@ def extract_descriptors(net: RetrievalNet, paths: list[Path], image_size: int, b
     net.eval()
     out: np.ndarray | None = None
     ok = np.zeros(len(paths), bool)
-    with tqdm(total=len(paths), desc=desc, unit="img", leave=False) as bar:
-        for images, indices, flags in loader:
-            descriptors = forward(images.to(device, non_blocking=True)).float().cpu().numpy()
+    pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def flush() -> None:
+        # One device-to-host copy every few batches, not a synchronisation after each of them.
+        nonlocal out
+        for descriptors, indices, flags in pending:
+            descriptors = descriptors.float().cpu().numpy()
             descriptors[~flags.numpy()] = 0.0
             if out is None:
                 out = np.zeros((len(paths), descriptors.shape[1]), np.float32)
             out[indices.numpy()] = descriptors
             ok[indices.numpy()] = flags.numpy()
+        pending.clear()
+
+    with tqdm(total=len(paths), desc=desc, unit="img", leave=False) as bar:
+        for images, indices, flags in loader:
+            pending.append((forward(images.to(device, non_blocking=True)), indices, flags))
+            if len(pending) >= 16:
+                flush()
             bar.update(len(indices))
+        flush()
     net.train(was_training)
     if out is None:
         out = np.zeros((0, net.dim), np.float32)

@@ -61,3 +61,20 @@ def test_data_workers_share_the_cores_between_the_gpus(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # one process driving two GPUs (DataParallel)
     assert runtime.data_workers(None) == 16
+
+
+def test_the_collective_timeout_is_the_configured_one(monkeypatch):
+    from datetime import timedelta
+
+    from solution.train import distributed
+
+    seen = {}
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group",
+                        lambda backend, **kw: seen.update(backend=backend, **kw))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    info = distributed.init_distributed("cpu", timeout_min=7)
+    assert (info.rank, info.world, info.local_rank) == (1, 2, 1)
+    assert seen == {"backend": "gloo", "timeout": timedelta(minutes=7)}
