@@ -41,6 +41,7 @@ def fit_region_weights(net: RetrievalNet, paths: list[Path], labels: np.ndarray,
     def region_rows(images: torch.Tensor) -> torch.Tensor:
         return torch.cat([head.region_vectors(x).flatten(1) for x in net.features(images)], dim=1)
 
+    # float32 on purpose, also on GPUs: the KL compares distance histograms that bf16 rounding would blur
     rows, _ = extract_descriptors(net, [paths[i] for i in chosen], kl_cfg["image_size"], 32, device, workers,
                                   desc="KL regions", forward=region_rows)
     per_layer, start = [], 0
