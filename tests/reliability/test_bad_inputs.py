@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -284,7 +285,8 @@ CASES = [
          lambda c: ["submit", *c.args("run.name=never-trained"), "--out", str(c.tmp / "sub")], message="make train"),
     Case("truncated checkpoint", "checkpoints", _checkpoint_bytes(lambda b: b[: len(b) // 2]),
          message="not a readable PyTorch file"),
-    Case("random bytes as checkpoint", "checkpoints", _checkpoint_bytes(lambda b: os.urandom(4096)),
+    Case("random bytes as checkpoint", "checkpoints",
+         _checkpoint_bytes(lambda b: np.random.default_rng(0).bytes(4096)),
          message="not a readable PyTorch file"),
     Case("empty checkpoint", "checkpoints", _checkpoint_bytes(lambda b: b""), message="not a readable PyTorch file"),
     Case("state-dict-only checkpoint", "checkpoints", _state_dict_only, message="not a checkpoint written by"),
