@@ -84,7 +84,7 @@ class EvalDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, bool]:
         width, height = self.sizes[index]
-        image = try_load_image(self.paths[index])
+        image = try_load_image(self.paths[index], quiet=True)  # extract_descriptors names it, once
         if image is None:
             return torch.zeros(3, height, width, dtype=torch.uint8), index, False
         image = image.resize((width, height), Image.BILINEAR)
@@ -137,22 +137,22 @@ class TupleDataset(Dataset):
         return len(self.tuples)
 
     def _load(self, path: Path, augment: A.Compose, shape: tuple[int, int]) -> torch.Tensor | None:
-        image = try_load_image(path)  # a bad file logs one warning line and yields None
+        image = try_load_image(path, quiet=True)  # a bad file yields None; the trainer names it once per run
         return None if image is None else to_tensor(augment(image=np.asarray(image))["image"])
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        """(the tuple's images, how many of them were unreadable and replaced by zeros)."""
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, list[str]]:
+        """(the tuple's images, the paths of those that were unreadable and replaced by zeros)."""
         shape = tuple(self.shapes[index])
         if shape not in self._augmenters:
             self._augmenters[shape] = train_augmentation(self.cfg, shape)
         augment = self._augmenters[shape]
         augment.set_random_seed(self.seed * 1_000_003 + index)
         images = [self._load(p, augment, shape) for p in self.tuples[index]]
-        bad = sum(image is None for image in images)
+        bad = [str(p) for p, image in zip(self.tuples[index], images) if image is None]
         return torch.stack([torch.zeros(3, shape[1], shape[0], dtype=torch.uint8) if i is None else i
                             for i in images]), bad
 
 
-def collate_tuples(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, int]:
+def collate_tuples(items: list[tuple[torch.Tensor, list[str]]]) -> tuple[torch.Tensor, list[str]]:
     images, bad = zip(*items)
-    return torch.stack(images), int(sum(bad))
+    return torch.stack(images), [path for paths in bad for path in paths]

@@ -52,10 +52,31 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
         raise ImageLoadError(f"{path}: unreadable image ({exc})") from None
 
 
-def try_load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image | None:
-    """:func:`load_image`, but a bad file logs one warning line and returns None."""
+def try_load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, quiet: bool = False
+                   ) -> Image.Image | None:
+    """:func:`load_image`, but a bad file returns None, with one warning line unless ``quiet`` (the caller
+    then names it, once per run, see :func:`warn_unreadable`)."""
     try:
         return load_image(path, max_pixels)
     except ImageLoadError as exc:
-        log.warning("skipping %s", exc)
+        if not quiet:
+            log.warning("skipping %s", exc)
         return None
+
+
+def warn_unreadable(paths: list[Path], warned: set[str] | None = None) -> int:
+    """One warning line per unreadable image, with the reason; paths in ``warned`` (a run's record of those
+    already named) are skipped and the new ones added, so a training run names each bad file once. Returns
+    how many were named."""
+    named = 0
+    for path in paths:
+        if warned is not None and str(path) in warned:
+            continue
+        try:
+            load_image(path)
+        except ImageLoadError as exc:
+            log.warning("skipping %s", exc)
+            named += 1
+        if warned is not None:
+            warned.add(str(path))
+    return named

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data.datasets import EvalDataset, bucket_batches, collate_eval, worker_init
+from ..data.images import warn_unreadable
 from ..model.net import RetrievalNet
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,8 @@ log = logging.getLogger(__name__)
 @torch.no_grad()
 def extract_descriptors(net: RetrievalNet, paths: list[Path], image_size: int, batch_size: int = 32,
                         device: str | torch.device = "cpu", workers: int = 2, desc: str = "extract",
-                        forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                        forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                        warned: set[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(N x D float32 descriptors, N ok-flags). Unreadable images get a zero row.
 
     ``forward`` (default: ``net``) maps a batch of images to N x D rows, e.g. the
@@ -59,6 +61,6 @@ def extract_descriptors(net: RetrievalNet, paths: list[Path], image_size: int, b
     net.train(was_training)
     if out is None:
         out = np.zeros((0, net.dim), np.float32)
-    if not ok.all():
+    if not ok.all() and warn_unreadable([paths[i] for i in np.flatnonzero(~ok)], warned):
         log.warning("%d of %d images were unreadable and got a zero descriptor", (~ok).sum(), len(ok))
     return out, ok

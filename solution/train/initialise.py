@@ -33,7 +33,7 @@ def sample_for_kl(labels: np.ndarray, n_images: int, rng: np.random.Generator, p
 
 def fit_region_weights(net: RetrievalNet, paths: list[Path], labels: np.ndarray, kl_cfg: dict,
                        device: torch.device, workers: int, rng: np.random.Generator,
-                       plots: Path | None = None) -> np.ndarray:
+                       plots: Path | None = None, warned: set[str] | None = None) -> np.ndarray:
     """Estimate per-(layer, region) KL with the current net, set the weights; returns the L x R KL."""
     head = net.head
     chosen = sample_for_kl(labels, kl_cfg["images"], rng)
@@ -43,7 +43,7 @@ def fit_region_weights(net: RetrievalNet, paths: list[Path], labels: np.ndarray,
 
     # float32 on purpose, also on GPUs: the KL compares distance histograms that bf16 rounding would blur
     rows, _ = extract_descriptors(net, [paths[i] for i in chosen], kl_cfg["image_size"], 32, device, workers,
-                                  desc="KL regions", forward=region_rows)
+                                  desc="KL regions", forward=region_rows, warned=warned)
     per_layer, start = [], 0
     for channels in head.channels:
         width = head.num_regions * channels
@@ -72,21 +72,22 @@ def _landscape(paths: list[Path], chosen: np.ndarray) -> Path:
 
 
 def fit_whitening(net: RetrievalNet, paths: list[Path], model_cfg: dict, image_size: int, device: torch.device,
-                  workers: int, rng: np.random.Generator, max_images: int = 5000) -> None:
+                  workers: int, rng: np.random.Generator, warned: set[str] | None = None,
+                  max_images: int = 5000) -> None:
     chosen = rng.choice(len(paths), min(max_images, len(paths)), replace=False)
     pooled, ok = extract_descriptors(net, [paths[i] for i in chosen], image_size, 32, device, workers,
-                                     desc="whitening", forward=net.pooled)
+                                     desc="whitening", forward=net.pooled, warned=warned)
     weight, bias = fit_pca_whitening(pooled[ok], model_cfg["whiten_dim"], model_cfg["whiten_shrinkage"])
     net.set_whitening(weight.to(device), bias.to(device))
     log.info("PCA-whitening %d -> %d fitted on %d training descriptors", pooled.shape[1], weight.shape[0], ok.sum())
 
 
 def initialise(net: RetrievalNet, paths: list[Path], labels: np.ndarray, cfg: dict, device: torch.device,
-               workers: int, plots: Path | None = None) -> None:
+               workers: int, plots: Path | None = None, warned: set[str] | None = None) -> None:
     """Fit whatever the net still lacks: KL weights (REMAP), then whitening (on the weighted descriptors)."""
     rng = np.random.default_rng([cfg["run"]["seed"], 7])
     model_cfg = cfg["model"]
     if hasattr(net.head, "set_region_weights") and not net.meta.get("kl_fitted"):
-        fit_region_weights(net, paths, labels, model_cfg["kl"], device, workers, rng, plots)
+        fit_region_weights(net, paths, labels, model_cfg["kl"], device, workers, rng, plots, warned)
     if net.whiten is not None and not net.meta.get("whitening_fitted"):
-        fit_whitening(net, paths, model_cfg, cfg["infer"]["image_size"], device, workers, rng)
+        fit_whitening(net, paths, model_cfg, cfg["infer"]["image_size"], device, workers, rng, warned)

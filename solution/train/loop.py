@@ -26,6 +26,7 @@ from ..atomic import atomic_path
 from ..competition import load_competition
 from ..config import ConfigError, resume_conflicts, run_dir, save_config
 from ..data.datasets import TupleDataset, collate_tuples, worker_init
+from ..data.images import warn_unreadable
 from ..infer.extract import extract_descriptors
 from ..infer.pipeline import evaluate_net
 from ..metrics import map_at_k
@@ -132,6 +133,7 @@ class Trainer:
         self.amp = amp_dtype(self.device, self.tcfg["amp"])
         self.comp = load_competition(cfg["competition"])
         self.tensorboard = None
+        self.warned: set[str] = set()  # unreadable images already named: each is warned about once per run
 
     # ----------------------------------------------------------------- helpers
 
@@ -141,7 +143,7 @@ class Trainer:
         mine = paths[self.info.rank::self.info.world]
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
             part, _ = extract_descriptors(net, mine, image_size or self.tcfg["image_size"], batch_size, self.device,
-                                          self.workers, desc=desc)
+                                          self.workers, desc=desc, warned=self.warned)
         if self.info.active:
             log.info("%s: rank %d described %d of %d images", desc, self.info.rank, len(mine), len(paths))
         parts = all_gather_objects(self.info, part)
@@ -155,7 +157,7 @@ class Trainer:
             return None
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
             desc, _ = extract_descriptors(net, val.paths, self.cfg["infer"]["image_size"], 32, self.device,
-                                          self.workers, desc="validate")
+                                          self.workers, desc="validate", warned=self.warned)
         scores = desc[val.queries] @ desc[val.index].T
         order = np.argsort(-scores, axis=1)[:, :100]
         predictions = {str(q): [str(val.index[j]) for j in row] for q, row in zip(val.queries, order)}
@@ -242,7 +244,8 @@ class Trainer:
         train_set, val = split_validation(full, tcfg["val_landmarks"], self.seed)
         shapes = image_shapes(train_set.paths, tcfg["image_size"], tcfg["aspect_buckets"])
         if self.info.main:
-            initialise(net, train_set.paths, train_set.labels, cfg, self.device, self.workers, self.out / "plots")
+            initialise(net, train_set.paths, train_set.labels, cfg, self.device, self.workers, self.out / "plots",
+                       self.warned)
         if self.info.active:  # every rank starts from rank 0's initialised weights
             payload = broadcast_object(self.info, (net.meta, {k: v.cpu() for k, v in net.state_dict().items()}))
             net.meta = payload[0]
@@ -298,7 +301,8 @@ class Trainer:
         bar = tqdm(loader, desc=f"epoch {epoch + 1}", unit="batch", initial=start_step, total=len(batches),
                    leave=False, disable=not info.main)
         for batch, bad in bar:
-            steps.append({**self.train_step(model, optimizer, scaler, batch, epoch), "unreadable": bad})
+            warn_unreadable([Path(p) for p in bad], self.warned)
+            steps.append({**self.train_step(model, optimizer, scaler, batch, epoch), "unreadable": len(bad)})
             step += 1
             bar.set_postfix(loss=f"{np.mean([s['loss'] for s in steps]):.4f}")
             if tcfg["checkpoint_every"] and step % tcfg["checkpoint_every"] == 0 and step < len(batches):

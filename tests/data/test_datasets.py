@@ -45,7 +45,7 @@ def test_tuples_are_reproducible_per_item(tmp_path):
     data = TupleDataset(tuples, [(64, 48), (64, 48)], cfg, seed=5)
     first, bad = data[1]
     data[0]
-    assert first.shape == (3, 3, 48, 64) and bad == 0 and torch.equal(first, data[1][0])
+    assert first.shape == (3, 3, 48, 64) and bad == [] and torch.equal(first, data[1][0])
     assert not torch.equal(first, TupleDataset(tuples, [(64, 48)] * 2, cfg, seed=6)[1][0])
     assert train_augmentation(cfg, (32, 64))(image=np.zeros((70, 90, 3), np.uint8))["image"].shape == (64, 32, 3)
 
@@ -56,7 +56,7 @@ def test_unreadable_tuple_images_are_zeros_and_counted(tmp_path):
     data = TupleDataset([[tmp_path / "ok.jpg", tmp_path / "bad.jpg", tmp_path / "bad.jpg"]], [(64, 48)],
                         load_config("toy")["train"])
     images, bad = collate_tuples([data[0], data[0]])
-    assert bad == 4 and images.shape == (2, 3, 3, 48, 64)
+    assert len(bad) == 4 and set(bad) == {str(tmp_path / "bad.jpg")} and images.shape == (2, 3, 3, 48, 64)
     assert images[:, 1:].sum() == 0 and images[:, 0].float().sum() > 0
 
 
