@@ -224,9 +224,10 @@ def cmd_kernel_dryrun(args: argparse.Namespace) -> int:
         raise ConfigError(f"the kernel exited {result.returncode} after {seconds:.0f}s (its error line is above)")
     submission = work / "working" / "submission.csv"
     data = next(p for p in root.rglob("sample_submission.csv")).parent
-    problems = validate_submission(submission, list_images(data / "test")[0], list_images(data / "index")[0])
+    test_ids = list_images(data / "test")[0]
+    problems = validate_submission(submission, test_ids, list_images(data / "index")[0])
     print(f"kernel-dryrun: the kernel ran in {seconds:.0f}s ({args.layout} layout, "
-          f"{len(list_images(data / 'test')[0])} test images); {submission}: "
+          f"{len(test_ids)} test images); {submission}: "
           f"{'valid' if not problems else '; '.join(problems[:3])}")
     return 1 if problems else 0
 

@@ -215,8 +215,6 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
 def check_values(cfg: dict) -> None:
     """Every rule of VALUE_RULES on the resolved config; the first violation is a ConfigError naming the key."""
     items = _flat_items(cfg)
-    items.update({"infer.scales": cfg["infer"]["scales"], "train.crop_scale": cfg["train"]["crop_scale"],
-                  "model.layers": cfg["model"]["layers"]})
     for key, (valid, want) in VALUE_RULES.items():
         if key in items and not valid(items[key]):
             raise ConfigError(f"config key '{key}' must be {want}, got {items[key]!r}")

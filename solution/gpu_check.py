@@ -74,8 +74,7 @@ def check_training(backbone: str, device: torch.device, size: int = 512, tuples:
     cfg = load_config("toy", [f"model.backbone={backbone}", "model.whiten_dim=256", f"train.neg_num={neg}",
                               f"run.device={device}"])
     cfg["model"] = _model_cfg(backbone)
-    trainer = Trainer(cfg)
-    trainer.device, trainer.amp = device, trainer.amp if device.type == "cuda" else None
+    trainer = Trainer(cfg)  # run.device is ``device``: the trainer resolves it and its precision itself
     tuples = tuples or MODELS.get(backbone, 2)
     net = place(build_net(cfg["model"]), device)
     net.train()
@@ -108,6 +107,7 @@ def check_extraction(backbone: str, device: torch.device, images: int = 96, size
     from .competition import load_competition
     from .data import toy
     from .data.datasets import EvalDataset, bucket_batches, collate_eval
+    from .data.gldv2 import image_path
     from .infer.features import describer, extract_split, merge_split, split_ids
     from .runtime import data_workers
 
@@ -124,7 +124,7 @@ def check_extraction(backbone: str, device: torch.device, images: int = 96, size
         # enough images to time: the tiny set's index, repeated under new ids
         for n in range(max(0, images - len(ids))):
             new_id = f"{n:016x}"
-            target = root / "toy" / "index" / new_id[0] / new_id[1] / new_id[2] / f"{new_id}.jpg"
+            target = image_path(root / "toy", "index", new_id)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(paths[n % len(paths)].read_bytes())
             ids.append(new_id)
@@ -137,7 +137,7 @@ def check_extraction(backbone: str, device: torch.device, images: int = 96, size
         descriptors, merged_ids, _ = merge_split(folder, ids)
         real = len(ids) / (time.perf_counter() - started)
         peak = _peak_mb(device)
-        dataset = EvalDataset([root / "toy" / "index" / i[0] / i[1] / i[2] / f"{i}.jpg" for i in ids], size)
+        dataset = EvalDataset([image_path(root / "toy", "index", i) for i in ids], size)
         batches = [collate_eval([dataset[i] for i in b])[0].to(device)
                    for b in bucket_batches(dataset.sizes, infer_cfg["batch_size"])]
     model = describer(net, {**infer_cfg, "scales": [1], "flip": False})

@@ -123,17 +123,21 @@ def _status_code(exc: Exception) -> int | None:
     return getattr(response, "status_code", None)
 
 
+def _failure(what: str, exc: Exception) -> KaggleError:
+    """One line, without secrets, for whatever the package raised (it raises many kinds)."""
+    code = _status_code(exc)
+    detail = f"HTTP {code}" if code else type(exc).__name__
+    return KaggleError(f"{what} failed: {detail}: {_redact(' '.join(str(exc).split())[:300])}")
+
+
 def _call(what: str, function: Callable, *args, **kwargs):
     """``function(*args, **kwargs)``; whatever it raises becomes one KaggleError line naming ``what``."""
     try:
         return function(*args, **kwargs)
     except KaggleError:
         raise
-    except Exception as exc:  # the package raises many kinds; ours is one line without secrets
-        code = _status_code(exc)
-        detail = f"HTTP {code}" if code else type(exc).__name__
-        message = " ".join(str(exc).split())[:300]
-        raise KaggleError(f"{what} failed: {detail}: {_redact(message)}") from None
+    except Exception as exc:
+        raise _failure(what, exc) from None
 
 
 def _check_response(what: str, response) -> None:
@@ -185,7 +189,7 @@ def dataset_status(api, ref: str) -> str | None:
     except Exception as exc:
         if _status_code(exc) == 404:
             return None
-        raise KaggleError(f"status of dataset {ref} failed: {type(exc).__name__}: {_redact(str(exc))}") from None
+        raise _failure(f"status of dataset {ref}", exc) from None
 
 
 def publish_dataset(api, folder: Path, notes: str = "update") -> str:

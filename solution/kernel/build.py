@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_path
-from .entry import MODEL_MARKER, TRAIN_MARKER, WHEELS_MANIFEST
+from .entry import MODEL_MARKER, TRAIN_MARKER, WHEELS_MANIFEST, last_line
 
 REPO = Path(__file__).resolve().parents[2]
 # Kaggle's GPU image (checked November 2026): CPython 3.11 on x86-64 Linux, glibc 2.35. It has torch,
@@ -58,9 +58,8 @@ def download_wheels(folder: Path, requirement: str, python_version: str, platfor
             command += ["--platform", platform]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode:
-            tail = [line for line in result.stderr.splitlines() if line.strip()][-1:] or ["(no output)"]
             raise RuntimeError(f"pip could not download {requirement} for Python {python_version} on "
-                               f"{platforms[0]}: {tail[0]}")
+                               f"{platforms[0]}: {last_line(result.stderr)}")
         names = []
         for wheel in sorted(Path(tmp).iterdir()):
             if not (folder / wheel.name).exists():

@@ -113,13 +113,18 @@ def gpu_capabilities() -> list[float]:
         return []
 
 
+def last_line(text: str) -> str:
+    """The last non-blank line of a tool's output: pip ends with the line that says what went wrong."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "(no output)"
+
+
 def pip_install(wheels: Path, *args: str) -> None:
     command = [sys.executable, "-m", "pip", "install", "--no-index", "--quiet", "--disable-pip-version-check",
                "--find-links", str(wheels), *args]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode:
-        tail = [line for line in result.stderr.splitlines() if line.strip()][-1:] or ["(no output)"]
-        raise KernelError(f"pip could not install {' '.join(args)} from {wheels}: {tail[0]}")
+        raise KernelError(f"pip could not install {' '.join(args)} from {wheels}: {last_line(result.stderr)}")
 
 
 def faiss_serves_gpu() -> bool:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -30,6 +29,7 @@ from ..infer.retrieve import retrieve
 from ..infer.search import knn
 from ..infer.submission import validate_submission, write_submission
 from ..model.net import load_checkpoint, place
+from ..runtime import data_workers
 from .entry import MODEL_MARKER, TRAIN_MARKER, KernelError, find_competition, find_models, find_train_features
 from .plan import choose_tta, compared_pairs, time_search_unit
 
@@ -116,7 +116,7 @@ def run(input_root: Path, working: Path, limit_s: float, full: bool = False, pub
         public_index: int = 300, probe: int = 1000, warmup: int = 32, workers: int | None = None,
         clock: Callable[[], float] = time.perf_counter) -> Path:
     started = clock()
-    workers = min(4, os.cpu_count() or 1) if workers is None else workers  # Kaggle's GPU notebooks have 4 vCPUs
+    workers = data_workers(workers)  # one process: every core of the notebook (4 vCPUs on Kaggle's GPU image)
     data = find_competition(input_root)
     models = find_models(input_root)
     if len(models) > 1:

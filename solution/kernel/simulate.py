@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.gldv2 import image_path
+
 SLUG = "landmark-retrieval-2021"
 HIDER = '''
 import importlib.machinery, os, sys
@@ -53,7 +55,7 @@ def _copy_split(source: Path, target: Path, count: int | None, seed: int = 0) ->
     rng = np.random.default_rng(seed)
     for n in range(max(0, count - len(images))):
         new_id = "f" + "".join(rng.choice(list("0123456789abcdef"), 15))
-        path = target / new_id[0] / new_id[1] / new_id[2] / f"{new_id}.jpg"
+        path = image_path(target.parent, target.name, new_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(images[n % len(images)], path)
 
