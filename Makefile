@@ -7,6 +7,7 @@ CONFIG ?= toy
 OVERRIDES ?=
 COMPETITION ?=
 SUBMISSION ?=
+SEEDS ?=
 BENCH ?=
 GPUS ?= 1
 KAGGLE ?=
@@ -33,7 +34,7 @@ else
 TRAIN := $(PY) -m torch.distributed.run --standalone --nproc_per_node $(GPUS) -m solution train
 endif
 
-.PHONY: setup data viz-data viz-retrieval extract ablate train kl export submit evaluate validate bench gpu-check kernel kernel-dryrun kernel-push submit-kaggle test lint clean help
+.PHONY: setup data viz-data viz-retrieval extract ablate ablate-heads train kl export submit evaluate validate bench gpu-check kernel kernel-dryrun kernel-push submit-kaggle test lint clean help
 
 help:
 	@echo "make train | submit | test | data | viz-data | kl | export | bench | evaluate | validate | setup | lint | clean"
@@ -64,6 +65,10 @@ extract: $(SETUP)
 
 ablate: $(SETUP)
 	$(RUN) ablate --config $(CONFIG) $(OVERRIDES)
+
+# Every pooling head fine-tuned with the same recipe (SEEDS="0 1" for two seeds), compared with REMAP.
+ablate-heads: data
+	$(RUN) ablate-heads --config $(CONFIG) $(if $(SEEDS),--seeds $(SEEDS)) $(OVERRIDES)
 
 train: data
 	$(TRAIN) --config $(CONFIG) $(OVERRIDES)

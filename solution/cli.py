@@ -270,21 +270,49 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ablate_heads(args: argparse.Namespace) -> int:
+    from .train.head_ablation import VARIANTS, ablate_heads
+
+    cfg = _config(args)
+    unknown = [v for v in args.variants or [] if v not in VARIANTS]
+    if unknown:
+        raise ConfigError(f"unknown head variant '{unknown[0]}'; choose from {', '.join(VARIANTS)}")
+    started = time.perf_counter()
+    result = ablate_heads(cfg, args.variants or list(VARIANTS), args.seeds or [cfg["run"]["seed"]])
+    print(result["path"].read_text().rstrip())
+    print(f"ablate-heads: {len(result['rows'])} heads x {len(result['seeds'])} seed(s) in "
+          f"{time.perf_counter() - started:.0f}s; wrote {result['path']} and heads.json")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .train.loop import train
 
     cfg = _config(args)
     started = time.perf_counter()
     result = train(cfg)
-    before, after = result.get("map_before"), result.get("map_after")
-
-    def fmt(v):
-        return "n/a" if v is None else f"{v:.4f}"
-
     state = "already finished" if result["finished"] else f"trained in {time.perf_counter() - started:.0f}s"
-    print(f"train: {state}; test mAP@100 before {fmt(before)} -> after {fmt(after)}; "
+    print(f"train: {state}; test mAP@100 {_before_after(result)}; "
           f"wrote {result['checkpoint']} and {run_dir(cfg) / 'metrics.csv'}")
     return 0
+
+
+def _before_after(summary: dict) -> str:
+    """``before 0.31 [..] -> after 0.55 [..], gain +0.24 [..]``: intervals are 95% bootstrap over queries."""
+    from .metrics import format_interval
+
+    def one(when: str) -> str:
+        value = summary.get(f"map_{when}")
+        if value is None:
+            return "n/a"
+        ci = summary.get(f"ci_{when}")
+        return format_interval(value, ci) if ci else f"{value:.4f}"
+
+    text = f"before {one('before')} -> after {one('after')}"
+    gain = summary.get("gain")
+    if gain:
+        text += f", gain {format_interval(gain['diff'], (gain['low'], gain['high']), signed=True)} (paired)"
+    return text
 
 
 def cmd_kl(args: argparse.Namespace) -> int:
@@ -378,22 +406,40 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data.gldv2 import read_solution
     from .infer.submission import submission_rankings, validate_submission
-    from .metrics import score_submission
+    from .metrics import format_interval, paired_bootstrap, score_with_intervals
 
     comp, test_ids, index_ids = _competition_files(args.competition, args.data_root)
     solution = read_solution(comp.csv_path(args.data_root, "solution_csv"))
-    problems = validate_submission(args.submission, test_ids, index_ids, comp.submission["max_predictions"])
-    if problems and not args.force:
-        for line in problems:
-            print(f"invalid: {line}", file=sys.stderr)
-        print(f"error: {args.submission} is not a valid submission ({len(problems)} problems above); Kaggle would "
-              "reject it. --force scores it anyway", file=sys.stderr)
-        return 1
-    scores = score_submission(submission_rankings(args.submission), solution, comp.metric["k"])
+    submissions = [args.submission] + ([args.against] if args.against else [])
+    for path in submissions:
+        problems = validate_submission(path, test_ids, index_ids, comp.submission["max_predictions"])
+        if problems and not args.force:
+            for line in problems:
+                print(f"invalid: {line}", file=sys.stderr)
+            print(f"error: {path} is not a valid submission ({len(problems)} problems above); Kaggle would "
+                  "reject it. --force scores it anyway", file=sys.stderr)
+            return 1
+    k = comp.metric["k"]
+    scored = [score_with_intervals(submission_rankings(path), solution, k) for path in submissions]
+    parts = scored[0]
+    result = {name: part["map"] for name, part in parts.items()}
+    result["ci95"] = {name: part["ci"] for name, part in parts.items()}
+    result["queries"] = {name: part["queries"] for name, part in parts.items()}
+    if args.against:
+        result["minus_against"] = {name: paired_bootstrap(part["aps"], scored[1][name]["aps"])
+                                   for name, part in parts.items()}
     if args.json:
-        print(json.dumps(scores))
-    else:
-        print(" ".join(f"{name} mAP@{comp.metric['k']}={value:.4f}" for name, value in scores.items()))
+        print(json.dumps(result))
+        return 0
+    for name, part in parts.items():
+        line = f"{name} mAP@{k}={format_interval(part['map'], part['ci'])} over {part['queries']} queries"
+        if args.against:
+            diff = result["minus_against"][name]
+            verdict = "the interval excludes 0" if diff["excludes_zero"] else "a tie: the interval contains 0"
+            line += (f"; minus {Path(args.against).name}: "
+                     f"{format_interval(diff['diff'], (diff['low'], diff['high']), signed=True)} ({verdict})")
+        print(line)
+    print("intervals: 95% percentile bootstrap over queries (10,000 resamples)")
     return 0
 
 
@@ -526,6 +572,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_ablate)
 
+    p = sub.add_parser("ablate-heads", help="every pooling head fine-tuned at equal budget, compared with REMAP "
+                       "through paired bootstrap intervals")
+    _add_config_args(p)
+    p.add_argument("--variants", nargs="+", metavar="NAME", help="a subset (default: all; REMAP always runs)")
+    p.add_argument("--seeds", nargs="+", type=int, metavar="N", help="training seeds (default: run.seed)")
+    p.set_defaults(func=cmd_ablate_heads)
+
     p = sub.add_parser("train", help="fine-tune a descriptor; prints test mAP@100 before and after")
     _add_config_args(p)
     p.set_defaults(func=cmd_train)
@@ -575,6 +628,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "evaluate":
             p.add_argument("--submission", required=True)
             p.add_argument("--json", action="store_true")
+            p.add_argument("--against", help="a second submission: the paired bootstrap of the difference per part")
             p.add_argument("--force", action="store_true",
                            help="score a file that validate rejects, as the metric would")
         else:

@@ -203,6 +203,9 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
     "infer.dba.scheme": (_one_of("alpha", "logspace"), "alpha or logspace"),
     "data.train_list": (_one_of("clean", "full"), "clean or full"),
     "data.toy_size": (_one_of("default", "tiny"), "default or tiny"),
+    "model.remap_layers": (_one_of("sum", "learned", "l2"), "sum, learned or l2"),
+    **{key: (lambda v: isinstance(v, bool), "true or false") for key in (
+        "model.final_map", "model.tap_relu", "model.kl.enabled")},
     "infer.scales": (lambda v: isinstance(v, list) and len(v) > 0 and all(_scale(x) for x in v),
                      "a non-empty list of numbers > 0, 1/sqrt2 or sqrt2, e.g. [1] or [0.7071,1,1.4142]"),
     "train.crop_scale": (lambda v: isinstance(v, list) and len(v) == 2 and all(_positive(x) for x in v)

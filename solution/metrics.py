@@ -5,6 +5,8 @@
 - :func:`revisitop_map`: Revisited Oxford/Paris mAP with junk removal and
   trapezoidal AP, for the Easy/Medium/Hard protocols.
 - :func:`global_average_precision`: GAP (micro-AP) for recognition.
+- :func:`bootstrap_interval` and :func:`paired_bootstrap`: percentile intervals over queries, so that a
+  difference between two configurations is reported with its noise.
 """
 
 from __future__ import annotations
@@ -30,6 +32,12 @@ def average_precision_at_k(predicted: Sequence[str], relevant: set[str], k: int 
     return total / min(len(relevant), k)
 
 
+def query_aps(predictions: Mapping[str, Sequence[str]], solution: Mapping[str, Sequence[str]],
+              k: int = 100) -> dict[str, float]:
+    """AP@k of every query of ``solution``, in its order; their mean is :func:`map_at_k`."""
+    return {q: average_precision_at_k(predictions.get(q, ()), set(rel), k) for q, rel in solution.items()}
+
+
 def map_at_k(predictions: Mapping[str, Sequence[str]], solution: Mapping[str, Sequence[str]], k: int = 100) -> float:
     """mAP@k over the queries of ``solution`` (those with relevant items); unpredicted queries score 0."""
     if not solution:
@@ -53,6 +61,56 @@ def score_submission(predictions: Mapping[str, Sequence[str]], solution: Mapping
                      k: int = 100) -> dict[str, float]:
     """mAP@k for Public, Private and all, scored separately; a part without queries is left out."""
     return {name: map_at_k(predictions, part, k) for name, part in split_solution(solution).items() if part}
+
+
+def score_with_intervals(predictions: Mapping[str, Sequence[str]], solution: Mapping[str, tuple[list[str], str]],
+                         k: int = 100, resamples: int = 10_000, seed: int = 0) -> dict[str, dict]:
+    """Per part: mAP@k, its 95% bootstrap interval over queries, the query count and the per-query APs."""
+    out = {}
+    for name, part in split_solution(solution).items():
+        if part:
+            aps = query_aps(predictions, part, k)
+            values = np.fromiter(aps.values(), float, len(aps))
+            out[name] = {"map": float(values.mean()), "ci": bootstrap_interval(values, resamples, seed=seed),
+                         "queries": len(aps), "aps": aps}
+    return out
+
+
+def _resampled_means(values: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    for start in range(0, resamples, 1000):  # chunks bound the index matrix to 1000 x n
+        picks = rng.integers(0, len(values), (min(1000, resamples - start), len(values)))
+        means[start:start + len(picks)] = values[picks].mean(axis=1)
+    return means
+
+
+def bootstrap_interval(values: Sequence[float] | np.ndarray, resamples: int = 10_000, level: float = 0.95,
+                       seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean: queries resampled with replacement ``resamples`` times."""
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        raise ValueError("a bootstrap interval needs at least one value")
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.percentile(_resampled_means(values, resamples, seed), [tail, 100 - tail], method="inverted_cdf")
+    return float(low), float(high)
+
+
+def paired_bootstrap(a: Mapping[str, float], b: Mapping[str, float], resamples: int = 10_000, level: float = 0.95,
+                     seed: int = 0) -> dict[str, float]:
+    """Mean of a - b over the same queries, with its percentile bootstrap interval (queries resampled in pairs)."""
+    if set(a) != set(b):
+        raise ValueError("a paired bootstrap needs the same queries on both sides")
+    diff = np.array([a[q] - b[q] for q in a], dtype=float)
+    low, high = bootstrap_interval(diff, resamples, level, seed)
+    return {"diff": float(diff.mean()), "low": low, "high": high, "queries": len(diff),
+            "excludes_zero": bool(low > 0 or high < 0)}
+
+
+def format_interval(mean: float, ci: Sequence[float], signed: bool = False) -> str:
+    """``0.5450 [0.4912, 0.5981]``, or with signs for differences."""
+    f = "{:+.4f}" if signed else "{:.4f}"
+    return f"{f.format(mean)} [{f.format(ci[0])}, {f.format(ci[1])}]"
 
 
 def trapezoid_ap(ranks: np.ndarray, n_positives: int) -> float:

@@ -21,7 +21,9 @@ def solution_submission(tiny_root, tmp_path):
 
 def test_evaluate_solution_scores_one(tiny_root, solution_submission, capsys):
     assert main(["evaluate", "--data-root", str(tiny_root), "--submission", str(solution_submission), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"Public": 1.0, "Private": 1.0, "all": 1.0}
+    result = json.loads(capsys.readouterr().out)
+    assert {k: result[k] for k in ("Public", "Private", "all")} == {"Public": 1.0, "Private": 1.0, "all": 1.0}
+    assert result["ci95"]["all"] == [1.0, 1.0] and result["queries"]["all"] == 10
 
 
 def test_shuffled_rankings_score_lower(tiny_root, solution_submission, tmp_path, capsys):
@@ -37,6 +39,13 @@ def test_shuffled_rankings_score_lower(tiny_root, solution_submission, tmp_path,
     path.write_text("\n".join(lines) + "\n")
     main(["evaluate", "--data-root", str(tiny_root), "--submission", str(path), "--json"])
     assert json.loads(capsys.readouterr().out)["all"] < 0.9
+    # the same queries scored twice: the paired difference, and a plain-text verdict
+    main(["evaluate", "--data-root", str(tiny_root), "--submission", str(solution_submission), "--against", str(path)])
+    text = capsys.readouterr().out
+    assert "minus shuffled.csv: +" in text and "the interval excludes 0" in text
+    main(["evaluate", "--data-root", str(tiny_root), "--submission", str(path), "--against", str(path), "--json"])
+    same = json.loads(capsys.readouterr().out)["minus_against"]["all"]
+    assert (same["diff"], same["low"], same["high"]) == (0.0, 0.0, 0.0)
 
 
 def test_validate_ok_and_bad(tiny_root, solution_submission, tmp_path, capsys):

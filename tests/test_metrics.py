@@ -5,10 +5,14 @@ import pytest
 
 from solution.metrics import (
     average_precision_at_k,
+    bootstrap_interval,
+    format_interval,
     global_average_precision,
     map_at_k,
+    paired_bootstrap,
     revisitop_map,
     score_submission,
+    score_with_intervals,
     trapezoid_ap,
 )
 
@@ -78,3 +82,36 @@ def test_gap_hand_computed():
     predictions = {"a": (1, 0.9), "c": (5, 0.8), "b": (2, 0.1)}
     # sorted: a (hit, P=1), c (miss), b (hit, P=2/3); divided by the 2 labelled queries
     assert global_average_precision(predictions, truth) == pytest.approx((1 + 2 / 3) / 2)
+
+
+def test_bootstrap_interval_hand_checked():
+    # Resampling 4 values from {0, 1, 1, 1}: the number of zeros drawn is Binomial(4, 1/4), so
+    # P(mean = 0) = 1/256 < 2.5% <= P(mean <= 0.25) = 13/256, and P(mean < 1) = 175/256 < 97.5%.
+    assert bootstrap_interval([0, 1, 1, 1]) == (0.25, 1.0)
+    assert bootstrap_interval([0.3] * 7) == (0.3, 0.3)
+    values = np.random.default_rng(0).random(400)
+    low, high = bootstrap_interval(values)
+    half = 1.96 * values.std() / np.sqrt(len(values))  # the normal approximation, 0.029 here
+    assert low == pytest.approx(values.mean() - half, abs=0.003) and high == pytest.approx(values.mean() + half, abs=0.003)
+
+
+def test_paired_bootstrap_pairs_queries():
+    a = {"q1": 0.9, "q2": 0.5, "q3": 0.2, "q4": 0.7}
+    shifted = {q: v - 0.1 for q, v in a.items()}
+    same = paired_bootstrap(a, a)
+    assert (same["diff"], same["low"], same["high"], same["excludes_zero"]) == (0.0, 0.0, 0.0, False)
+    # A constant +0.1 per query is certain when paired, however spread the APs themselves are.
+    gain = paired_bootstrap(a, shifted)
+    assert gain["low"] == pytest.approx(0.1) and gain["high"] == pytest.approx(0.1) and gain["excludes_zero"]
+    with pytest.raises(ValueError, match="same queries"):
+        paired_bootstrap(a, {"q1": 0.0})
+
+
+def test_score_with_intervals_matches_score_submission():
+    solution = {"a": (["x"], "Public"), "b": (["y", "z"], "Private"), "c": ([], "Ignored")}
+    predictions = {"a": ["x"], "b": ["z", "w"]}
+    scored = score_with_intervals(predictions, solution)
+    assert {k: v["map"] for k, v in scored.items()} == score_submission(predictions, solution)
+    assert scored["all"]["aps"] == {"a": 1.0, "b": 0.5} and scored["all"]["queries"] == 2
+    assert format_interval(0.5, (0.25, 0.75)) == "0.5000 [0.2500, 0.7500]"
+    assert format_interval(0.02, (-0.01, 0.05), signed=True) == "+0.0200 [-0.0100, +0.0500]"

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
-from dataclasses import dataclass
+import shutil
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -41,18 +43,25 @@ LAYER = 256  # side of the square RGBA layer a landmark is drawn on
 class ToySize:
     train_landmarks: int
     train_views: tuple[int, int]      # min, max images per train landmark
-    index_landmarks: int
+    index_landmarks: int              # landmarks with index images (queried), shared and novel
+    shared_fraction: float            # of those, the part that train also shows (with other images)
     index_views: tuple[int, int]
-    index_distractors: int
+    index_distractors: int            # one-off buildings and scenes without a landmark
     queries: int                      # queries of index landmarks
     nonlandmark_queries: int
     noisy_fraction: float             # train.csv images that train_clean.csv drops
     image_size: int                   # longest side of the written JPEGs
 
+    @property
+    def shared_landmarks(self) -> int:
+        return round(self.index_landmarks * self.shared_fraction)
 
+
+# GLDv2 in miniature: about 3/4 of the queried landmarks are also train landmarks (other photographs,
+# another numbering in the index), the rest never appear in train; 1,000 distractors sit in the index.
 SIZES = {
-    "default": ToySize(100, (6, 14), 50, (3, 8), 200, 80, 20, 0.05, 256),
-    "tiny": ToySize(8, (4, 4), 6, (3, 3), 6, 10, 2, 0.1, 128),
+    "default": ToySize(320, (4, 9), 400, 0.75, (2, 6), 1000, 440, 40, 0.05, 256),
+    "tiny": ToySize(8, (4, 4), 6, 0.5, (3, 3), 6, 10, 2, 0.1, 128),
 }
 
 
@@ -329,7 +338,11 @@ class ToyImage:
 
 
 def plan(seed: int, size: ToySize) -> list[ToyImage]:
-    """Which images exist, with their ids, contents and labels (no pixels)."""
+    """Which images exist, with their ids, contents and labels (no pixels).
+
+    Landmark numbers are the generator's: train landmarks are 0..T-1; an index landmark is
+    either one of them (shared, shown by other images) or a novel number above T.
+    """
     rng = _rng(seed, 0)
     images: list[ToyImage] = []
 
@@ -342,14 +355,16 @@ def plan(seed: int, size: ToySize) -> list[ToyImage]:
             # Noisy rows mimic GLDv2's unclean train.csv: labelled, but showing no landmark.
             noisy = rng.random() < size.noisy_fraction
             add("train", None if noisy else lm, lm, 3 if noisy else 0)
-    index_landmarks = range(size.train_landmarks, size.train_landmarks + size.index_landmarks)
+    shared = sorted(rng.choice(size.train_landmarks, size.shared_landmarks, replace=False).tolist())
+    novel = list(range(size.train_landmarks, size.train_landmarks + size.index_landmarks - len(shared)))
+    index_landmarks = shared + novel
     for lm in index_landmarks:
         for _ in range(int(rng.integers(size.index_views[0], size.index_views[1] + 1))):
             add("index", lm, lm, 0)
     for i in range(size.index_distractors):
         # Half the distractors are one-off buildings seen once, the hardest kind of negative.
         add("index", 100_000 + i if i % 2 == 0 else None, None, 1)
-    query_landmarks = rng.choice(list(index_landmarks), size.queries, replace=size.queries > len(index_landmarks))
+    query_landmarks = rng.choice(index_landmarks, size.queries, replace=size.queries > len(index_landmarks))
     for lm in query_landmarks:
         add("test", int(lm), int(lm), 0)
     for _ in range(size.nonlandmark_queries):
@@ -372,36 +387,69 @@ def _write_csv(path: Path, header: str, rows: list[str]) -> None:
         tmp.write_text("\n".join([header, *rows]) + "\n")
 
 
+def _landmark_numbers(rng: np.random.Generator, landmarks: list[int]) -> dict[int, int]:
+    """A GLDv2-style integer id for each generator landmark, drawn without repeats."""
+    return dict(zip(landmarks, rng.choice(np.arange(1, 200_000), len(landmarks), replace=False).tolist()))
+
+
 def write_csvs(root: Path, seed: int, images: list[ToyImage]) -> None:
+    """GLDv2's files: train ids and index ids are separate numberings of the same landmarks."""
     rng = _rng(seed, 3)
-    labels = sorted({im.label for im in images if im.label is not None})
-    kaggle_ids = dict(zip(labels, rng.choice(np.arange(1, 200_000), len(labels), replace=False).tolist()))
     train = sorted((im for im in images if im.split == "train"), key=lambda im: im.image_id)
-    _write_csv(root / "train.csv", "id,landmark_id", [f"{im.image_id},{kaggle_ids[im.label]}" for im in train])
+    index = sorted((im for im in images if im.split == "index"), key=lambda im: im.image_id)
+    test = sorted((im for im in images if im.split == "test"), key=lambda im: im.image_id)
+    train_ids = _landmark_numbers(rng, sorted({im.label for im in train}))
+    _write_csv(root / "train.csv", "id,landmark_id", [f"{im.image_id},{train_ids[im.label]}" for im in train])
     clean: dict[int, list[str]] = {}
     for im in train:
         if im.landmark is not None:
-            clean.setdefault(kaggle_ids[im.label], []).append(im.image_id)
+            clean.setdefault(train_ids[im.label], []).append(im.image_id)
     _write_csv(root / "train_clean.csv", "landmark_id,images",
                [f"{lm},{' '.join(ids)}" for lm, ids in sorted(clean.items())])
-    index = sorted((im for im in images if im.split == "index"), key=lambda im: im.image_id)
-    test = sorted((im for im in images if im.split == "test"), key=lambda im: im.image_id)
     _write_csv(root / "index.csv", "id", [im.image_id for im in index])
     _write_csv(root / "test.csv", "id", [im.image_id for im in test])
+    # The index's own numbering (GLDv2's README: these ids "are different from the ones in the train set");
+    # every index image that shows a landmark is listed, one-off buildings included.
+    index_ids = _landmark_numbers(rng, sorted({im.landmark for im in index if im.landmark is not None}))
+    _write_csv(root / "index_image_to_landmark.csv", "id,landmark_id",
+               [f"{im.image_id},{index_ids[im.landmark]}" for im in index if im.landmark is not None])
     relevant: dict[int, list[str]] = {}
     for im in index:
         if im.label is not None:
             relevant.setdefault(im.label, []).append(im.image_id)
-    solution = []
+    retrieval, recognition = [], []
     for im in test:
+        usage = "Public" if rng.random() < 0.5 else "Private"
         if im.label is None or im.label not in relevant:
-            solution.append(f"{im.image_id},None,Ignored")
+            retrieval.append(f"{im.image_id},None,Ignored")
         else:
-            usage = "Public" if rng.random() < 0.5 else "Private"
-            solution.append(f"{im.image_id},{' '.join(relevant[im.label])},{usage}")
-    _write_csv(root / "retrieval_solution_v2.1.csv", "id,images,Usage", solution)
+            retrieval.append(f"{im.image_id},{' '.join(relevant[im.label])},{usage}")
+        # Recognition labels are train ids; a novel landmark or a non-landmark query has none.
+        recognition.append(f"{im.image_id},{train_ids.get(im.landmark, '') if im.landmark is not None else ''},"
+                           f"{usage}")
+    _write_csv(root / "retrieval_solution_v2.1.csv", "id,images,Usage", retrieval)
+    _write_csv(root / "recognition_solution_v2.1.csv", "id,landmarks,Usage", recognition)
     sample = " ".join(im.image_id for im in index[:5])
     _write_csv(root / "sample_submission.csv", "id,images", [f"{im.image_id},{sample}" for im in test])
+
+
+GENERATOR = 2  # raise when the rendering or the plan changes: a set written by another version is replaced
+MARKER = "toy.json"
+
+
+def _clear_stale(root: Path, stamp: dict) -> None:
+    """Remove a toy set written by another generator version, size or seed: its ids would collide."""
+    marker = root / MARKER
+    if marker.is_file() and json.loads(marker.read_text()) == stamp:
+        return
+    if not marker.is_file() and not any((root / split).is_dir() for split in ("train", "index", "test")):
+        return
+    log.warning("toy set at %s was written by another generator, size or seed; regenerating it", root)
+    for split in ("train", "index", "test"):
+        shutil.rmtree(root / split, ignore_errors=True)
+    for csv in root.glob("*.csv"):
+        csv.unlink()
+    marker.unlink(missing_ok=True)
 
 
 def generate(root: str | Path, size: str = "default", seed: int = 0, workers: int = 2) -> Path:
@@ -411,11 +459,15 @@ def generate(root: str | Path, size: str = "default", seed: int = 0, workers: in
     spec = SIZES[size]
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    stamp = {"generator": GENERATOR, "size": size, "seed": seed, "spec": json.loads(json.dumps(asdict(spec)))}
+    _clear_stale(root, stamp)
     images = plan(seed, spec)
     batches = [images[i:i + 32] for i in range(0, len(images), 32)]
     bar = tqdm(batches, desc="toy images", unit="batch")
     jobs = (delayed(_write_batch)(root, seed, b, spec.image_size) for b in bar)
     Parallel(n_jobs=max(1, workers), prefer="processes")(jobs)
-    # The CSVs come last, so their presence marks a complete set.
+    # The CSVs and then the marker come last, so their presence marks a complete set.
     write_csvs(root, seed, images)
+    with atomic_path(root / MARKER) as tmp:
+        tmp.write_text(json.dumps(stamp, indent=2))
     return root

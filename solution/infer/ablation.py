@@ -1,6 +1,8 @@
 """The quality table: cumulative TTA and post-processing steps, each scored on the same run's features.
 
-The best row is chosen on the Public part alone; Private is reported, never used to choose.
+The best row is chosen on the Public part alone; Private is reported, never used to choose. Every score
+carries its 95% bootstrap interval over queries, and every step its gain over the row before, paired on
+the same queries: a gain whose interval contains 0 is not a result.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import json
 from ..atomic import atomic_path
 from ..competition import load_competition
 from ..config import run_dir
-from .pipeline import id_rankings, run_net, search_competition, solution_scores
+from ..metrics import format_interval, paired_bootstrap
+from .pipeline import id_rankings, run_net, search_competition, solution_intervals
 
 STEPS = [
     ("single scale", {}),
@@ -43,17 +46,29 @@ def _plain(infer_cfg: dict) -> dict:
     return out
 
 
+def scored_row(name: str, parts: dict[str, dict], previous: dict[str, dict] | None) -> dict:
+    """One table row: mAP and interval per part, and the paired gain over ``previous`` (same queries)."""
+    row = {"step": name, **{k: round(v["map"], 4) for k, v in parts.items()},
+           "ci95": {k: [round(x, 4) for x in v["ci"]] for k, v in parts.items()}}
+    if previous is not None:
+        row["gain"] = {k: {m: round(x, 4) if isinstance(x, float) else x
+                           for m, x in paired_bootstrap(v["aps"], previous[k]["aps"]).items()}
+                       for k, v in parts.items()}
+    return row
+
+
 def ablate(cfg: dict) -> dict:
     comp = load_competition(cfg["competition"])
     run = run_dir(cfg)
     net, device = run_net(cfg)
-    infer_cfg, rows = _plain(cfg["infer"]), []
+    infer_cfg, rows, previous = _plain(cfg["infer"]), [], None
     for name, change in STEPS:
         infer_cfg = _apply(infer_cfg, change)
         neighbours, _, test_ids, index_ids = search_competition(net, comp, cfg, infer_cfg, device)
-        scores = solution_scores(comp, cfg["data"]["root"], id_rankings(test_ids, index_ids, neighbours))
-        rows.append({"step": name, **{k: round(v, 4) for k, v in scores.items()},
+        parts = solution_intervals(comp, cfg["data"]["root"], id_rankings(test_ids, index_ids, neighbours))
+        rows.append({**scored_row(name, parts, previous),
                      "infer": {k: v for k, v in infer_cfg.items() if k not in ("batch_size", "dtype", "shard_size")}})
+        previous = parts
     best = max(range(len(rows)), key=lambda i: (rows[i]["Public"], -i))
     result = {"rows": rows, "best_on_public": rows[best]["step"]}
     path = run / "ablation.json"
@@ -62,9 +77,19 @@ def ablate(cfg: dict) -> dict:
     return {**result, "path": path}
 
 
+def gain_cell(row: dict, part: str) -> str:
+    gain = row.get("gain", {}).get(part)
+    if not gain:
+        return ""
+    mark = "" if gain["excludes_zero"] else " (tie)"
+    return format_interval(gain["diff"], (gain["low"], gain["high"]), signed=True) + mark
+
+
 def table(result: dict) -> str:
-    lines = ["| step | Public | Private | all |", "|---|---|---|---|"]
+    lines = ["| step | Public [95% CI] | gain on Public, paired | Private [95% CI] | all [95% CI] |",
+             "|---|---|---|---|---|"]
     for row in result["rows"]:
         mark = " (best on Public)" if row["step"] == result["best_on_public"] else ""
-        lines.append(f"| {row['step']}{mark} | {row['Public']:.4f} | {row['Private']:.4f} | {row['all']:.4f} |")
+        cells = [format_interval(row[k], row["ci95"][k]) for k in ("Public", "Private", "all")]
+        lines.append(f"| {row['step']}{mark} | {cells[0]} | {gain_cell(row, 'Public')} | {cells[1]} | {cells[2]} |")
     return "\n".join(lines)

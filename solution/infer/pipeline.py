@@ -11,7 +11,7 @@ import torch
 from ..competition import Competition
 from ..config import run_dir
 from ..data.gldv2 import image_path, read_solution, read_train_clean
-from ..metrics import score_submission
+from ..metrics import score_with_intervals
 from ..model.net import RetrievalNet, load_checkpoint, place
 from ..runtime import data_workers, resolve_device
 from .extract import extract_descriptors
@@ -70,21 +70,27 @@ def search_competition(net: RetrievalNet, comp: Competition, cfg: dict, infer_cf
     return neighbours, scores, test_ids, index_ids
 
 
-def solution_scores(comp: Competition, data_root: str | Path, rankings: dict[str, list[str]]) -> dict[str, float]:
-    """mAP@k (Public, Private, all) when the competition's ground truth is on disk, else {}."""
+def solution_intervals(comp: Competition, data_root: str | Path, rankings: dict[str, list[str]]) -> dict[str, dict]:
+    """Per part (Public, Private, all): mAP@k, its 95% bootstrap interval, query count and per-query APs;
+    {} without ground truth on disk."""
     path = comp.csv_path(data_root, "solution_csv")
     if not path.is_file():
         return {}
-    return score_submission(rankings, read_solution(path), comp.metric["k"])
+    return score_with_intervals(rankings, read_solution(path), comp.metric["k"])
+
+
+def solution_scores(comp: Competition, data_root: str | Path, rankings: dict[str, list[str]]) -> dict[str, float]:
+    """mAP@k (Public, Private, all) when the competition's ground truth is on disk, else {}."""
+    return {name: part["map"] for name, part in solution_intervals(comp, data_root, rankings).items()}
 
 
 def evaluate_net(net: RetrievalNet, comp: Competition, data_root: str | Path, infer_cfg: dict,
                  device: torch.device, workers: int, describe: Describe | None = None,
-                 score: bool = True) -> dict[str, float]:
-    """mAP@k of ``net`` on the competition at a single scale. Every rank calls it with a sharded ``describe``;
-    only the one with ``score`` searches and scores."""
+                 score: bool = True) -> dict[str, dict]:
+    """:func:`solution_intervals` of ``net`` on the competition at a single scale. Every rank calls it with a
+    sharded ``describe``; only the one with ``score`` searches and scores."""
     index, index_ids = describe_split(net, comp, data_root, "index", infer_cfg, device, workers, describe)
     test, test_ids = describe_split(net, comp, data_root, "test", infer_cfg, device, workers, describe)
     if not score:
         return {}
-    return solution_scores(comp, data_root, rank(test, test_ids, index, index_ids, comp.metric["k"]))
+    return solution_intervals(comp, data_root, rank(test, test_ids, index, index_ids, comp.metric["k"]))

@@ -79,7 +79,8 @@ def _file_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise WeightError(f"model.pretrained_file={path} holds a {type(state).__name__}, not a state dict")
     state = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
     if any(k.startswith("backbone.") for k in state):  # one of our own checkpoints: take its backbone
-        state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+        state = {k.removeprefix("backbone.").removeprefix("body."): v for k, v in state.items()
+                 if k.startswith("backbone.")}
     return state
 
 
@@ -98,24 +99,72 @@ def load_matching(model: nn.Module, state: dict[str, torch.Tensor], source: str)
     model.load_state_dict({k: state[k] for k in own})
 
 
-def create_backbone(name: str, layers: list[int] | tuple[int, ...], pretrained: str = "none",
-                    pretrained_file: str | None = None) -> tuple[nn.Module, tuple[int, ...]]:
-    """A timm ``features_only`` model returning the maps of ``layers``; also returns the resolved layers."""
-    if pretrained not in WEIGHT_SOURCES:
-        raise ConfigError(f"model.pretrained='{pretrained}' is not one of {WEIGHT_SOURCES}")
-    if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
-        raise ConfigError(f"model.backbone='{name}' is not a timm model; see timm.list_models()")
-    probe = timm.create_model(name, pretrained=False, features_only=True)
-    out_indices = resolve_layers(len(probe.feature_info), layers)
-    if pretrained == "timm":
-        return timm.create_model(name, pretrained=True, features_only=True, out_indices=out_indices), out_indices
-    model = timm.create_model(name, pretrained=False, features_only=True, out_indices=out_indices)
+class _Channels(list):
+    """``feature_info``'s one method that the rest of the package reads."""
+
+    def channels(self) -> list[int]:
+        return list(self)
+
+
+class FinalMapBackbone(nn.Module):
+    """A whole timm model tapped through ``forward_intermediates``; its last tap is the network's own final map.
+
+    For EfficientNets the last stage is a block output without activation, so it is signed; the final
+    map (head convolution, normalisation and activation) is what the network was trained to end on.
+    For ResNets the two coincide.
+    """
+
+    def __init__(self, body: nn.Module, out_indices: tuple[int, ...]):
+        super().__init__()
+        self.body = body
+        self.out_indices = tuple(out_indices)
+        self.takes_final = self.out_indices[-1] == len(body.feature_info) - 1
+        channels = [body.feature_info[i]["num_chs"] for i in self.out_indices]
+        if self.takes_final:
+            channels[-1] = body.num_features
+        self.feature_info = _Channels(channels)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if not self.takes_final:
+            return self.body.forward_intermediates(x, indices=list(self.out_indices), intermediates_only=True,
+                                                   stop_early=True)
+        final, maps = self.body.forward_intermediates(x, indices=list(self.out_indices))
+        return [*maps[:-1], final]
+
+
+def _load_weights(model: nn.Module, name: str, pretrained: str, pretrained_file: str | None) -> None:
     if pretrained == "package":
         load_matching(model, _package_state_dict(name), f"the {PACKAGE_BACKBONES[name]} package")
     elif pretrained == "file":
         if not pretrained_file:
             raise ConfigError("model.pretrained=file needs model.pretrained_file=<path to a state dict>")
         load_matching(model, _file_state_dict(pretrained_file), str(pretrained_file))
+
+
+def create_backbone(name: str, layers: list[int] | tuple[int, ...], pretrained: str = "none",
+                    pretrained_file: str | None = None, final_map: bool = False) -> tuple[nn.Module, tuple[int, ...]]:
+    """A model returning the maps of ``layers`` (and ``feature_info.channels()``); also the resolved layers.
+
+    ``final_map``: the whole network, whose last tap (when it is the last stage) is its final feature map;
+    otherwise timm's ``features_only`` model.
+    """
+    if pretrained not in WEIGHT_SOURCES:
+        raise ConfigError(f"model.pretrained='{pretrained}' is not one of {WEIGHT_SOURCES}")
+    if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
+        raise ConfigError(f"model.backbone='{name}' is not a timm model; see timm.list_models()")
+    probe = timm.create_model(name, pretrained=False, features_only=True)
+    out_indices = resolve_layers(len(probe.feature_info), layers)
+    if final_map:
+        body = timm.create_model(name, pretrained=pretrained == "timm", num_classes=0)
+        if not hasattr(body, "forward_intermediates"):
+            raise ConfigError(f"model.final_map=true needs a timm model with forward_intermediates; '{name}' has "
+                              "none: set model.final_map=false")
+        _load_weights(body, name, pretrained, pretrained_file)
+        return FinalMapBackbone(body, out_indices), out_indices
+    if pretrained == "timm":
+        return timm.create_model(name, pretrained=True, features_only=True, out_indices=out_indices), out_indices
+    model = timm.create_model(name, pretrained=False, features_only=True, out_indices=out_indices)
+    _load_weights(model, name, pretrained, pretrained_file)
     return model, out_indices
 
 

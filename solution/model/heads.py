@@ -119,34 +119,74 @@ class RMAC(_RegionHead):
         return self.region_vectors(x).sum(dim=1)
 
 
+LAYER_MODES = ("sum", "learned", "l2")
+
+
 @register_head("remap")
 class REMAP(_RegionHead):
     """REMAP: a non-negative, trainable weight per (layer, region), initialised from KL divergence.
 
     The weight is softplus of a raw parameter, so it stays non-negative under any
     optimiser step. Before KL initialisation every weight is 1 (R-MAC).
+
+    ``layers`` says how the layers' weighted region sums meet:
+    - ``sum``: concatenated as they are, then L2; a layer's weights set its share of the descriptor.
+    - ``learned``: each L2-normalised, then scaled by a learnable non-negative layer weight.
+    - ``l2``: each L2-normalised; any per-layer scale of the weights cancels (checkpoints before the choice).
     """
 
-    def __init__(self, channels: list[int], regions: np.ndarray | list | None = None):
+    def __init__(self, channels: list[int], regions: np.ndarray | list | None = None, layers: str = "l2"):
         super().__init__(channels, regions)
+        if layers not in LAYER_MODES:
+            raise ValueError(f"REMAP layer mode '{layers}' is not one of {LAYER_MODES}")
+        self.layer_mode = layers
         self.raw_weights = nn.Parameter(torch.full((len(channels), self.num_regions), _inverse_softplus(1.0)))
+        if layers == "learned":
+            self.raw_layer_weights = nn.Parameter(torch.full((len(channels),), _inverse_softplus(1.0)))
+
+    @classmethod
+    def from_config(cls, channels: list[int], model_cfg: dict) -> nn.Module:
+        spec = model_cfg["regions"]
+        return cls(channels, region_grid(spec["levels"], spec["overlap"], tuple(spec["reference"]), spec["whole"]),
+                   layers=model_cfg.get("remap_layers", "l2"))
 
     @property
     def region_weights(self) -> torch.Tensor:
         return F.softplus(self.raw_weights)
 
+    @property
+    def layer_weights(self) -> torch.Tensor:
+        """What each layer's share is multiplied by (ones unless the mode learns them)."""
+        if self.layer_mode == "learned":
+            return F.softplus(self.raw_layer_weights)
+        return torch.ones(len(self.channels), device=self.raw_weights.device)
+
     @torch.no_grad()
     def set_region_weights(self, weights: torch.Tensor | np.ndarray) -> None:
+        """Set the L x R weights; in ``learned`` mode each layer's mean becomes its layer weight."""
         weights = torch.as_tensor(np.asarray(weights), dtype=self.raw_weights.dtype)
         if weights.shape != self.raw_weights.shape:
             raise ValueError(f"region weights must be {tuple(self.raw_weights.shape)}, got {tuple(weights.shape)}")
-        self.raw_weights.copy_(torch.log(torch.expm1(weights.clamp(min=1e-4))))
+        self.raw_weights.copy_(_softplus_inverse(weights))
+        if self.layer_mode == "learned":
+            self.raw_layer_weights.copy_(_softplus_inverse(weights.mean(dim=1)))
 
     def pool(self, x, layer):
         return torch.einsum("nrc,r->nc", self.region_vectors(x), self.region_weights[layer])
 
+    def forward(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        pooled = [self.pool(x, i) for i, x in enumerate(maps)]
+        if self.layer_mode == "sum":
+            return LF.l2n(torch.cat(pooled, dim=-1))
+        scale = self.layer_weights
+        return LF.l2n(torch.cat([LF.l2n(p) * scale[i] for i, p in enumerate(pooled)], dim=-1))
+
     def no_decay_parameters(self) -> list[nn.Parameter]:
-        return [self.raw_weights]
+        return [self.raw_weights] + ([self.raw_layer_weights] if self.layer_mode == "learned" else [])
+
+
+def _softplus_inverse(weights: torch.Tensor) -> torch.Tensor:
+    return torch.log(torch.expm1(weights.clamp(min=1e-4)))
 
 
 def _inverse_softplus(value: float) -> float:

@@ -24,6 +24,7 @@ from .heads import create_head
 class RetrievalNet(nn.Module):
     def __init__(self, backbone: nn.Module, head: nn.Module, meta: dict, whiten: nn.Linear | None = None):
         super().__init__()
+        self.tap_relu = bool(meta["model_cfg"].get("tap_relu", False))
         self.backbone = backbone
         self.head = head
         self.whiten = whiten
@@ -40,7 +41,10 @@ class RetrievalNet(nn.Module):
         images = as_float_images(images)
         if images.is_cuda:  # NHWC: the layout tensor cores convolve fastest
             images = images.contiguous(memory_format=torch.channels_last)
-        return self.backbone((images - self.mean) / self.std)
+        maps = self.backbone((images - self.mean) / self.std)
+        # Signed block outputs (EfficientNet's stages end without activation) would lose their negative half
+        # to GeM's clamp and would fight max pooling; every head pools the same non-negative maps.
+        return [torch.relu(m) for m in maps] if self.tap_relu else maps
 
     def pooled(self, images: torch.Tensor) -> torch.Tensor:
         """The head's descriptor before whitening (what PCA-whitening is fitted on)."""
@@ -62,8 +66,9 @@ class RetrievalNet(nn.Module):
 def build_net(model_cfg: dict, pretrained: str | None = None) -> RetrievalNet:
     """Build from the ``model`` config section; ``pretrained`` overrides its weight source."""
     source = model_cfg["pretrained"] if pretrained is None else pretrained
+    # .get: checkpoints written before these keys rebuild as they were trained
     backbone, layers = create_backbone(model_cfg["backbone"], model_cfg["layers"], source,
-                                       model_cfg.get("pretrained_file"))
+                                       model_cfg.get("pretrained_file"), model_cfg.get("final_map", False))
     channels = [backbone.feature_info.channels()[i] for i in range(len(layers))]
     head = create_head(model_cfg["head"], channels, model_cfg)
     mean, std = normalisation(model_cfg["backbone"], model_cfg["pretrained"])

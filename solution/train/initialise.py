@@ -87,7 +87,7 @@ def initialise(net: RetrievalNet, paths: list[Path], labels: np.ndarray, cfg: di
     """Fit whatever the net still lacks: KL weights (REMAP), then whitening (on the weighted descriptors)."""
     rng = np.random.default_rng([cfg["run"]["seed"], 7])
     model_cfg = cfg["model"]
-    if hasattr(net.head, "set_region_weights") and not net.meta.get("kl_fitted"):
+    if hasattr(net.head, "set_region_weights") and model_cfg["kl"]["enabled"] and not net.meta.get("kl_fitted"):
         fit_region_weights(net, paths, labels, model_cfg["kl"], device, workers, rng, plots, warned)
     if net.whiten is not None and not net.meta.get("whitening_fitted"):
         fit_whitening(net, paths, model_cfg, cfg["infer"]["image_size"], device, workers, rng, warned)

@@ -29,7 +29,7 @@ from ..data.datasets import TupleDataset, collate_tuples, worker_init
 from ..data.images import warn_unreadable
 from ..infer.extract import extract_descriptors
 from ..infer.pipeline import evaluate_net
-from ..metrics import map_at_k
+from ..metrics import format_interval, map_at_k, paired_bootstrap
 from ..model.net import RetrievalNet, build_net, load_checkpoint, place, save_checkpoint
 from ..runtime import data_workers, resolve_device, seed_everything
 from ..viz import training_curves, tuple_preview
@@ -165,7 +165,7 @@ class Trainer:
                     for q in val.queries}
         return map_at_k(predictions, solution)
 
-    def test_map(self, net: RetrievalNet) -> float | None:
+    def test_map(self, net: RetrievalNet) -> dict | None:
         """Test mAP@100, described by every rank (a share each, gathered), scored on rank 0: with rank 0 alone
         describing GLDv2's 880k images the others would wait past any collective timeout."""
         infer = self.cfg["infer"]
@@ -176,6 +176,18 @@ class Trainer:
         scores = evaluate_net(net, self.comp, self.cfg["data"]["root"], infer, self.device, self.workers,
                               describe, score=self.info.main)
         return scores.get("all") if self.info.main else None
+
+    def record_test(self, net: RetrievalNet, summary: dict, when: str) -> None:
+        """``map_<when>``, its interval over queries and the per-query APs (for the paired gain) into ``summary``."""
+        result = broadcast_object(self.info, self.test_map(net))
+        if result is None:
+            summary[f"map_{when}"] = None
+            return
+        summary.update({f"map_{when}": result["map"], f"ci_{when}": list(result["ci"]), f"aps_{when}": result["aps"]})
+        log.info("test mAP@100 %s training: %s over %d queries", when, format_interval(result["map"], result["ci"]),
+                 result["queries"])
+        if when == "after" and summary.get("aps_before"):
+            summary["gain"] = paired_bootstrap(summary["aps_after"], summary["aps_before"])
 
     def save(self, net, optimizer, scheduler, scaler, epoch: int, step: int, summary: dict,
              plan: EpochPlan | None = None, steps: list[dict] | None = None) -> None:
@@ -220,6 +232,7 @@ class Trainer:
 
     def _run(self) -> dict:
         cfg, tcfg = self.cfg, self.tcfg
+        started = time.perf_counter()
         seed_everything(self.seed)
         state: dict = {}
         if self.checkpoint_path.is_file():
@@ -260,9 +273,7 @@ class Trainer:
             torch.set_rng_state(state["torch_rng"])
         summary = dict(state.get("summary", {}))
         if tcfg["eval_before"] and "map_before" not in summary:
-            summary["map_before"] = broadcast_object(self.info, self.test_map(net))
-            if summary["map_before"] is not None:
-                log.info("test mAP@100 before training: %.4f", summary["map_before"])
+            self.record_test(net, summary, "before")
         model = net
         if self.info.active:
             model = DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
@@ -273,7 +284,9 @@ class Trainer:
             self.run_epoch(net, model, optimizer, scheduler, scaler, train_set, val, shapes, epoch, summary,
                            EpochPlan.from_state(state["plan"]) if resuming else None,
                            start_step if resuming else 0, list(state.get("steps", [])) if resuming else [])
-        summary["map_after"] = broadcast_object(self.info, self.test_map(net))
+        self.record_test(net, summary, "after")
+        # wall time over every process that worked on this run, resumed ones included
+        summary["seconds"] = round(summary.get("seconds", 0) + time.perf_counter() - started)
         self.save(net, optimizer, scheduler, scaler, tcfg["epochs"], 0, summary)
         log.info("rank %d final weights checksum %.12e", self.info.rank, weights_checksum(net))
         return {"checkpoint": self.checkpoint_path, "finished": False, **summary}

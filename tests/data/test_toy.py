@@ -1,4 +1,5 @@
 import hashlib
+import json
 
 from solution.data import toy
 from solution.data.gldv2 import image_path, is_valid_id, read_ids, read_solution, read_train, read_train_clean
@@ -32,11 +33,62 @@ def test_solution_has_ignored_nonlandmarks_and_index_only_targets(tiny_root):
         assert set(relevant) <= index
 
 
-def test_train_landmarks_disjoint_from_index(tiny_root):
-    images = toy.plan(0, toy.SIZES["tiny"])
-    train = {im.label for im in images if im.split == "train"}
-    index = {im.label for im in images if im.split == "index" and im.label is not None}
-    assert train and index and not train & index
+def test_index_landmarks_overlap_train_like_gldv2():
+    for size in ("tiny", "default"):
+        spec = toy.SIZES[size]
+        images = toy.plan(0, spec)
+        train = {im.landmark for im in images if im.split == "train" and im.landmark is not None}
+        queried = {im.landmark for im in images if im.split == "test" and im.landmark is not None}
+        index = {im.landmark for im in images if im.split == "index" and im.label is not None}
+        assert len(index) == spec.index_landmarks and len(index & train) == spec.shared_landmarks
+        assert index - train  # some landmarks never appear in train
+        assert queried <= index
+        # a shared landmark is shown by other photographs, never the same image
+        train_ids = {im.image_id for im in images if im.split == "train"}
+        assert not train_ids & {im.image_id for im in images if im.split != "train"}
+
+
+def test_default_size_meets_the_competition_shape():
+    spec = toy.SIZES["default"]
+    images = toy.plan(0, spec)
+    index = [im for im in images if im.split == "index"]
+    assert sum(im.label is not None for im in index) >= 1500 and sum(im.label is None for im in index) >= 1000
+    assert sum(im.split == "test" and im.label is not None for im in images) >= 400
+    assert spec.shared_fraction == 0.75
+
+
+def test_index_numbering_differs_from_train_and_recognition_uses_train_ids(tiny_root):
+    root = tiny_root / "toy"
+    images = {im.image_id: im for im in toy.plan(0, toy.SIZES["tiny"])}
+    train = read_train(root / "train.csv")
+    train_id = {images[i].label: int(lm) for i, lm in zip(train["id"], train["landmark_id"])}
+    index_rows = [line.split(",") for line in (root / "index_image_to_landmark.csv").read_text().split()[1:]]
+    index_id = {}
+    for image_id, landmark_id in index_rows:
+        landmark = images[image_id].landmark
+        assert index_id.setdefault(landmark, int(landmark_id)) == int(landmark_id)  # one id per landmark
+    shared = set(index_id) & set(train_id)
+    assert shared and all(index_id[lm] != train_id[lm] for lm in shared)  # renumbered
+    assert len(set(index_id.values())) == len(index_id)
+    rows = [line.split(",") for line in (root / "recognition_solution_v2.1.csv").read_text().splitlines()[1:]]
+    assert len(rows) == len(read_ids(root / "test.csv"))
+    for image_id, landmarks, usage in rows:
+        landmark = images[image_id].landmark
+        expected = str(train_id[landmark]) if landmark in train_id else ""
+        assert landmarks == expected and usage in ("Public", "Private")
+    assert any(r[1] for r in rows) and any(not r[1] for r in rows)
+
+
+def test_a_set_from_another_generator_is_replaced(tmp_path):
+    root = toy.generate(tmp_path / "t", "tiny", seed=0, workers=1)
+    stale = image_path(root, "test", read_ids(root / "test.csv")[0])
+    stale.write_bytes(b"from an older generator")
+    toy.generate(root, "tiny", seed=0, workers=1)
+    assert stale.read_bytes() == b"from an older generator"  # kept: the marker matches, so nothing is redone
+    marker = json.loads((root / "toy.json").read_text())
+    (root / "toy.json").write_text(json.dumps({**marker, "generator": 1}))
+    toy.generate(root, "tiny", seed=0, workers=1)
+    assert stale.read_bytes().startswith(b"\xff\xd8")  # regenerated as a JPEG
 
 
 def test_train_clean_drops_noisy_rows(tiny_root):

@@ -41,3 +41,33 @@ def test_bad_sources():
         create_backbone("resnet_nope", [-1], "none")
     with pytest.raises(WeightError, match="does not exist"):
         create_backbone("resnet18", [-1], "file", "/nope.pt")
+
+
+def test_final_map_tap_is_the_networks_own_end():
+    import timm
+
+    tapped, _ = create_backbone("tf_efficientnet_lite0", [-2, -1], "none", final_map=True)
+    stages, _ = create_backbone("tf_efficientnet_lite0", [-2, -1], "none")
+    stages.load_state_dict({k: v for k, v in tapped.body.state_dict().items() if k in stages.state_dict()})
+    whole = timm.create_model("tf_efficientnet_lite0", num_classes=0)
+    whole.load_state_dict(tapped.body.state_dict())
+    tapped.eval(), stages.eval(), whole.eval()
+    x = torch.rand(2, 3, 96, 128)
+    with torch.no_grad():
+        maps, reference, end = tapped(x), stages(x), whole.forward_features(x)
+    assert tapped.feature_info.channels() == [112, 1280]
+    assert torch.equal(maps[0], reference[0])        # an inner tap is the stage's own output
+    assert torch.allclose(maps[1], end) and maps[1].min() >= 0   # head conv + BN + ReLU6
+    assert reference[1].min() < 0                     # the stage it replaces is signed
+    inner, _ = create_backbone("tf_efficientnet_lite0", [-3, -2], "none", final_map=True)
+    assert inner.feature_info.channels() == [40, 112]  # without the last stage nothing is replaced
+
+
+def test_tap_relu_makes_every_map_non_negative():
+    from solution.config import load_config
+    from solution.model.net import build_net
+
+    for relu in (True, False):
+        cfg = load_config("toy", ["model.pretrained=none", f"model.tap_relu={str(relu).lower()}"])["model"]
+        maps = build_net(cfg).eval().features(torch.rand(1, 3, 96, 128))
+        assert (min(float(m.min()) for m in maps) >= 0) == relu

@@ -64,3 +64,31 @@ def test_remap_weights_change_the_descriptor():
     head.set_region_weights(weights)
     assert not torch.allclose(before, head(maps))
     assert torch.allclose(head(maps), create_head("mac", [4])(maps), atol=1e-3)
+
+
+def test_remap_sum_mode_lets_layer_weights_act_across_layers():
+    maps = [torch.rand(2, 4, 6, 8), torch.rand(2, 6, 3, 4)]
+    for mode, moves in (("sum", True), ("learned", False), ("l2", False)):
+        head = create_head("remap", [4, 6], layers=mode)
+        before = head(maps)
+        weights = torch.ones(2, head.num_regions)
+        weights[1] *= 5.0  # the second layer's regions all count five times more
+        head.set_region_weights(weights)
+        after = head(maps)
+        if mode == "learned":  # the layer's mean weight moves into its learnable layer weight
+            assert torch.allclose(head.layer_weights, torch.tensor([1.0, 5.0]), atol=1e-3)
+            assert not torch.allclose(before, after, atol=1e-4)
+        else:
+            assert torch.allclose(before, after, atol=1e-5) != moves, mode
+        if moves:  # the up-weighted layer now holds most of the unit norm
+            assert (after[:, 4:].norm(dim=1) > after[:, :4].norm(dim=1)).all()
+
+
+def test_remap_learned_layer_weights_get_gradients_and_no_decay():
+    head = create_head("remap", [4, 6], layers="learned")
+    maps = [torch.rand(2, 4, 6, 8), torch.rand(2, 6, 3, 4)]
+    (head(maps) * torch.randn(2, head.dim)).sum().backward()
+    assert head.raw_layer_weights.grad.abs().min() > 1e-6
+    assert head.no_decay_parameters() == [head.raw_weights, head.raw_layer_weights]
+    with pytest.raises(ValueError, match="layer mode"):
+        create_head("remap", [4], layers="bogus")

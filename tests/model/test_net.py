@@ -15,7 +15,7 @@ def test_checkpoint_rebuilds_exact_net(tmp_path):
     x = torch.rand(2, 3, 96, 128)
     with torch.no_grad():
         assert torch.allclose(net(x), rebuilt(x), atol=1e-6)
-    assert payload["epoch"] == 3 and rebuilt.meta["layers"] == [3, 4] and rebuilt.dim == 112 + 320
+    assert payload["epoch"] == 3 and rebuilt.meta["layers"] == [3, 4] and rebuilt.dim == 112 + 1280
 
 
 def _projection_loss(out: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,65 @@
+import json
+
+import numpy as np
+import pytest
+
+from solution.config import ConfigError, load_config
+from solution.train import head_ablation
+from solution.train.head_ablation import VARIANTS, ablate_heads, variant_config
+
+
+def _flat(tree, prefix=""):
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_variants_change_only_the_head_its_layers_and_the_run():
+    cfg = load_config("toy")
+    base = _flat(cfg)
+    for variant in VARIANTS:
+        changed = {k for k, v in _flat(variant_config(cfg, variant, 3)).items() if v != base[k]}
+        allowed = {"run.name", "run.seed", "model.head", "model.layers", "model.kl.enabled", "model.remap_layers"}
+        assert changed <= allowed, variant
+    assert variant_config(cfg, "gem", 1)["run"]["name"] == "toy-heads-gem-s1"
+    with pytest.raises(ConfigError, match="unknown head variant"):
+        variant_config(cfg, "vlad", 0)
+
+
+def _fake_train(quality):
+    """A stand-in for training: per-query APs drawn around each head's quality, fixed by seed and head."""
+    def train(cfg):
+        head = cfg["run"]["name"].split("-heads-")[1].rsplit("-s", 1)[0]
+        rng = np.random.default_rng([cfg["run"]["seed"], len(head)])
+        queries = [f"q{i}" for i in range(300)]
+        noise = rng.normal(0, 0.2, (2, len(queries)))
+        before = np.clip(0.2 + noise[0], 0, 1)
+        after = np.clip(quality[head] + noise[1], 0, 1)
+        return {"aps_before": dict(zip(queries, before)), "aps_after": dict(zip(queries, after)), "seconds": 7}
+    return train
+
+
+def test_table_compares_every_head_with_remap_on_the_same_queries(tmp_path, monkeypatch):
+    quality = {"gem": 0.40, "mac": 0.35, "remap": 0.50}
+    monkeypatch.setattr(head_ablation, "train", _fake_train(quality))
+    cfg = load_config("toy", [f"run.dir={tmp_path}"])
+    out = ablate_heads(cfg, ["gem", "mac"], [0, 1])
+    assert [r["variant"] for r in out["rows"]] == ["remap", "gem", "mac"]  # REMAP added, rows best first
+    gem = next(r for r in out["rows"] if r["variant"] == "gem")
+    diff = gem["remap_minus_this"]
+    assert 0.07 < diff["diff"] < 0.13 and diff["low"] > 0 and diff["excludes_zero"]
+    assert gem["train_seconds"] == 14  # two seeds
+    text = (tmp_path / "toy-heads" / "heads.md").read_text()
+    assert "REMAP is best" in text and "a win by the issue's bar" in text
+    assert json.loads((tmp_path / "toy-heads" / "heads.json").read_text())["best"] == "remap"
+
+
+def test_verdict_says_plainly_when_remap_loses(tmp_path, monkeypatch):
+    monkeypatch.setattr(head_ablation, "train", _fake_train({"gem": 0.55, "remap": 0.50}))
+    out = ablate_heads(load_config("toy", [f"run.dir={tmp_path}"]), ["gem"], [0])
+    assert out["best"] == "gem"
+    assert "REMAP is not best: GeM (last layer) leads it by" in (tmp_path / "toy-heads" / "heads.md").read_text()
