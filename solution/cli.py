@@ -294,6 +294,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     state = "already finished" if result["finished"] else f"trained in {time.perf_counter() - started:.0f}s"
     print(f"train: {state}; test mAP@100 {_before_after(result)}; "
           f"wrote {result['checkpoint']} and {run_dir(cfg) / 'metrics.csv'}")
+    if cfg["train"]["transfer_check"] and (run_dir(cfg) / "initial.pt").is_file():
+        from .infer.transfer import summary_line, transfer_check
+
+        print(f"train: {summary_line(transfer_check(cfg, Path(cfg['data']['root']) / 'photos'))}")
+    return 0
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    from .infer.transfer import summary_line, transfer_check
+
+    cfg = _config(args)
+    result = transfer_check(cfg, args.photos or Path(cfg["data"]["root"]) / "photos")
+    print(f"transfer: {summary_line(result)}; wrote {result['path']}")
     return 0
 
 
@@ -578,6 +591,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", nargs="+", metavar="NAME", help="a subset (default: all; REMAP always runs)")
     p.add_argument("--seeds", nargs="+", type=int, metavar="N", help="training seeds (default: run.seed)")
     p.set_defaults(func=cmd_ablate_heads)
+
+    p = sub.add_parser("transfer", help="real photographs (scikit-image / scikit-learn samples): mAP@100 off the "
+                       "shelf against fine-tuned")
+    _add_config_args(p)
+    p.add_argument("--photos", help="where the photo views go (default: <data.root>/photos)")
+    p.set_defaults(func=cmd_transfer)
 
     p = sub.add_parser("train", help="fine-tune a descriptor; prints test mAP@100 before and after")
     _add_config_args(p)

@@ -231,7 +231,7 @@ def save_config(cfg: dict, path: Path) -> None:
 # What may differ between a run's checkpoint and a command that resumes it; everything else in model, data,
 # train, competition and run.seed describes the checkpoint and must stay as it was.
 RESUMABLE_CHANGES = ("train.epochs", "train.eval_before", "train.tensorboard", "train.checkpoint_every",
-                     "train.dist_timeout_min",
+                     "train.dist_timeout_min", "train.transfer_check",
                      "run.workers", "run.device", "run.dir", "run.name")
 
 

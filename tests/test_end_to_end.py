@@ -17,6 +17,12 @@ def test_tiny_pipeline(tmp_path, monkeypatch, capsys):
     rows = list(csv.DictReader(open(tmp_path / "runs/toy-tiny/metrics.csv")))
     assert len(rows) == 1 and float(rows[0]["loss"]) >= 0
 
+    assert (tmp_path / "runs/toy-tiny/initial.pt").is_file()  # off the shelf, for the transfer check
+    assert main(["transfer", *common]) == 0
+    out = capsys.readouterr().out
+    assert "real photos mAP@100 over 140 queries: off the shelf" in out and "-> fine-tuned" in out
+    assert (tmp_path / "runs/toy-tiny/transfer.json").is_file()
+
     assert main(["train", *common]) == 0  # finished: does nothing, says so
     assert "already finished" in capsys.readouterr().out
 

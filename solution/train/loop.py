@@ -259,6 +259,8 @@ class Trainer:
         if self.info.main:
             initialise(net, train_set.paths, train_set.labels, cfg, self.device, self.workers, self.out / "plots",
                        self.warned)
+            if "optimizer" not in state and not (self.out / "initial.pt").is_file():
+                save_checkpoint(self.out / "initial.pt", net)  # off the shelf: what `transfer` compares against
         if self.info.active:  # every rank starts from rank 0's initialised weights
             payload = broadcast_object(self.info, (net.meta, {k: v.cpu() for k, v in net.state_dict().items()}))
             net.meta = payload[0]
