@@ -204,6 +204,7 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
     "data.train_list": (_one_of("clean", "full"), "clean or full"),
     "data.toy_size": (_one_of("default", "tiny"), "default or tiny"),
     "model.remap_layers": (_one_of("sum", "learned", "l2"), "sum, learned or l2"),
+    "infer.diffusion.k": (lambda v: v is None or _positive_int(v), "null (scaled to the index) or a whole number > 0"),
     **{key: (lambda v: isinstance(v, bool), "true or false") for key in (
         "model.final_map", "model.tap_relu", "model.kl.enabled")},
     "infer.scales": (lambda v: isinstance(v, list) and len(v) > 0 and all(_scale(x) for x in v),

@@ -92,7 +92,8 @@ def test_bootstrap_interval_hand_checked():
     values = np.random.default_rng(0).random(400)
     low, high = bootstrap_interval(values)
     half = 1.96 * values.std() / np.sqrt(len(values))  # the normal approximation, 0.029 here
-    assert low == pytest.approx(values.mean() - half, abs=0.003) and high == pytest.approx(values.mean() + half, abs=0.003)
+    assert low == pytest.approx(values.mean() - half, abs=0.003)
+    assert high == pytest.approx(values.mean() + half, abs=0.003)
 
 
 def test_paired_bootstrap_pairs_queries():

@@ -21,7 +21,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 from ..atomic import atomic_path
 from .toy import _perspective_coeffs
 
-GENERATOR = 1
+GENERATOR = 2
 SKIMAGE_SCENES = ("astronaut", "camera", "chelsea", "coffee", "coins", "hubble_deep_field", "immunohistochemistry",
                   "retina", "rocket", "moon", "page")
 SKLEARN_SCENES = ("china.jpg", "flower.jpg")
@@ -30,7 +30,7 @@ TEXTURES = ("brick", "grass", "gravel")
 
 @dataclass(frozen=True)
 class PhotoSet:
-    views: int = 10            # per scene
+    views: int = 6             # per scene
     distractors: int = 300
     image_size: int = 256
     seed: int = 0
@@ -49,15 +49,31 @@ def _rgb(array: np.ndarray) -> Image.Image:
     return image.convert("RGB")
 
 
+def _halves(image: Image.Image) -> tuple[Image.Image, Image.Image]:
+    w, h = image.size
+    if w >= h:
+        return image.crop((0, 0, w // 2, h)), image.crop((w - w // 2, 0, w, h))
+    return image.crop((0, 0, w, h // 2)), image.crop((0, h - h // 2, w, h))
+
+
 def scenes() -> dict[str, list[Image.Image]]:
-    """Scene name -> its source photographs (the motorcycle: left and right cameras of a stereo pair)."""
+    """Scene name -> its source photographs (the motorcycle: left and right cameras of a stereo pair).
+
+    Every photograph is cut into two halves that are scenes of their own: the two halves of one
+    photograph share its light, colours and textures, so telling them apart takes the content itself.
+    """
     from sklearn.datasets import load_sample_image
 
-    out = {name: [_rgb(_skimage(name))] for name in SKIMAGE_SCENES}
+    photos = {name: [_rgb(_skimage(name))] for name in SKIMAGE_SCENES}
     left, right, _ = _skimage("stereo_motorcycle")
-    out["motorcycle"] = [_rgb(left), _rgb(right)]
+    photos["motorcycle"] = [_rgb(left), _rgb(right)]
     for name in SKLEARN_SCENES:
-        out[name.removesuffix(".jpg")] = [_rgb(load_sample_image(name))]
+        photos[name.removesuffix(".jpg")] = [_rgb(load_sample_image(name))]
+    out = {}
+    for name, sources in photos.items():
+        cut = [_halves(source) for source in sources]
+        out[f"{name}-a"] = [c[0] for c in cut]
+        out[f"{name}-b"] = [c[1] for c in cut]
     return out
 
 
@@ -69,10 +85,10 @@ def photograph(source: Image.Image, rng: np.random.Generator, size: int, area: t
     cw, ch = min(w, w * np.sqrt(share * aspect)), min(h, h * np.sqrt(share / aspect))
     x0, y0 = rng.uniform(0, w - cw), rng.uniform(0, h - ch)
     view = source.crop((int(x0), int(y0), int(x0 + cw), int(y0 + ch)))
-    view = view.rotate(rng.uniform(-12, 12), Image.BILINEAR, expand=False)
+    view = view.rotate(rng.uniform(-20, 20), Image.BILINEAR, expand=False)
     vw, vh = view.size
     corners = np.array([[0, 0], [vw, 0], [vw, vh], [0, vh]], float)
-    moved = corners + rng.uniform(-0.08, 0.08, (4, 2)) * [vw, vh]
+    moved = corners + rng.uniform(-0.12, 0.12, (4, 2)) * [vw, vh]
     view = view.transform(view.size, Image.PERSPECTIVE, _perspective_coeffs(moved, corners), Image.BILINEAR)
     scale = size / max(view.size)
     view = view.resize((max(1, round(view.width * scale)), max(1, round(view.height * scale))), Image.BILINEAR)
@@ -102,7 +118,7 @@ def generate(root: str | Path, spec: PhotoSet = PhotoSet()) -> dict:
     images, labels = [], []
     for name, sources in scenes().items():
         for v in range(spec.views):
-            data = photograph(sources[v % len(sources)], rng, spec.image_size, (0.35, 0.85))
+            data = photograph(sources[v % len(sources)], rng, spec.image_size, (0.25, 0.8))
             images.append(_write(root, f"{name}-{v:02d}.jpg", data))
             labels.append(name)
     textures = [_rgb(_skimage(name)) for name in TEXTURES]

@@ -71,6 +71,16 @@ def dense_knn(queries: np.ndarray, database: np.ndarray, k: int) -> tuple[np.nda
     return np.take_along_axis(sims, top, 1), top
 
 
+def diffusion_neighbours(n: int) -> int:
+    """The graph's k when ``infer.diffusion.k`` is null: n / 250 within [5, 50].
+
+    k=50 was set for Oxford/Paris with 100k distractors; on a small index it links every image to
+    dozens of other landmarks and the diffusion smears them together (on the 2,568-image toy index,
+    k=50 lost to no diffusion at all). 5 on a few hundred images, 10 on the toy, 50 from 12,500 up.
+    """
+    return int(np.clip(round(n / 250), 5, 50))
+
+
 def diffusion(queries: np.ndarray, database: np.ndarray, k: int = 50, kq: int = 10, gamma: float = 3.0,
               alpha: float = 0.99, iterations: int = 20, topk: int = 100,
               chunk: int = 256, search=knn) -> tuple[np.ndarray, np.ndarray]:
@@ -195,12 +205,20 @@ def vote_labels(descriptors: np.ndarray, train: np.ndarray, train_labels: np.nda
 
 def label_rerank(neighbours: np.ndarray, query_labels: np.ndarray, index_labels: np.ndarray,
                  index_conf: np.ndarray, topk: int = 100,
-                 insert_threshold: float = np.inf) -> np.ndarray:
+                 insert_threshold: float = np.inf, query_conf: np.ndarray | None = None,
+                 min_confidence: float = 0.0) -> np.ndarray:
     """GLR19 1st place: index items sharing the query's label move to the front of the top-k (order kept);
-    same-label items outside the list whose confidence exceeds ``insert_threshold`` are inserted after them."""
+    same-label items outside the list whose confidence exceeds ``insert_threshold`` are inserted after them.
+
+    A query whose own label vote is below ``min_confidence`` keeps its list: a landmark that train never
+    shows still gets the nearest train label, and promoting that label's index images would bury it.
+    """
     out = np.empty((len(neighbours), min(topk, neighbours.shape[1])), np.int64)
     for q, row in enumerate(neighbours):
         row = row[row >= 0][:topk]
+        if query_conf is not None and query_conf[q] < min_confidence:
+            out[q] = np.pad(row, (0, out.shape[1] - len(row)), constant_values=-1)
+            continue
         same = index_labels[row] == query_labels[q]
         front = row[same]
         listed = set(row.tolist())

@@ -10,6 +10,7 @@ from .rerank import (
     alpha_qe,
     database_augmentation,
     diffusion,
+    diffusion_neighbours,
     label_rerank,
     superglobal_rerank,
     truncated_diffusion,
@@ -54,20 +55,22 @@ def retrieve(query: np.ndarray, index: np.ndarray, infer_cfg: dict, train: np.nd
     if qe["enabled"]:
         query = alpha_qe(query, database, neighbours, scores, qe["alpha"], qe["n"])
         scores, neighbours = searcher(query, depth)
+    k = dif["k"] or diffusion_neighbours(len(database))
     if dif["enabled"] and dif["truncate"]:
-        scores, neighbours = truncated_diffusion(query, database, dif["truncate"], dif["k"], dif["kq"],
+        scores, neighbours = truncated_diffusion(query, database, dif["truncate"], k, min(dif["kq"], k),
                                                  dif["gamma"], dif["alpha"], dif["iterations"], depth)
     elif dif["enabled"]:
-        scores, neighbours = diffusion(query, database, dif["k"], dif["kq"], dif["gamma"], dif["alpha"],
+        scores, neighbours = diffusion(query, database, k, min(dif["kq"], k), dif["gamma"], dif["alpha"],
                                        dif["iterations"], depth)
     if sg["enabled"]:
         scores, neighbours = superglobal_rerank(original, database, neighbours, sg["m"], sg["k"], sg["beta"])
     if lab["enabled"]:
         if train is None or train_labels is None:
             raise ValueError("label re-ranking needs train descriptors and labels")
-        q_labels, _ = vote_labels(query, train, train_labels, lab["k"])
+        q_labels, q_conf = vote_labels(query, train, train_labels, lab["k"])
         i_labels, i_conf = vote_labels(index, train, train_labels, lab["k"])
-        neighbours = label_rerank(neighbours, q_labels, i_labels, i_conf, topk, lab["insert_threshold"])
+        neighbours = label_rerank(neighbours, q_labels, i_labels, i_conf, topk, lab["insert_threshold"], q_conf,
+                                  lab["min_confidence"])
         scores = np.zeros(neighbours.shape, np.float32)
     return neighbours[:, :topk], scores[:, :topk]
 

@@ -94,6 +94,11 @@ def test_vote_and_label_rerank():
                        np.array([0.1, 0.1, 0.2, 0.1, 0.9]), topk=4, insert_threshold=0.5)
     # same label (0, 2) first in their order, then the confident unlisted 4, then the rest
     assert out[0].tolist() == [0, 2, 4, 3]
+    # a query whose own label vote is weak (a landmark train never shows) keeps its list as it was
+    kept = label_rerank(np.array([[3, 0, 1, 2], [3, 0, 1, 2]]), np.array([5, 5]), np.array([5, 8, 5, 8, 5]),
+                        np.array([0.1, 0.1, 0.2, 0.1, 0.9]), topk=4, insert_threshold=0.5,
+                        query_conf=np.array([0.4, 0.9]), min_confidence=0.5)
+    assert kept.tolist() == [[3, 0, 1, 2], [0, 2, 4, 3]]
 
 
 def test_truncated_diffusion_matches_full_when_m_covers_the_database_and_stays_inside_top_m():
@@ -120,3 +125,9 @@ def test_truncated_diffusion_searches_the_index_once(monkeypatch):
     db, q = _unit(rng.normal(size=(50, 6))), _unit(rng.normal(size=(7, 6)))
     rerank.truncated_diffusion(q, db, m=20, k=5, kq=3, gamma=1.0, iterations=10, topk=10)
     assert calls == [7]
+
+
+def test_diffusion_neighbours_scale_with_the_index():
+    from solution.infer.rerank import diffusion_neighbours
+
+    assert [diffusion_neighbours(n) for n in (300, 2568, 5063, 12_500, 761_757)] == [5, 10, 20, 50, 50]

@@ -3,26 +3,16 @@ import json
 import numpy as np
 import pytest
 
-from solution.config import ConfigError, load_config
+from solution.config import ConfigError, _flat_items, load_config
 from solution.train import head_ablation
 from solution.train.head_ablation import VARIANTS, ablate_heads, variant_config
 
 
-def _flat(tree, prefix=""):
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def test_variants_change_only_the_head_its_layers_and_the_run():
     cfg = load_config("toy")
-    base = _flat(cfg)
+    base = _flat_items(cfg)
     for variant in VARIANTS:
-        changed = {k for k, v in _flat(variant_config(cfg, variant, 3)).items() if v != base[k]}
+        changed = {k for k, v in _flat_items(variant_config(cfg, variant, 3)).items() if v != base[k]}
         allowed = {"run.name", "run.seed", "model.head", "model.layers", "model.kl.enabled", "model.remap_layers"}
         assert changed <= allowed, variant
     assert variant_config(cfg, "gem", 1)["run"]["name"] == "toy-heads-gem-s1"
