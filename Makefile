@@ -34,7 +34,7 @@ else
 TRAIN := $(PY) -m torch.distributed.run --standalone --nproc_per_node $(GPUS) -m solution train
 endif
 
-.PHONY: setup data viz-data viz-retrieval extract ablate ablate-heads transfer train kl export submit evaluate validate bench gpu-check kernel kernel-dryrun kernel-push submit-kaggle test lint clean help
+.PHONY: setup data viz-data viz-retrieval extract ablate ablate-heads ensemble transfer train kl export submit evaluate validate bench gpu-check kernel kernel-dryrun kernel-push submit-kaggle test lint clean help
 
 help:
 	@echo "make train | submit | test | data | viz-data | kl | export | bench | evaluate | validate | setup | lint | clean"
@@ -69,6 +69,10 @@ ablate: $(SETUP)
 # Every pooling head fine-tuned with the same recipe (SEEDS="0 1" for two seeds), compared with REMAP.
 ablate-heads: data
 	$(RUN) ablate-heads --config $(CONFIG) $(if $(SEEDS),--seeds $(SEEDS)) $(OVERRIDES)
+
+# CONFIG=<ensemble yaml>: the runs in its ensemble.members, combined (make submit does the same)
+ensemble: $(SETUP)
+	$(RUN) ensemble --config $(CONFIG) $(OVERRIDES)
 
 transfer: $(SETUP)
 	$(RUN) transfer --config $(CONFIG) $(OVERRIDES)

@@ -374,11 +374,42 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    _ensemble(_config(args), args.out)
+    return 0
+
+
+def _ensemble(cfg: dict, out: str) -> dict:
+    from .infer.ensemble import run_ensemble
+    from .metrics import format_interval
+
+    result = run_ensemble(cfg, out)
+    print(f"ensemble: {len(result['members'])} members, {result['dim']}-D after whitening on {result['whiten_on']} "
+          f"(whiten_dim {result['whiten_dim']}); wrote {result['submission']} ({result['rows']} rows, validated)")
+    if "ensemble" in result:
+        rows = [("ensemble", result["ensemble"])] + [(f"{n} alone", p) for n, p in result["alone"].items()]
+        print("| descriptor | Public [95% CI] | Private [95% CI] | all [95% CI] |\n|---|---|---|---|")
+        for name, parts in rows:
+            print(f"| {name} | " + " | ".join(format_interval(parts[k]["map"], parts[k]["ci"])
+                                             for k in ("Public", "Private", "all")) + " |")
+        diff = result["minus_best"]["all"]
+        verdict = "a gain: the interval excludes 0" if diff["low"] > 0 else (
+            "a loss" if diff["high"] < 0 else "a tie: the interval contains 0")
+        print(f"ensemble minus its best member on Public ({result['best_member']}), all queries: "
+              f"{format_interval(diff['diff'], (diff['low'], diff['high']), signed=True)} ({verdict})")
+    print(f"ensemble: wrote {result['path']}")
+    result["scores"] = {k: v["map"] for k, v in result.get("ensemble", {}).items()}
+    return result
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     from .infer.submit import make_submission
 
     cfg = _config(args)
-    result = make_submission(cfg, args.out)
+    if cfg["ensemble"]["members"]:  # an ensemble YAML: `make submit CONFIG=<it>` runs the ensemble stage
+        result = _ensemble(cfg, args.out)
+    else:
+        result = make_submission(cfg, args.out)
     scores = " ".join(f"{k}={v:.4f}" for k, v in result["scores"].items()) or "no ground truth to score"
     print(f"submit: wrote {result['submission']} ({result['rows']} rows, validated); mAP@100 {scores}")
     if args.kaggle:
@@ -616,6 +647,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="submissions", help="folder for the CSV")
     p.add_argument("--kaggle", action="store_true", help="also upload it with the kaggle API")
     p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("ensemble", help="several runs' descriptors, weighted, concatenated and PCA-whitened "
+                       "(ensemble.members), searched and compared with each member alone")
+    _add_config_args(p)
+    p.add_argument("--out", default="submissions", help="folder for the CSV")
+    p.set_defaults(func=cmd_ensemble)
 
     p = sub.add_parser("bench", help="measured ratios: heads vs bare backbone, training loop vs bare steps")
     p.add_argument("sections", nargs="*", help="model, train, search, extract, decode; scale (only when named)")

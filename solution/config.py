@@ -204,6 +204,9 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
     "data.train_list": (_one_of("clean", "full"), "clean or full"),
     "data.toy_size": (_one_of("default", "tiny"), "default or tiny"),
     "model.remap_layers": (_one_of("sum", "learned", "l2"), "sum, learned or l2"),
+    "ensemble.whiten_on": (_one_of("train", "index"), "train or index"),
+    "ensemble.whiten_dim": (_count, "a whole number >= 0"),
+    "ensemble.whiten_shrinkage": (_non_negative, "a number >= 0"),
     "infer.diffusion.k": (lambda v: v is None or _positive_int(v), "null (scaled to the index) or a whole number > 0"),
     **{key: (lambda v: isinstance(v, bool), "true or false") for key in (
         "model.final_map", "model.tap_relu", "model.kl.enabled")},

@@ -61,13 +61,18 @@ def search_competition(net: RetrievalNet, comp: Competition, cfg: dict, infer_cf
     data_root, out_root, workers = cfg["data"]["root"], run_dir(cfg) / "features", data_workers(cfg["run"]["workers"])
     index, index_ids = features(net, comp, data_root, "index", out_root, infer_cfg, device, workers)
     test, test_ids = features(net, comp, data_root, "test", out_root, infer_cfg, device, workers)
-    train = train_labels = None
+    train = labels = None
     if needs_train(infer_cfg):
         train, train_ids = features(net, comp, data_root, "train", out_root, infer_cfg, device, workers)
-        labels = read_train_clean(comp.csv_path(data_root, "train_clean_csv")).set_index("id")["landmark_id"]
-        train_labels = labels.loc[train_ids].to_numpy()
-    neighbours, scores = retrieve(test, index, infer_cfg, train, train_labels)
+        labels = train_labels(comp, data_root, train_ids)
+    neighbours, scores = retrieve(test, index, infer_cfg, train, labels)
     return neighbours, scores, test_ids, index_ids
+
+
+def train_labels(comp: Competition, data_root: str | Path, train_ids: list[str]) -> np.ndarray:
+    """The train-clean landmark id of each of ``train_ids``, in order (what label re-ranking votes with)."""
+    labels = read_train_clean(comp.csv_path(data_root, "train_clean_csv")).set_index("id")["landmark_id"]
+    return labels.loc[train_ids].to_numpy()
 
 
 def solution_intervals(comp: Competition, data_root: str | Path, rankings: dict[str, list[str]]) -> dict[str, dict]:

@@ -1,0 +1,138 @@
+"""The 2018 winners' ensemble: several runs' descriptors, weighted, concatenated and PCA-whitened.
+
+Per member (a run: its head, backbone or checkpoint) the descriptors are L2-normalised and scaled by
+the member's weight, then concatenated. PCA-whitening to ``ensemble.whiten_dim`` is fitted on train
+descriptors or on the index (what the 2018 entry did), then everything is L2-normalised again and
+searched with the usual post-processing. Members reuse the feature shards they already extracted
+(``runs/<member>/features/<tta>/``), so adding a member costs one extraction, once. The whitening is
+saved with the ensemble run, and each member is also scored alone with the same post-processing, so
+the ensemble is compared with its best member on the same queries.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_path
+from ..competition import Competition, load_competition
+from ..config import ConfigError, run_dir, writable_folder
+from ..metrics import paired_bootstrap
+from ..model.whitening import fit_pca_whitening
+from ..runtime import data_workers
+from .features import features
+from .pipeline import id_rankings, run_net, solution_intervals, train_labels
+from .retrieve import needs_train, retrieve
+from .submission import SubmissionError, validate_submission, write_submission
+
+
+def members(cfg: dict) -> list[tuple[str, float]]:
+    """(run name, weight) of every member; each must have a checkpoint."""
+    listed = cfg["ensemble"]["members"]
+    if not listed:
+        raise ConfigError("ensemble.members is empty; list the runs to combine, e.g. "
+                          "[{run: toy, weight: 1.0}, {run: toy-heads-rmac-s0, weight: 0.5}]")
+    out = []
+    for entry in listed:
+        if not isinstance(entry, dict) or "run" not in entry or set(entry) - {"run", "weight"}:
+            raise ConfigError(f"ensemble member {entry!r} must be {{run: <run name>, weight: <number>}}")
+        weight = float(entry.get("weight", 1.0))
+        if weight <= 0:
+            raise ConfigError(f"ensemble member {entry['run']} has weight {weight}; weights must be > 0")
+        checkpoint = Path(cfg["run"]["dir"]) / entry["run"] / "checkpoint.pt"
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"ensemble member {entry['run']}: {checkpoint} does not exist; train that run "
+                                    "first (or fix its name in ensemble.members)")
+        out.append((entry["run"], weight))
+    return out
+
+
+def _l2n(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def member_split(cfg: dict, comp: Competition, run: str, split: str) -> tuple[np.ndarray, list[str]]:
+    """One member's descriptors of ``split`` with the ensemble's TTA, from (or into) that run's own shards."""
+    member_cfg = copy.deepcopy(cfg)
+    member_cfg["run"]["name"] = run
+    net, device = run_net(member_cfg)
+    return features(net, comp, cfg["data"]["root"], split, run_dir(member_cfg) / "features", cfg["infer"], device,
+                    data_workers(cfg["run"]["workers"]))
+
+
+def concatenated(cfg: dict, comp: Competition, split: str) -> tuple[list[np.ndarray], list[str]]:
+    """Per member: L2-normalised descriptors of ``split`` (same id order for every member)."""
+    parts, ids = [], None
+    for run, _ in members(cfg):
+        rows, member_ids = member_split(cfg, comp, run, split)
+        if ids is not None and member_ids != ids:
+            raise ConfigError(f"ensemble member {run} described {split} in another order or set of images; "
+                              "its features are from another data set: delete its features/ folder")
+        ids = member_ids
+        parts.append(_l2n(rows.astype(np.float32)))
+    return parts, ids
+
+
+def combine(parts: list[np.ndarray], weights: list[float]) -> np.ndarray:
+    return np.hstack([part * weight for part, weight in zip(parts, weights)]).astype(np.float32)
+
+
+def run_ensemble(cfg: dict, out_dir: str | Path = "submissions") -> dict:
+    comp = load_competition(cfg["competition"])
+    out_dir = writable_folder(out_dir, "--out")
+    run = run_dir(cfg)
+    names, weights = zip(*members(cfg))
+    ens = cfg["ensemble"]
+    splits = {"index": concatenated(cfg, comp, "index"), "test": concatenated(cfg, comp, "test")}
+    if ens["whiten_on"] == "train" and ens["whiten_dim"] or needs_train(cfg["infer"]):
+        splits["train"] = concatenated(cfg, comp, "train")
+    combined = {split: combine(parts, list(weights)) for split, (parts, _) in splits.items()}
+    whitening = None
+    if ens["whiten_dim"]:
+        weight, bias = fit_pca_whitening(combined[ens["whiten_on"]], ens["whiten_dim"], ens["whiten_shrinkage"])
+        whitening = (weight.numpy(), bias.numpy())
+        combined = {split: _l2n(rows @ whitening[0].T + whitening[1]) for split, rows in combined.items()}
+    else:
+        combined = {split: _l2n(rows) for split, rows in combined.items()}
+    run.mkdir(parents=True, exist_ok=True)
+    with atomic_path(run / "whitening.npz") as tmp, tmp.open("wb") as handle:
+        np.savez(handle, members=np.array(names), weights=np.array(weights),
+                 weight=whitening[0] if whitening else np.zeros((0, 0)),
+                 bias=whitening[1] if whitening else np.zeros(0), fitted_on=ens["whiten_on"])
+    labels = train_labels(comp, cfg["data"]["root"], splits["train"][1]) if needs_train(cfg["infer"]) else None
+    index_ids, test_ids = splits["index"][1], splits["test"][1]
+
+    def scored(index: np.ndarray, test: np.ndarray, train: np.ndarray | None):
+        neighbours, scores = retrieve(test, index, cfg["infer"], train, labels)
+        rankings = id_rankings(test_ids, index_ids, neighbours)
+        return rankings, solution_intervals(comp, cfg["data"]["root"], rankings)
+
+    rankings, parts = scored(combined["index"], combined["test"], combined.get("train"))
+    path = Path(out_dir) / f"{comp.slug}-{cfg['run']['name']}{comp.submission['file_suffix']}"
+    write_submission(path, rankings, test_ids, comp.submission["max_predictions"])
+    problems = validate_submission(path, test_ids, index_ids, comp.submission["max_predictions"])
+    if problems:
+        raise SubmissionError("; ".join(problems))
+    report = {"members": [{"run": n, "weight": w} for n, w in zip(names, weights)],
+              "whiten_on": ens["whiten_on"], "whiten_dim": ens["whiten_dim"],
+              "dim": int(combined["test"].shape[1])}
+    if parts:
+        report["ensemble"] = _summary(parts)
+        alone = {}
+        for i, name in enumerate(names):
+            train = splits["train"][0][i] if "train" in splits else None
+            alone[name] = scored(splits["index"][0][i], splits["test"][0][i], train)[1]
+        report["alone"] = {name: _summary(p) for name, p in alone.items()}
+        best = max(alone, key=lambda name: alone[name]["Public"]["map"])  # chosen on Public, as every default
+        report["best_member"] = best
+        report["minus_best"] = {k: paired_bootstrap(parts[k]["aps"], alone[best][k]["aps"]) for k in parts}
+    with atomic_path(run / "ensemble.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=2))
+    return {**report, "submission": path, "rows": len(test_ids), "path": run / "ensemble.json"}
+
+
+def _summary(parts: dict[str, dict]) -> dict[str, dict]:
+    return {k: {"map": v["map"], "ci": list(v["ci"])} for k, v in parts.items()}

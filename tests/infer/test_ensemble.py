@@ -1,0 +1,48 @@
+import json
+
+import numpy as np
+import pytest
+
+from solution.cli import main
+from solution.config import ConfigError, load_config
+from solution.infer.ensemble import combine, members
+from solution.model.net import build_net, save_checkpoint
+
+
+def test_combine_weights_l2_normalised_parts():
+    a = np.array([[1.0, 0.0]], np.float32)
+    b = np.array([[0.0, 1.0, 0.0]], np.float32)
+    out = combine([a, b], [1.0, 0.5])
+    assert out.tolist() == [[1.0, 0.0, 0.0, 0.5, 0.0]]
+
+
+def test_members_are_checked(tmp_path):
+    with pytest.raises(ConfigError, match="ensemble.members is empty"):
+        members(load_config("toy", [f"run.dir={tmp_path}"]))
+    cfg = load_config("toy", [f"run.dir={tmp_path}", "ensemble.members=[{run: nope, weight: 1.0}]"])
+    with pytest.raises(FileNotFoundError, match="ensemble member nope"):
+        members(cfg)
+
+
+def test_ensemble_end_to_end_reuses_member_shards(tiny_root, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for name, head, layers in (("a", "remap", "[-2,-1]"), ("b", "gem", "[-1]")):
+        cfg = load_config("toy", ["model.pretrained=none", f"model.head={head}", f"model.layers={layers}",
+                                  "model.whiten_dim=0"])
+        save_checkpoint(runs / name / "checkpoint.pt", build_net(cfg["model"]))
+    common = ["--config", "toy", f"data.root={tiny_root}", f"run.dir={runs}", "run.name=ens", "run.workers=0",
+              "infer.image_size=64", "infer.scales=[1]", "infer.flip=false", "infer.qe.enabled=false",
+              "infer.dba.enabled=false", "ensemble.members=[{run: a, weight: 1.0}, {run: b, weight: 0.5}]",
+              "ensemble.whiten_on=index", "ensemble.whiten_dim=8"]
+    assert main(["submit", *common, "--out", str(tmp_path / "subs")]) == 0
+    out = capsys.readouterr().out
+    assert "| ensemble |" in out and "| a alone |" in out and "ensemble minus its best member on Public" in out
+    report = json.loads((runs / "ens" / "ensemble.json").read_text())
+    assert report["dim"] == 8 and set(report["alone"]) == {"a", "b"} and report["best_member"] in ("a", "b")
+    whitening = np.load(runs / "ens" / "whitening.npz")
+    assert whitening["weight"].shape == (8, 112 + 1280 + 1280) and str(whitening["fitted_on"]) == "index"
+    shards = sorted((runs / "a" / "features").rglob("*.npy"))
+    stamps = [p.stat().st_mtime_ns for p in shards]
+    assert shards and main(["ensemble", *common, "--out", str(tmp_path / "subs")]) == 0
+    assert [p.stat().st_mtime_ns for p in shards] == stamps  # members' shards reused, not extracted again
+    assert (tmp_path / "subs" / "toy-ens.csv").is_file()
