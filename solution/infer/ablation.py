@@ -1,8 +1,10 @@
-"""The quality table: cumulative TTA and post-processing steps, each scored on the same run's features.
+"""The quality table: TTA and post-processing steps added one at a time, on the same run's features.
 
-The best row is chosen on the Public part alone; Private is reported, never used to choose. Every score
-carries its 95% bootstrap interval over queries, and every step its gain over the row before, paired on
-the same queries: a gain whose interval contains 0 is not a result.
+Greedy forward selection on Public: each step is scored on top of the steps kept so far, and kept only
+when it raises Public; a step that lowers it is reported and then left out of later rows, so one bad
+step does not spoil the rows after it. Private is reported, never used to choose. Every score carries
+its 95% bootstrap interval over queries, and every step its gain over the chain it was added to, paired
+on the same queries: a gain whose interval contains 0 is not a result.
 """
 
 from __future__ import annotations
@@ -61,15 +63,18 @@ def ablate(cfg: dict) -> dict:
     comp = load_competition(cfg["competition"])
     run = run_dir(cfg)
     net, device = run_net(cfg)
-    infer_cfg, rows, previous = _plain(cfg["infer"]), [], None
+    kept, rows, previous = _plain(cfg["infer"]), [], None
     for name, change in STEPS:
-        infer_cfg = _apply(infer_cfg, change)
+        infer_cfg = _apply(kept, change)
         neighbours, _, test_ids, index_ids = search_competition(net, comp, cfg, infer_cfg, device)
         parts = solution_intervals(comp, cfg["data"]["root"], id_rankings(test_ids, index_ids, neighbours))
-        rows.append({**scored_row(name, parts, previous),
-                     "infer": {k: v for k, v in infer_cfg.items() if k not in ("batch_size", "dtype", "shard_size")}})
-        previous = parts
-    best = max(range(len(rows)), key=lambda i: (rows[i]["Public"], -i))
+        row = scored_row(name, parts, previous)
+        row["kept"] = previous is None or parts["Public"]["map"] > previous["Public"]["map"]
+        row["infer"] = {k: v for k, v in infer_cfg.items() if k not in ("batch_size", "dtype", "shard_size")}
+        rows.append(row)
+        if row["kept"]:
+            kept, previous = infer_cfg, parts
+    best = max((i for i, r in enumerate(rows) if r["kept"]), key=lambda i: (rows[i]["Public"], -i))
     result = {"rows": rows, "best_on_public": rows[best]["step"]}
     path = run / "ablation.json"
     with atomic_path(path) as tmp:
@@ -86,10 +91,11 @@ def gain_cell(row: dict, part: str) -> str:
 
 
 def table(result: dict) -> str:
-    lines = ["| step | Public [95% CI] | gain on Public, paired | Private [95% CI] | all [95% CI] |",
-             "|---|---|---|---|---|"]
+    lines = ["| step | Public [95% CI] | gain on Public over the kept chain, paired | Private [95% CI] | "
+             "all [95% CI] |", "|---|---|---|---|---|"]
     for row in result["rows"]:
         mark = " (best on Public)" if row["step"] == result["best_on_public"] else ""
+        mark += "" if row.get("kept", True) else " (lowers Public: not kept)"
         cells = [format_interval(row[k], row["ci95"][k]) for k in ("Public", "Private", "all")]
         lines.append(f"| {row['step']}{mark} | {cells[0]} | {gain_cell(row, 'Public')} | {cells[1]} | {cells[2]} |")
     return "\n".join(lines)
