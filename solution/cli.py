@@ -264,7 +264,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 def cmd_ablate(args: argparse.Namespace) -> int:
     from .infer.ablation import ablate, table
 
-    result = ablate(_config(args))
+    result = ablate(_config(args), tuple(args.skip or ()))
     print(table(result))
     print(f"ablate: best on Public: {result['best_on_public']}; wrote {result['path']}")
     return 0
@@ -614,6 +614,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ablate", help="the quality table: each TTA / post-processing step on the same features")
     _add_config_args(p)
+    p.add_argument("--skip", nargs="+", metavar="STEP", help="steps to leave out: multiscale flip qe dba diffusion "
+                   "superglobal label_rerank")
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("ablate-heads", help="every pooling head fine-tuned at equal budget, compared with REMAP "

@@ -14,7 +14,7 @@ import json
 
 from ..atomic import atomic_path
 from ..competition import load_competition
-from ..config import run_dir
+from ..config import ConfigError, run_dir
 from ..metrics import format_interval, paired_bootstrap
 from .pipeline import id_rankings, run_net, search_competition, solution_intervals
 
@@ -28,6 +28,8 @@ STEPS = [
     ("+ SuperGlobal", {"superglobal": {"enabled": True}}),
     ("+ label re-ranking", {"label_rerank": {"enabled": True}}),
 ]
+STEP_KEYS = {"multiscale": "+ multi-scale", "flip": "+ flip", "qe": "+ alpha-QE", "dba": "+ DBA",
+             "diffusion": "+ diffusion", "superglobal": "+ SuperGlobal", "label_rerank": "+ label re-ranking"}
 
 
 def _apply(infer_cfg: dict, change: dict) -> dict:
@@ -59,12 +61,16 @@ def scored_row(name: str, parts: dict[str, dict], previous: dict[str, dict] | No
     return row
 
 
-def ablate(cfg: dict) -> dict:
+def ablate(cfg: dict, skip: tuple[str, ...] = ()) -> dict:
+    """``skip``: step keys (STEP_KEYS) left out, e.g. ``flip``, which doubles every extraction on a CPU."""
+    unknown = [k for k in skip if k not in STEP_KEYS]
+    if unknown:
+        raise ConfigError(f"unknown ablation step '{unknown[0]}'; choose from {', '.join(STEP_KEYS)}")
     comp = load_competition(cfg["competition"])
     run = run_dir(cfg)
     net, device = run_net(cfg)
     kept, rows, previous = _plain(cfg["infer"]), [], None
-    for name, change in STEPS:
+    for name, change in [step for step in STEPS if step[0] not in {STEP_KEYS[k] for k in skip}]:
         infer_cfg = _apply(kept, change)
         neighbours, _, test_ids, index_ids = search_competition(net, comp, cfg, infer_cfg, device)
         parts = solution_intervals(comp, cfg["data"]["root"], id_rankings(test_ids, index_ids, neighbours))
