@@ -27,6 +27,7 @@ from .features import features
 from .pipeline import id_rankings, run_net, solution_intervals, train_labels
 from .retrieve import needs_train, retrieve
 from .submission import SubmissionError, validate_submission, write_submission
+from .submit import save_ranking
 
 
 def members(cfg: dict) -> list[tuple[str, float]]:
@@ -108,9 +109,10 @@ def run_ensemble(cfg: dict, out_dir: str | Path = "submissions") -> dict:
     def scored(index: np.ndarray, test: np.ndarray, train: np.ndarray | None):
         neighbours, scores = retrieve(test, index, cfg["infer"], train, labels)
         rankings = id_rankings(test_ids, index_ids, neighbours)
-        return rankings, solution_intervals(comp, cfg["data"]["root"], rankings)
+        return rankings, solution_intervals(comp, cfg["data"]["root"], rankings), (neighbours, scores)
 
-    rankings, parts = scored(combined["index"], combined["test"], combined.get("train"))
+    rankings, parts, (neighbours, scores) = scored(combined["index"], combined["test"], combined.get("train"))
+    save_ranking(run / "ranking.npz", test_ids, index_ids, neighbours, scores)  # for `viz retrieval`
     path = Path(out_dir) / f"{comp.slug}-{cfg['run']['name']}{comp.submission['file_suffix']}"
     write_submission(path, rankings, test_ids, comp.submission["max_predictions"])
     problems = validate_submission(path, test_ids, index_ids, comp.submission["max_predictions"])

@@ -46,3 +46,5 @@ def test_ensemble_end_to_end_reuses_member_shards(tiny_root, tmp_path, capsys):
     assert shards and main(["ensemble", *common, "--out", str(tmp_path / "subs")]) == 0
     assert [p.stat().st_mtime_ns for p in shards] == stamps  # members' shards reused, not extracted again
     assert (tmp_path / "subs" / "toy-ens.csv").is_file()
+    assert main(["viz", "retrieval", *common]) == 0  # `make submit` draws the gallery next
+    assert (runs / "ens" / "plots" / "retrieval.png").is_file()
