@@ -27,7 +27,7 @@ def _projection_loss(out: torch.Tensor) -> torch.Tensor:
 def test_gradients_reach_backbone_and_head():
     net = build_net(load_config("toy-gem")["model"])
     _projection_loss(net(torch.rand(2, 3, 64, 64))).sum().backward()
-    assert net.backbone.conv_stem.weight.grad.abs().max() > 1e-4
+    assert net.backbone.body.conv_stem.weight.grad.abs().max() > 1e-4
     assert net.head.p.grad.abs().max() > 1e-4
 
 
@@ -38,7 +38,7 @@ def _remap_cfg():
 def test_gradients_reach_backbone_region_weights_and_whitening():
     net = build_net(_remap_cfg())
     _projection_loss(net(torch.rand(2, 3, 64, 64))).sum().backward()
-    assert net.backbone.conv_stem.weight.grad.abs().max() > 1e-4
+    assert net.backbone.body.conv_stem.weight.grad.abs().max() > 1e-4
     assert net.head.raw_weights.grad.abs().max() > 1e-4
     assert net.whiten.weight.grad.abs().max() > 1e-4 and net.whiten.bias.grad.abs().max() > 1e-4
 

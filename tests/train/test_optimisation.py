@@ -37,7 +37,7 @@ def test_learning_rate_groups():
             assert id(p) not in owner  # each parameter in exactly one group
             owner[id(p)] = group
     assert set(owner) == {id(p) for p in net.parameters()}
-    backbone = owner[id(net.backbone.conv_stem.weight)]
+    backbone = owner[id(net.backbone.body.conv_stem.weight)]
     region = owner[id(net.head.raw_weights)]
     whiten = owner[id(net.whiten.weight)]
     assert (backbone["lr"], backbone["weight_decay"]) == (0.001, 0.01)
