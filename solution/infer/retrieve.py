@@ -55,7 +55,7 @@ def retrieve(query: np.ndarray, index: np.ndarray, infer_cfg: dict, train: np.nd
     if qe["enabled"]:
         query = alpha_qe(query, database, neighbours, scores, qe["alpha"], qe["n"])
         scores, neighbours = searcher(query, depth)
-    k = dif["k"] or diffusion_neighbours(len(database))
+    k = (dif["k"] or diffusion_neighbours(len(database))) if dif["enabled"] else 0
     if dif["enabled"] and dif["truncate"]:
         scores, neighbours = truncated_diffusion(query, database, dif["truncate"], k, min(dif["kq"], k),
                                                  dif["gamma"], dif["alpha"], dif["iterations"], depth)
