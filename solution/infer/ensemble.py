@@ -25,6 +25,7 @@ from ..model.whitening import fit_pca_whitening
 from ..runtime import data_workers
 from .features import features
 from .pipeline import id_rankings, run_net, solution_intervals, train_labels
+from .rerank import l2_normalise
 from .retrieve import needs_train, retrieve
 from .submission import SubmissionError, validate_submission, write_submission
 from .submit import save_ranking
@@ -51,29 +52,29 @@ def members(cfg: dict) -> list[tuple[str, float]]:
     return out
 
 
-def _l2n(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def member_split(cfg: dict, comp: Competition, run: str, split: str) -> tuple[np.ndarray, list[str]]:
-    """One member's descriptors of ``split`` with the ensemble's TTA, from (or into) that run's own shards."""
-    member_cfg = copy.deepcopy(cfg)
-    member_cfg["run"]["name"] = run
-    net, device = run_net(member_cfg)
-    return features(net, comp, cfg["data"]["root"], split, run_dir(member_cfg) / "features", cfg["infer"], device,
-                    data_workers(cfg["run"]["workers"]))
-
-
-def concatenated(cfg: dict, comp: Competition, split: str) -> tuple[list[np.ndarray], list[str]]:
-    """Per member: L2-normalised descriptors of ``split`` (same id order for every member)."""
-    parts, ids = [], None
+def member_nets(cfg: dict) -> dict[str, tuple]:
+    """Each member's (net, device, features folder), loaded once for every split."""
+    out = {}
     for run, _ in members(cfg):
-        rows, member_ids = member_split(cfg, comp, run, split)
+        member_cfg = copy.deepcopy(cfg)
+        member_cfg["run"]["name"] = run
+        out[run] = (*run_net(member_cfg), run_dir(member_cfg) / "features")
+    return out
+
+
+def concatenated(cfg: dict, comp: Competition, nets: dict[str, tuple],
+                 split: str) -> tuple[list[np.ndarray], list[str]]:
+    """Per member: L2-normalised descriptors of ``split`` with the ensemble's TTA, from (or into) that run's
+    own shards (same id order for every member)."""
+    parts, ids = [], None
+    for run, (net, device, folder) in nets.items():
+        rows, member_ids = features(net, comp, cfg["data"]["root"], split, folder, cfg["infer"], device,
+                                    data_workers(cfg["run"]["workers"]))
         if ids is not None and member_ids != ids:
             raise ConfigError(f"ensemble member {run} described {split} in another order or set of images; "
                               "its features are from another data set: delete its features/ folder")
         ids = member_ids
-        parts.append(_l2n(rows.astype(np.float32)))
+        parts.append(l2_normalise(rows.astype(np.float32)))
     return parts, ids
 
 
@@ -87,17 +88,18 @@ def run_ensemble(cfg: dict, out_dir: str | Path = "submissions") -> dict:
     run = run_dir(cfg)
     names, weights = zip(*members(cfg))
     ens = cfg["ensemble"]
-    splits = {"index": concatenated(cfg, comp, "index"), "test": concatenated(cfg, comp, "test")}
+    nets = member_nets(cfg)
+    splits = {split: concatenated(cfg, comp, nets, split) for split in ("index", "test")}
     if ens["whiten_on"] == "train" and ens["whiten_dim"] or needs_train(cfg["infer"]):
-        splits["train"] = concatenated(cfg, comp, "train")
+        splits["train"] = concatenated(cfg, comp, nets, "train")
     combined = {split: combine(parts, list(weights)) for split, (parts, _) in splits.items()}
     whitening = None
     if ens["whiten_dim"]:
         weight, bias = fit_pca_whitening(combined[ens["whiten_on"]], ens["whiten_dim"], ens["whiten_shrinkage"])
         whitening = (weight.numpy(), bias.numpy())
-        combined = {split: _l2n(rows @ whitening[0].T + whitening[1]) for split, rows in combined.items()}
+        combined = {split: l2_normalise(rows @ whitening[0].T + whitening[1]) for split, rows in combined.items()}
     else:
-        combined = {split: _l2n(rows) for split, rows in combined.items()}
+        combined = {split: l2_normalise(rows) for split, rows in combined.items()}
     run.mkdir(parents=True, exist_ok=True)
     with atomic_path(run / "whitening.npz") as tmp, tmp.open("wb") as handle:
         np.savez(handle, members=np.array(names), weights=np.array(weights),

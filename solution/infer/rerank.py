@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from .search import knn
 
 
-def _l2n(x: np.ndarray) -> np.ndarray:
+def l2_normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
@@ -43,7 +43,7 @@ def _weighted_sum(base: np.ndarray, vectors: np.ndarray, neighbours: np.ndarray,
     for start in range(0, len(base), chunk):
         rows = slice(start, start + chunk)
         out[rows] = base[rows] + np.einsum("nk,nkd->nd", weights[rows], vectors[neighbours[rows]])
-    return _l2n(out)
+    return l2_normalise(out)
 
 
 def database_augmentation(database: np.ndarray, k: int = 10, scheme: str = "alpha", alpha: float = 3.0,
