@@ -39,8 +39,9 @@ class RetrievalNet(nn.Module):
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """``images``: N x 3 x H x W, uint8 (as the data loaders send them) or float in [0, 1]."""
         images = as_float_images(images)
-        if images.is_cuda:  # NHWC: the layout tensor cores convolve fastest
-            images = images.contiguous(memory_format=torch.channels_last)
+        # NHWC, as the net's weights: tensor cores convolve fastest in it, and on 2 CPU cores lite0 ran
+        # 1.4x faster forward and 1.5x forward+backward than in NCHW (same outputs to 2e-7).
+        images = images.contiguous(memory_format=torch.channels_last)
         maps = self.backbone((images - self.mean) / self.std)
         # Signed block outputs (EfficientNet's stages end without activation) would lose their negative half
         # to GeM's clamp and would fight max pooling; every head pools the same non-negative maps.
@@ -89,7 +90,7 @@ def build_net(model_cfg: dict, pretrained: str | None = None) -> RetrievalNet:
     }
     if hasattr(head, "regions"):
         meta["regions"] = head.regions.tolist()
-    return RetrievalNet(backbone, head, meta, whiten)
+    return RetrievalNet(backbone, head, meta, whiten).to(memory_format=torch.channels_last)
 
 
 def as_float_images(images: torch.Tensor) -> torch.Tensor:
@@ -98,9 +99,8 @@ def as_float_images(images: torch.Tensor) -> torch.Tensor:
 
 
 def place(net: RetrievalNet, device: torch.device) -> RetrievalNet:
-    """``net`` on ``device``; channels-last on GPUs, to match the inputs ``features`` lays out that way."""
-    net = net.to(device)
-    return net.to(memory_format=torch.channels_last) if device.type == "cuda" else net
+    """``net`` on ``device``, channels-last as built (the layout ``features`` gives its inputs)."""
+    return net.to(device).to(memory_format=torch.channels_last)
 
 
 def save_checkpoint(path: str | Path, net: RetrievalNet, **extra) -> Path:
