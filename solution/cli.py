@@ -164,17 +164,36 @@ def cmd_kernel(args: argparse.Namespace) -> int:
     comp = load_competition(args.competition)
     if comp.kind != "code":
         raise ConfigError(f"competition '{comp.slug}' takes a CSV upload, not a kernel; use `make submit KAGGLE=1`")
-    checkpoint = Path(args.checkpoint or run_dir(cfg) / "checkpoint.pt")
+    if cfg["ensemble"]["members"] and args.train_features:
+        raise ConfigError("--train-features describes train with one checkpoint; an ensemble kernel has no "
+                          "label re-ranking yet: drop TRAIN_FEATURES=1")
+    ensemble = _kernel_ensemble(cfg) if cfg["ensemble"]["members"] else None
+    checkpoint = Path(ensemble["members"][0]["checkpoint"] if ensemble else
+                      args.checkpoint or run_dir(cfg) / "checkpoint.pt")
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist; train first or pass CHECKPOINT=...")
     train_features = _train_features(cfg, checkpoint) if args.train_features else None
     folders = build(args.out, comp.slug, checkpoint, args.user, download_deps=not args.no_download,
                     python_version=args.python_version, platforms=args.platform or KAGGLE_PLATFORMS,
                     faiss=tuple(args.faiss or ("gpu", "cpu")), train_features=train_features,
-                    infer_cfg=cfg["infer"])
+                    infer_cfg=cfg["infer"], ensemble=ensemble)
     print(f"kernel: wrote {', '.join(str(f) for f in folders.values())} for Python {args.python_version}; "
           f"push with `make kernel-push`")
     return 0
+
+
+def _kernel_ensemble(cfg: dict) -> dict:
+    """The members' checkpoints and the whitening `ensemble` saved for this config, checked against it."""
+    from .infer.ensemble import load_whitening, members
+
+    listed = members(cfg)
+    path = run_dir(cfg) / "whitening.npz"
+    names, weights, _ = load_whitening(path)
+    if names != [run for run, _ in listed] or weights != [w for _, w in listed]:
+        raise ConfigError(f"{path} was fitted for members {names} with weights {weights}, not for this config's "
+                          f"{listed}; run `make ensemble CONFIG=...` again")
+    return {"members": [{"run": run, "weight": weight, "checkpoint": Path(cfg["run"]["dir"]) / run / "checkpoint.pt"}
+                        for run, weight in listed], "whitening": path}
 
 
 def _train_features(cfg: dict, checkpoint: Path) -> dict:
@@ -495,7 +514,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "train": lambda: bench.bench_train(load_config(args.config, args.set), args.steps),
         "search": lambda: bench.bench_search(args.index_size, args.queries),
         "extract": lambda: bench.bench_extract(load_config(args.config, args.set), args.images),
-        "scale": lambda: bench.bench_scale(args.scale_index, args.scale_queries),
+        "scale": lambda: bench.bench_scale(args.scale_index, args.scale_queries, args.dim, args.dtype,
+                                           dba_slice=args.dba_slice),
         "decode": lambda: bench.bench_decode(args.decode_images),
     }
     # `scale` takes many minutes and gigabytes: only when named.
@@ -665,7 +685,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=12, help="training steps timed (train section)")
     p.add_argument("--images", type=int, default=160, help="index images described (extract section)")
     p.add_argument("--scale-index", type=int, default=1_000_000, help="synthetic index rows (scale section)")
-    p.add_argument("--scale-queries", type=int, default=100_000, help="synthetic queries (scale section)")
+    p.add_argument("--scale-queries", type=int, default=2_000, help="synthetic queries (scale section)")
+    p.add_argument("--dim", type=int, default=4096, help="descriptor dimensions (scale section)")
+    p.add_argument("--dtype", choices=["float16", "float32"], default="float16",
+                   help="how the index is stored and searched (scale section; infer.index.dtype)")
+    p.add_argument("--dba-slice", type=int, default=100_000, help="rows DBA is timed on, then projected (scale)")
     p.add_argument("--backbones", nargs="+", default=["tf_efficientnet_lite0", "resnet50"])
     p.add_argument("--height", type=int, default=384)
     p.add_argument("--width", type=int, default=512)

@@ -49,7 +49,7 @@ def test_saved_config_round_trips(tmp_path):
 def test_values_are_type_checked_and_scientific_floats_parse():
     cfg = load_config("toy", ["train.lr=3e-4", "train.margin=1"])
     assert cfg["train"]["lr"] == 3e-4 and isinstance(cfg["train"]["margin"], float)
-    with pytest.raises(ConfigError, match="'train.epochs' .* expects a number like 4, got 'many'"):
+    with pytest.raises(ConfigError, match="'train.epochs' .* expects a number like 5, got 'many'"):
         load_config("toy", ["train.epochs=many"])
     with pytest.raises(ConfigError, match="expects a list"):
         load_config("toy", ["model.layers=3"])

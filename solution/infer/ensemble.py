@@ -82,6 +82,30 @@ def combine(parts: list[np.ndarray], weights: list[float]) -> np.ndarray:
     return np.hstack([part * weight for part, weight in zip(parts, weights)]).astype(np.float32)
 
 
+def whiten(rows: np.ndarray, whitening: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """The ensemble descriptor from a weighted concatenation: PCA-whitened when fitted, then L2."""
+    return l2_normalise(rows if whitening is None else rows @ whitening[0].T + whitening[1])
+
+
+def ensemble_descriptors(parts: list[np.ndarray], weights: list[float],
+                         whitening: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """Members' descriptors of the same images -> the ensemble's: each L2-normalised and weighted,
+    concatenated, whitened, L2-normalised (what ``ensemble`` searches and the kernel recomputes)."""
+    return whiten(combine([l2_normalise(p.astype(np.float32)) for p in parts], weights), whitening)
+
+
+def load_whitening(path: str | Path) -> tuple[list[str], list[float], tuple[np.ndarray, np.ndarray] | None]:
+    """(member runs, weights, whitening or None) as ``ensemble`` saved them in ``whitening.npz``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; run `make ensemble CONFIG=<ensemble yaml>` first")
+    with np.load(path) as saved:
+        names = [str(n) for n in saved["members"]]
+        weights = [float(w) for w in saved["weights"]]
+        whitening = (saved["weight"], saved["bias"]) if saved["weight"].size else None
+    return names, weights, whitening
+
+
 def run_ensemble(cfg: dict, out_dir: str | Path = "submissions") -> dict:
     comp = load_competition(cfg["competition"])
     out_dir = writable_folder(out_dir, "--out")
@@ -97,9 +121,7 @@ def run_ensemble(cfg: dict, out_dir: str | Path = "submissions") -> dict:
     if ens["whiten_dim"]:
         weight, bias = fit_pca_whitening(combined[ens["whiten_on"]], ens["whiten_dim"], ens["whiten_shrinkage"])
         whitening = (weight.numpy(), bias.numpy())
-        combined = {split: l2_normalise(rows @ whitening[0].T + whitening[1]) for split, rows in combined.items()}
-    else:
-        combined = {split: l2_normalise(rows) for split, rows in combined.items()}
+    combined = {split: whiten(rows, whitening) for split, rows in combined.items()}
     run.mkdir(parents=True, exist_ok=True)
     with atomic_path(run / "whitening.npz") as tmp, tmp.open("wb") as handle:
         np.savez(handle, members=np.array(names), weights=np.array(weights),

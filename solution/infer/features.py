@@ -107,14 +107,16 @@ def extract_split(net: RetrievalNet, comp: Competition, data_root: str | Path, s
     return folder
 
 
-def merge_split(folder: Path, expected_ids: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
-    """Concatenate the shards in order; every expected id exactly once. Writes ``<split>.npy`` beside them."""
+def merge_split(folder: Path, expected_ids: list[str], dtype: str | np.dtype = np.float32
+                ) -> tuple[np.ndarray, list[str], list[str]]:
+    """Concatenate the shards in order; every expected id exactly once. Writes ``<split>.npy`` beside them
+    (in the shards' own dtype) and returns the descriptors as ``dtype``, filled shard by shard into one array
+    so a large split is never held twice."""
     parts = sorted(folder.glob("part-*.npy"))
     if not parts:
         raise MergeError(f"{folder} holds no shards; run `python -m solution extract` first")
-    arrays, ids, bad = [], [], []
+    ids, bad = [], []
     for part in parts:
-        arrays.append(np.load(part))
         ids.extend(part.with_suffix(".ids.txt").read_text().split())
         bad.extend(part.with_suffix(".bad.txt").read_text().split())
     counts: dict[str, int] = {}
@@ -125,11 +127,19 @@ def merge_split(folder: Path, expected_ids: list[str]) -> tuple[np.ndarray, list
     if duplicated or missing or len(counts) != len(expected_ids):
         raise MergeError(f"{folder}: {len(missing)} ids missing (e.g. {missing[:2]}), {len(duplicated)} "
                          f"duplicated (e.g. {duplicated[:2]}); extract the missing shards, or delete the folder")
-    descriptors = np.concatenate(arrays).astype(np.float32)
+    first = np.load(parts[0], mmap_mode="r")
+    descriptors = np.empty((len(ids), first.shape[1]), dtype)
     stem = folder.parent / folder.name
-    with atomic_path(stem.with_suffix(".npy")) as tmp:
-        with tmp.open("wb") as handle:
-            np.save(handle, descriptors)
+    with atomic_path(stem.with_suffix(".npy")) as tmp, tmp.open("wb") as handle:
+        # Written through the handle, not a memory map, whose dirty pages would count as a second copy.
+        np.lib.format.write_array_header_1_0(handle, {"descr": np.lib.format.dtype_to_descr(first.dtype),
+                                                      "fortran_order": False, "shape": descriptors.shape})
+        row = 0
+        for part in parts:
+            block = np.load(part)
+            handle.write(np.ascontiguousarray(block, first.dtype).tobytes())
+            descriptors[row:row + len(block)] = block
+            row += len(block)
         stem.with_suffix(".ids.txt").write_text("\n".join(ids) + "\n")
         stem.with_suffix(".bad.txt").write_text("".join(f"{i}\n" for i in bad))
     if bad:
@@ -151,15 +161,17 @@ def _describes(manifest_path: Path, net: RetrievalNet, infer_cfg: dict) -> bool:
 
 
 def features(net: RetrievalNet, comp: Competition, data_root: str | Path, split: str, out_root: Path,
-             infer_cfg: dict, device: torch.device, workers: int) -> tuple[np.ndarray, list[str]]:
-    """Extract (or resume) and merge a whole split in this process; a merged split is read back as is."""
+             infer_cfg: dict, device: torch.device, workers: int,
+             dtype: str | np.dtype = np.float32) -> tuple[np.ndarray, list[str]]:
+    """Extract (or resume) and merge a whole split in this process; a merged split is read back as is.
+    Returns the descriptors as ``dtype`` (the index's search dtype, so a float16 index is never widened)."""
     stem = out_root / tta_tag(infer_cfg) / split
     expected = split_ids(comp, data_root, split)
     if stem.with_suffix(".npy").is_file() and _describes(stem / "manifest.json", net, infer_cfg):
         ids = stem.with_suffix(".ids.txt").read_text().split()
         if ids == expected:
-            return np.load(stem.with_suffix(".npy")).astype(np.float32), ids
+            return np.load(stem.with_suffix(".npy")).astype(dtype, copy=False), ids
         log.info("%s: the split's ids changed; extracting again", stem)
     folder = extract_split(net, comp, data_root, split, out_root, infer_cfg, device, workers)
-    descriptors, ids, _ = merge_split(folder, expected)
+    descriptors, ids, _ = merge_split(folder, expected, dtype)
     return descriptors, ids

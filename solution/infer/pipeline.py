@@ -59,13 +59,14 @@ def search_competition(net: RetrievalNet, comp: Competition, cfg: dict, infer_cf
     """Describe test and index as ``infer_cfg`` says (train too, with labels, when label re-ranking is on),
     search and post-process. Returns (neighbours, scores, test ids, index ids)."""
     data_root, out_root, workers = cfg["data"]["root"], run_dir(cfg) / "features", data_workers(cfg["run"]["workers"])
-    index, index_ids = features(net, comp, data_root, "index", out_root, infer_cfg, device, workers)
+    index, index_ids = features(net, comp, data_root, "index", out_root, infer_cfg, device, workers,
+                                infer_cfg["index"]["dtype"])
     test, test_ids = features(net, comp, data_root, "test", out_root, infer_cfg, device, workers)
     train = labels = None
     if needs_train(infer_cfg):
         train, train_ids = features(net, comp, data_root, "train", out_root, infer_cfg, device, workers)
         labels = train_labels(comp, data_root, train_ids)
-    neighbours, scores = retrieve(test, index, infer_cfg, train, labels)
+    neighbours, scores = retrieve(test, index, infer_cfg, train, labels, in_place=True)  # index is ours
     return neighbours, scores, test_ids, index_ids
 
 

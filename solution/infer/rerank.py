@@ -8,6 +8,9 @@ Shao et al. 2023 (SuperGlobal) and the GLR 2019 winners (label re-ranking).
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -36,29 +39,59 @@ def dba_weights(k: int, scheme: str, sims: np.ndarray, alpha: float) -> np.ndarr
 
 
 def _weighted_sum(base: np.ndarray, vectors: np.ndarray, neighbours: np.ndarray, weights: np.ndarray,
-                  chunk: int = 4096) -> np.ndarray:
-    """norm(base + sum_k weights[:, k] * vectors[neighbours[:, k]]), in row chunks so the gathered
-    neighbours never exceed chunk x k x D at once."""
-    out = np.empty_like(base)
+                  chunk: int = 1024, out: np.ndarray | None = None) -> np.ndarray:
+    """norm(base + sum_k weights[:, k] * vectors[neighbours[:, k]]), in float32 whatever the storage, a chunk
+    of rows at a time so the gathered neighbours never exceed chunk x k x D; written into ``out`` (by
+    default a new float32 array)."""
+    out = np.empty(base.shape, np.float32) if out is None else out
     for start in range(0, len(base), chunk):
         rows = slice(start, start + chunk)
-        out[rows] = base[rows] + np.einsum("nk,nkd->nd", weights[rows], vectors[neighbours[rows]])
-    return l2_normalise(out)
+        gathered = vectors[neighbours[rows]].astype(np.float32, copy=False)
+        out[rows] = l2_normalise(base[rows].astype(np.float32, copy=False)
+                                 + np.einsum("nk,nkd->nd", weights[rows], gathered))
+    return out
 
 
-def database_augmentation(database: np.ndarray, k: int = 10, scheme: str = "alpha", alpha: float = 3.0,
-                          chunk: int = 65536) -> np.ndarray:
-    """Every database vector replaced by the weighted sum of ``k`` vectors: itself and its k-1 nearest others."""
+def dba_neighbours(database: np.ndarray, k: int, scheme: str = "alpha", alpha: float = 3.0,
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(others, weights), N x (k-1) each: every vector's k-1 nearest other vectors and their DBA weights."""
     others_k = max(1, min(k, len(database)) - 1)
-    scores, neighbours = knn(database, database, others_k + 1, chunk)
-    # A vector is its own nearest neighbour (weight 1, added below): drop it from the others. A row where an
-    # exact duplicate pushed it out drops its last neighbour instead, so every row keeps k-1.
+    scores, neighbours = knn(database, database, others_k + 1)
+    # A vector is its own nearest neighbour (weight 1, added by the caller): drop it from the others. A row
+    # where an exact duplicate pushed it out drops its last neighbour instead, so every row keeps k-1.
     is_self = neighbours == np.arange(len(database))[:, None]
     is_self[~is_self.any(1), -1] = True
     others = neighbours[~is_self].reshape(len(database), others_k)
     sims = scores[~is_self].reshape(len(database), others_k)
-    weights = dba_weights(others_k + 1, scheme, sims, alpha).astype(np.float32)
-    return _weighted_sum(database, database, others, weights)
+    return others, dba_weights(others_k + 1, scheme, sims, alpha).astype(np.float32)
+
+
+def database_augmentation(database: np.ndarray, k: int = 10, scheme: str = "alpha", alpha: float = 3.0,
+                          in_place: bool = False, spill_dir: str | Path | None = None,
+                          chunk: int | None = None) -> np.ndarray:
+    """Every database vector replaced by the weighted sum of ``k`` vectors: itself and its k-1 nearest others.
+
+    ``in_place``: the result overwrites ``database`` (float32 or float16) and is returned, with no second
+    copy in memory: augmented rows go to a spill file in ``spill_dir`` (the system's temporary folder by
+    default) a chunk at a time, because every later row still needs the original vectors, and are read
+    back once all are written (``chunk`` rows at a time; by default 64 MiB of float32). Otherwise a new
+    float32 array.
+    """
+    others, weights = dba_neighbours(database, k, scheme, alpha)
+    if not in_place:
+        return _weighted_sum(database, database, others, weights)
+    chunk = chunk or max(1, (64 * 2**20) // (4 * database.shape[1]))
+    with tempfile.TemporaryFile(dir=spill_dir, prefix="dba-") as spill:
+        for start in range(0, len(database), chunk):
+            rows = slice(start, start + chunk)
+            augmented = _weighted_sum(database[rows], database, others[rows], weights[rows])
+            spill.write(augmented.astype(database.dtype, copy=False).tobytes())
+        spill.seek(0)
+        for start in range(0, len(database), chunk):
+            target = memoryview(database[start:start + chunk]).cast("B")
+            if spill.readinto(target) != target.nbytes:
+                raise OSError(f"DBA spill file in {spill_dir or tempfile.gettempdir()} came back short")
+    return database
 
 
 def dense_knn(queries: np.ndarray, database: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -43,12 +43,30 @@ STEPS = ("dba", "qe", "diffusion", "superglobal", "label_rerank")
 
 
 def retrieve(query: np.ndarray, index: np.ndarray, infer_cfg: dict, train: np.ndarray | None = None,
-             train_labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(neighbours, scores), Q x topk index positions best first, after the enabled post-processing."""
+             train_labels: np.ndarray | None = None, in_place: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(neighbours, scores), Q x topk index positions best first, after the enabled post-processing.
+
+    The database is searched as ``infer.index.dtype`` (float32, or float16 for half the memory). With
+    ``in_place`` the caller hands ``index`` over: DBA overwrites it (through a spill file in
+    ``infer.index.spill_dir``, the system's temporary folder when null)
+    instead of making a second copy, which is what lets a 1M x 4096 float16 index fit 1.5x its size.
+    Without it, ``index`` is left as it was.
+    """
     topk = min(infer_cfg["topk"], len(index))
     qe, dba, dif, sg, lab = (infer_cfg[name] for name in ("qe", "dba", "diffusion", "superglobal", "label_rerank"))
+    if lab["enabled"] and (train is None or train_labels is None):
+        raise ValueError("label re-ranking needs train descriptors and labels")
     depth = min(len(index), max(topk, sg["m"] if sg["enabled"] else 0))
-    database = database_augmentation(index, dba["k"], dba["scheme"], dba["alpha"]) if dba["enabled"] else index
+    # The index's own labels are voted on its descriptors as extracted, before DBA may overwrite them.
+    index_votes = vote_labels(index, train, train_labels, lab["k"]) if lab["enabled"] else None
+    dtype = np.dtype(infer_cfg["index"].get("dtype", "float32"))
+    database, owned = index, in_place
+    if database.dtype != dtype:
+        database, owned = database.astype(dtype), True
+    if dba["enabled"]:
+        database = database_augmentation(database, dba["k"], dba["scheme"], dba["alpha"], owned,
+                                         infer_cfg["index"].get("spill_dir"))
+        database = database.astype(dtype, copy=False)
     searcher = _searcher(database, infer_cfg["index"])
     original = query  # SuperGlobal refines with the query as described, not the QE-expanded one
     scores, neighbours = searcher(query, depth)
@@ -64,11 +82,9 @@ def retrieve(query: np.ndarray, index: np.ndarray, infer_cfg: dict, train: np.nd
                                        dif["iterations"], depth)
     if sg["enabled"]:
         scores, neighbours = superglobal_rerank(original, database, neighbours, sg["m"], sg["k"], sg["beta"])
-    if lab["enabled"]:
-        if train is None or train_labels is None:
-            raise ValueError("label re-ranking needs train descriptors and labels")
+    if index_votes is not None:
         q_labels, q_conf = vote_labels(query, train, train_labels, lab["k"])
-        i_labels, i_conf = vote_labels(index, train, train_labels, lab["k"])
+        i_labels, i_conf = index_votes
         neighbours = label_rerank(neighbours, q_labels, i_labels, i_conf, topk, lab["insert_threshold"], q_conf,
                                   lab["min_confidence"])
         scores = np.zeros(neighbours.shape, np.float32)

@@ -1,8 +1,10 @@
 """Inner-product top-k with faiss: exact (flat) or IVF-PQ, on every GPU when present (under torchrun on the
 process's own GPU), queries in chunks.
 
-Memory stays at index + one chunk of queries: the index holds the only copy of
-the database (``index_vectors`` views a flat index's storage without copying).
+The database is held once, by the caller, as float32 or float16 (``infer.index.dtype``): an exact search
+on the CPU reads it in place, a block at a time (a float16 block is widened to float32 for BLAS, then
+dropped); a GPU index is filled from it a chunk at a time and stores float16 when it is float16. Nothing
+here makes a second full copy, so a 1M x 4096 float16 index (8 GB) searches in little more than 8 GB.
 """
 
 from __future__ import annotations
@@ -48,62 +50,156 @@ def search_gpus() -> list[int]:
     return list(range(count))
 
 
-def _to_gpus(index, gpus: list[int], float16: bool):
-    """The index on ``gpus`` (sharded over several). ``float16``: IVF-PQ's lookup tables in float16, which
-    m=64 needs on GPUs with 48 KiB of shared memory per block (T4)."""
-    faiss = _faiss()
-    if len(gpus) == 1:
+class GpuShards:
+    """A database split into contiguous slices, one per GPU, each slice a clone of ``template`` (a trained,
+    empty faiss index) filled a chunk at a time; a search asks every slice at once and merges the top-k.
+
+    faiss's own sharding (``IndexShards``, as ``index_cpu_to_gpu_multiple`` builds it) accepts a single
+    ``add`` only, which would need the whole database widened to float32 on the host at once.
+    ``float16``: a flat slice stores float16 vectors (half the GPU memory, float16 GEMM); IVF-PQ uses
+    float16 lookup tables, which m=64 needs on GPUs with 48 KiB of shared memory per block (T4).
+    """
+
+    def __init__(self, template, gpus: list[int], float16: bool):
+        faiss = _faiss()
         options = faiss.GpuClonerOptions()
         options.useFloat16 = float16
-        return faiss.index_cpu_to_gpu(gpu_resources(gpus[0]), gpus[0], index, options)
-    options = faiss.GpuMultipleClonerOptions()
-    options.shard = True  # each GPU holds a slice of the database
-    options.useFloat16 = float16
-    return faiss.index_cpu_to_gpu_multiple_py([gpu_resources(g) for g in gpus], index, options, gpus)
+        self.gpus, self.d, self.ntotal = list(gpus), template.d, 0
+        self.parts = [faiss.index_cpu_to_gpu(gpu_resources(g), g, template, options) for g in self.gpus]
+        self.offsets = [0] * len(self.parts)
+
+    def fill(self, vectors: np.ndarray, chunk: int) -> None:
+        """Slice ``vectors`` evenly over the GPUs (replacing what they held), widening ``chunk`` rows at a time."""
+        bounds = np.linspace(0, len(vectors), len(self.parts) + 1).round().astype(int)
+        for part, start, stop in zip(self.parts, bounds[:-1], bounds[1:]):
+            part.reset()
+            for row in range(start, stop, chunk):
+                part.add(as_float32(vectors[row:min(row + chunk, stop)]))
+        self.offsets, self.ntotal = bounds[:-1].tolist(), len(vectors)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """faiss's ``index.search`` over every slice: (scores, global ids), best first."""
+        if len(self.parts) == 1:
+            return self.parts[0].search(queries, k)
+        from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+        with ThreadPoolExecutor(len(self.parts)) as pool:  # faiss drops the GIL while a GPU searches
+            answers = list(pool.map(lambda part: part.search(queries, min(k, max(1, part.ntotal))), self.parts))
+        heap = _faiss().ResultHeap(len(queries), k, keep_max=True)
+        for (scores, ids), offset in zip(answers, self.offsets):
+            heap.add_result(scores, np.where(ids >= 0, ids + offset, -1))
+        heap.finalize()
+        return heap.D, heap.I
+
+
+def free_torch_gpu_cache() -> None:
+    """Hand PyTorch's cached GPU blocks back to the driver, so a faiss GPU index built after extraction finds
+    the memory the descriptor net left behind (PyTorch keeps it reserved until told otherwise)."""
+    import sys
+
+    torch = sys.modules.get("torch")  # only when this process imported it: a search alone never needs torch
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+def rows_per_chunk(dim: int, budget_bytes: int = 256 * 2**20) -> int:
+    """Rows of ``dim`` float32 values that fit ``budget_bytes``: the unit every chunked loop here widens."""
+    return max(256, budget_bytes // (4 * max(1, dim)))
+
+
+def as_float32(rows: np.ndarray) -> np.ndarray:
+    """``rows`` as C-contiguous float32: a view when they already are, else a copy of just these rows."""
+    return np.ascontiguousarray(rows, dtype=np.float32)
+
+
+class ExactIndex:
+    """Exact inner-product search over ``vectors`` (N x D, float32 or float16), held without a copy.
+
+    On the CPU, faiss's BLAS k-NN runs block by block over the database and a result heap merges the blocks;
+    a float16 block is widened to float32 only while it is searched. (faiss's own float16 index on the CPU,
+    ``IndexScalarQuantizer`` with ``QT_fp16``, decodes every vector for every query without BLAS; on this
+    project's 4096-D bench it was far slower, see ``bench scale``.) With GPUs, a faiss flat index is filled
+    chunk by chunk, sharded over every GPU, and stores float16 (``useFloat16``) when the database does.
+    Call :meth:`rebuild` after changing ``vectors`` in place.
+    """
+
+    def __init__(self, vectors: np.ndarray, use_gpu: bool | None = None, block: int | None = None):
+        if vectors.ndim != 2 or vectors.dtype not in (np.float32, np.float16):
+            raise ValueError(f"an exact index needs N x D float32 or float16 vectors, got {vectors.dtype} "
+                             f"{vectors.shape}")
+        self.vectors = vectors
+        self.ntotal, self.d = vectors.shape
+        self.block = block or rows_per_chunk(self.d)
+        self.gpus = search_gpus() if use_gpu is not False else []
+        self._gpu = None
+        self.rebuild()
+
+    def rebuild(self) -> None:
+        """(Re)fill the GPU index from ``vectors``; nothing to do on the CPU, which reads them directly."""
+        if not self.gpus:
+            return
+        if self._gpu is None:
+            free_torch_gpu_cache()
+            self._gpu = GpuShards(_faiss().IndexFlatIP(self.d), self.gpus, self.vectors.dtype == np.float16)
+        self._gpu.fill(self.vectors, self.block)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """faiss's ``index.search``: (scores, ids), Q x k float32 / int64, best first."""
+        queries = as_float32(queries)
+        if self._gpu is not None:
+            return self._gpu.search(queries, k)
+        faiss = _faiss()
+        if self.vectors.dtype == np.float32 and self.ntotal <= self.block:
+            return faiss.knn(queries, self.vectors, k, faiss.METRIC_INNER_PRODUCT)
+        heap = faiss.ResultHeap(len(queries), k, keep_max=True)
+        for start in range(0, self.ntotal, self.block):
+            block = as_float32(self.vectors[start:start + self.block])
+            scores, ids = faiss.knn(queries, block, min(k, len(block)), faiss.METRIC_INNER_PRODUCT)
+            heap.add_result(scores, np.where(ids >= 0, ids + start, -1))
+        heap.finalize()
+        return heap.D, heap.I
 
 
 def build_index(database: np.ndarray, use_gpu: bool | None = None, kind: str = "flat", nlist: int = 1024,
                 m: int = 64, nprobe: int = 32, train_size: int = 200_000, seed: int = 0):
-    """An inner-product index over ``database``: ``flat`` (exact) or ``ivfpq`` (compressed, approximate)."""
-    faiss = _faiss()
-    database = np.ascontiguousarray(database, dtype=np.float32)
-    dim = database.shape[1]
+    """An inner-product index over ``database`` (float32 or float16): ``flat`` (exact, :class:`ExactIndex`,
+    no copy) or ``ivfpq`` (compressed, approximate; filled a chunk at a time)."""
     if kind == "flat":
-        index = faiss.IndexFlatIP(dim)
-    elif kind == "ivfpq":
-        nlist = max(1, min(nlist, len(database) // 39))  # faiss wants ~39 training points per centroid
-        index = faiss.index_factory(dim, f"IVF{nlist},PQ{m}", faiss.METRIC_INNER_PRODUCT)
-        sample = np.random.default_rng(seed).choice(len(database), min(train_size, len(database)), replace=False)
-        index.train(database[np.sort(sample)])
-        index.nprobe = nprobe
-    else:
+        return ExactIndex(database, use_gpu)
+    if kind != "ivfpq":
         raise ValueError(f"unknown index type '{kind}'; use flat or ivfpq")
+    faiss = _faiss()
+    dim = database.shape[1]
+    nlist = max(1, min(nlist, len(database) // 39))  # faiss wants ~39 training points per centroid
+    index = faiss.index_factory(dim, f"IVF{nlist},PQ{m}", faiss.METRIC_INNER_PRODUCT)
+    sample = np.random.default_rng(seed).choice(len(database), min(train_size, len(database)), replace=False)
+    index.train(as_float32(database[np.sort(sample)]))
+    index.nprobe = nprobe
     gpus = search_gpus() if use_gpu is not False else []
     if gpus:
-        index = _to_gpus(index, gpus, float16=kind == "ivfpq")
-    index.add(database)
+        free_torch_gpu_cache()
+        shards = GpuShards(index, gpus, float16=True)
+        shards.fill(database, rows_per_chunk(dim))
+        return shards
+    for start in range(0, len(database), rows_per_chunk(dim)):
+        index.add(as_float32(database[start:start + rows_per_chunk(dim)]))
     return index
 
 
-def index_vectors(index) -> np.ndarray:
-    """A read-only N x D view of a CPU flat index's vectors (no copy)."""
-    faiss = _faiss()
-    return faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
-
-
-def search(index, queries: np.ndarray, k: int, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, indices), each Q x min(k, N), best first; -1 where an approximate index found fewer."""
+def search(index, queries: np.ndarray, k: int, chunk: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, indices), each Q x min(k, N), best first; -1 where an approximate index found fewer.
+    Queries go in chunks (``chunk`` rows, else what 256 MiB of float32 holds), each widened on its own."""
     k = min(k, index.ntotal)
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    chunk = chunk or rows_per_chunk(index.d)
     scores = np.empty((len(queries), k), np.float32)
     indices = np.empty((len(queries), k), np.int64)
     for start in range(0, len(queries), chunk):
-        s, i = index.search(queries[start:start + chunk], k)
+        s, i = index.search(as_float32(queries[start:start + chunk]), k)
         scores[start:start + chunk], indices[start:start + chunk] = s, i
     return scores, indices
 
 
-def knn(queries: np.ndarray, database: np.ndarray, k: int, chunk: int = 65536,
+def knn(queries: np.ndarray, database: np.ndarray, k: int, chunk: int | None = None,
         use_gpu: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k: (scores, indices), each Q x min(k, N), best first."""
     return search(build_index(database, use_gpu), queries, k, chunk)

@@ -104,12 +104,30 @@ def write_train_features(folder: Path, descriptors: np.ndarray, ids: list[str], 
                                         "tta": tta, "checkpoint_sha256": checkpoint_sha})
 
 
+def _pack_ensemble(model: Path, ensemble: dict, first: Path) -> dict:
+    """Copy the members' checkpoints (the first is ``checkpoint.pt`` already) and the whitening into
+    ``model``; the marker's description of them."""
+    (model / "members").mkdir()
+    listed = []
+    for i, member in enumerate(ensemble["members"]):
+        source = Path(member["checkpoint"])
+        name = "checkpoint.pt" if source.resolve() == Path(first).resolve() else f"members/{i:02d}-{member['run']}.pt"
+        if name != "checkpoint.pt":
+            shutil.copy2(source, model / name)
+        listed.append({"run": member["run"], "weight": float(member["weight"]), "checkpoint": name,
+                       "sha256": sha256(model / name)})
+    shutil.copy2(ensemble["whitening"], model / "whitening.npz")
+    return {"members": listed, "whitening": "whitening.npz"}
+
+
 def build(out: str | Path, slug: str, checkpoint: str | Path, user: str, download_deps: bool = True,
           python_version: str = KAGGLE_PYTHON, platforms: list[str] | None = None,
           faiss: tuple[str, ...] = ("gpu", "cpu"), train_features: dict | None = None,
-          infer_cfg: dict | None = None) -> dict[str, Path]:
+          infer_cfg: dict | None = None, ensemble: dict | None = None) -> dict[str, Path]:
     """Write the folders; ``train_features`` = {descriptors, ids, labels, tta} adds the third dataset;
-    ``infer_cfg`` (the command's ``infer`` settings) replaces the checkpoint's own in the kernel."""
+    ``infer_cfg`` (the command's ``infer`` settings) replaces the checkpoint's own in the kernel.
+    ``ensemble`` = {members: [{run, weight, checkpoint}], whitening: path}: the model dataset carries every
+    member's checkpoint (``checkpoint`` is the first's) and the ensemble's saved whitening."""
     out = Path(out)
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
@@ -130,6 +148,8 @@ def build(out: str | Path, slug: str, checkpoint: str | Path, user: str, downloa
     marker = {"checkpoint_sha256": checkpoint_sha, "competition": slug}
     if infer_cfg is not None:
         marker["infer"] = infer_cfg
+    if ensemble is not None:
+        marker["ensemble"] = _pack_ensemble(folders["model"], ensemble, checkpoint)
     _write_json(folders["model"] / MODEL_MARKER, marker)
     if train_features is not None:
         write_train_features(folders["train-features"], train_features["descriptors"], train_features["ids"],

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..infer.ensemble import ensemble_descriptors, load_whitening
 from ..infer.extract import extract_descriptors
 from ..infer.features import describer, tta_tag
 from ..infer.pipeline import id_rankings
@@ -30,6 +31,7 @@ from ..infer.search import knn
 from ..infer.submission import validate_submission, write_submission
 from ..model.net import load_checkpoint, place
 from ..runtime import data_workers
+from .build import sha256
 from .entry import MODEL_MARKER, TRAIN_MARKER, KernelError, find_competition, find_models, find_train_features
 from .plan import choose_tta, compared_pairs, time_search_unit
 
@@ -61,6 +63,28 @@ def load_train_features(input_root: Path, model_dir: Path) -> tuple[np.ndarray, 
         raise KernelError(f"{folder}: {len(descriptors)} descriptors but {len(labels)} labels; rebuild it")
     log.info("label re-ranking with %d train descriptors (%s) from %s", len(labels), marker["tta"], folder)
     return descriptors, labels, marker
+
+
+def load_members(model_dir: Path, marker: dict, first, device: torch.device):
+    """(nets, weights, whitening) of an ensemble model dataset, or None for a single checkpoint. ``first`` is
+    the already loaded ``checkpoint.pt``; every other member is checked against its recorded sha256."""
+    spec = marker.get("ensemble")
+    if not spec:
+        return None
+    nets = []
+    for member in spec["members"]:
+        path = model_dir / member["checkpoint"]
+        if member["checkpoint"] == "checkpoint.pt":
+            nets.append(first)
+            continue
+        if not path.is_file() or sha256(path) != member["sha256"]:
+            raise KernelError(f"ensemble member {member['run']}: {path} is missing or not the file `make kernel` "
+                              "packed; rebuild the model dataset")
+        nets.append(place(load_checkpoint(path)[0], device).eval())
+    _, weights, whitening = load_whitening(model_dir / spec["whitening"])
+    log.info("ensemble of %d members (%s), weights %s, %s", len(nets), ", ".join(m["run"] for m in spec["members"]),
+             weights, f"whitened to {whitening[0].shape[0]}-D" if whitening is not None else "not whitened")
+    return nets, weights, whitening
 
 
 def _describe(net, paths: list[Path], infer_cfg: dict, device: torch.device, workers: int, desc: str) -> np.ndarray:
@@ -127,6 +151,7 @@ def run(input_root: Path, working: Path, limit_s: float, full: bool = False, pub
     # The inference settings `make kernel` was run with (its config and overrides), else the checkpoint's.
     marker = json.loads((models[0] / MODEL_MARKER).read_text())
     infer_cfg = copy.deepcopy(marker.get("infer") or payload["config"]["infer"])
+    members = load_members(models[0], marker, net, device)
     test_ids, test_paths = list_images(data / "test")
     index_ids, index_paths = list_images(data / "index")
     if not test_paths or not index_paths:
@@ -134,11 +159,21 @@ def run(input_root: Path, working: Path, limit_s: float, full: bool = False, pub
                           "non-empty (<split>/a/b/c/<id>.jpg)")
     log.info("found %d test and %d index images in %s; model %s; %s", len(test_paths), len(index_paths), data,
              models[0], device)
-    train = load_train_features(input_root, models[0])
+    train = load_train_features(input_root, models[0]) if members is None else None
     infer_cfg["label_rerank"]["enabled"] = train is not None
+    if members is None:
+        dim = net.dim
 
-    def describe(paths, cfg, desc):
-        return _describe(net, paths, cfg, device, workers, desc)
+        def describe(paths, cfg, desc):
+            return _describe(net, paths, cfg, device, workers, desc)
+    else:
+        nets, weights, whitening = members
+        dim = whitening[0].shape[0] if whitening is not None else sum(n.dim for n in nets)
+
+        def describe(paths, cfg, desc):
+            parts = [_describe(n, paths, cfg, device, workers, f"{desc} {i + 1}/{len(nets)}")
+                     for i, n in enumerate(nets)]
+            return ensemble_descriptors(parts, weights, whitening)
 
     public = not full and len(test_paths) <= public_max
     if public:
@@ -155,8 +190,8 @@ def run(input_root: Path, working: Path, limit_s: float, full: bool = False, pub
     search_s = 0.0
     if not public:
         t0 = clock()
-        unit = time_search_unit(net.dim, knn)
-        search_s = compared_pairs(len(test_paths), len(index_paths), n_train, infer_cfg) * net.dim * unit
+        unit = time_search_unit(dim, knn)
+        search_s = compared_pairs(len(test_paths), len(index_paths), n_train, infer_cfg) * dim * unit
         log.info("search priced at %.3g s per pair-dimension (timed in %.0fs): %.0fs projected", unit,
                  clock() - t0, search_s)
         infer_cfg, _ = choose_tta(infer_cfg, prober, search_s, max(0, len(pool) - probe),
@@ -171,7 +206,9 @@ def run(input_root: Path, working: Path, limit_s: float, full: bool = False, pub
         log.warning("train descriptors were made with %s, test and index with %s", train[2]["tta"],
                     tta_tag(infer_cfg))
     t0 = clock()
-    neighbours, _ = retrieve(test, index, infer_cfg, *(train[:2] if train is not None else (None, None)))
+    del described  # the index rows are handed to the search, which may overwrite them (DBA) in place
+    neighbours, _ = retrieve(test, index, infer_cfg, *(train[:2] if train is not None else (None, None)),
+                             in_place=True)
     log.info("stage search: %.0fs (planned %.0fs)", clock() - t0, search_s)
     rankings = id_rankings(test_ids, index_ids, np.asarray(neighbours))
     out = write_submission(working / "submission.csv", rankings, test_ids)

@@ -52,8 +52,13 @@ def region_kl(region_vectors: list[np.ndarray], labels: np.ndarray, n_pairs: int
     return np.stack(rows)
 
 
-def kl_to_weights(kl: np.ndarray) -> np.ndarray:
-    """Non-negative weights with mean 1."""
+def kl_to_weights(kl: np.ndarray, uniform_mix: float = 0.0) -> np.ndarray:
+    """Non-negative weights with mean 1: KL scaled to mean 1, blended with uniform weights by ``uniform_mix``
+    (0 is the paper's initialisation; 0.5 keeps the KL order while lifting the weakest regions to at least
+    0.5, where a softplus weight still trains at a useful rate)."""
+    if not 0.0 <= uniform_mix <= 1.0:
+        raise ValueError(f"model.kl.uniform_mix={uniform_mix} must lie in [0, 1]")
     kl = np.maximum(kl, 0.0)
     mean = kl.mean()
-    return kl / mean if mean > 0 else np.ones_like(kl)
+    scaled = kl / mean if mean > 0 else np.ones_like(kl)
+    return (1.0 - uniform_mix) * scaled + uniform_mix

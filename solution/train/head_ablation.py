@@ -37,6 +37,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
                                                           "remap_layers": "learned"}),
     "remap-l2": ("REMAP, per-layer L2 (layer scale cancels)", {"head": "remap", "layers": [-2, -1],
                                                                "remap_layers": "l2"}),
+    "remap-klmix": ("REMAP, KL weights blended half with uniform", {"head": "remap", "layers": [-2, -1],
+                                                                    "kl": {"enabled": True, "uniform_mix": 0.5}}),
     REFERENCE: ("REMAP (weights across regions and layers, KL-initialised)",
                 {"head": "remap", "layers": [-2, -1], "remap_layers": "sum", "kl": {"enabled": True}}),
 }

@@ -50,7 +50,7 @@ def fit_region_weights(net: RetrievalNet, paths: list[Path], labels: np.ndarray,
         per_layer.append(rows[:, start:start + width].reshape(len(chosen), head.num_regions, channels))
         start += width
     kl = region_kl(per_layer, labels[chosen], kl_cfg["pairs"], rng, kl_cfg["bins"], kl_cfg["smoothing"])
-    weights = kl_to_weights(kl)
+    weights = kl_to_weights(kl, kl_cfg.get("uniform_mix", 0.0))
     head.set_region_weights(weights)
     net.meta.update(kl_fitted=True, kl=kl.tolist())
     log.info("KL region weights from %d images: KL range %.3f-%.3f, weight range %.2f-%.2f",

@@ -36,6 +36,10 @@ def test_shards_resume_and_merge_matches_one_pass(net, tiny_root, tmp_path):
     descriptors, ids, bad = merge_split(folder, read_ids(tiny_root / "toy/test.csv"))
     assert ids == read_ids(tiny_root / "toy/test.csv") and not bad
     assert np.allclose(np.linalg.norm(descriptors, axis=1), 1, atol=1e-2)  # float16 on disk
+    merged = np.load(folder.parent / f"{folder.name}.npy")
+    assert merged.dtype == np.float16 and np.array_equal(merged.astype(np.float32), descriptors)
+    half, _, _ = merge_split(folder, ids, np.float16)  # what a float16 index asks for: never widened
+    assert half.dtype == np.float16 and np.array_equal(half, merged)
 
 
 def test_sharded_processes_then_merge_checks_ids(net, tiny_root, tmp_path):

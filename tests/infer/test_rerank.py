@@ -48,6 +48,22 @@ def test_dba_logspace_is_the_2018_entrys_ten_vectors_self_included():
     assert np.allclose(out[0], _unit([weights @ db[order[:10]]])[0], atol=1e-5)
 
 
+def test_dba_in_place_overwrites_through_a_spill_file_and_equals_the_copying_dba(tmp_path):
+    rng = np.random.default_rng(3)
+    db = _unit(rng.normal(size=(700, 12)))
+    expected = database_augmentation(db, k=4)
+    assert not np.array_equal(expected, db)
+    work = db.copy()
+    out = database_augmentation(work, k=4, in_place=True, spill_dir=tmp_path, chunk=50)  # 14 chunks
+    assert out is work and np.allclose(work, expected, atol=1e-6)  # later chunks saw the original rows
+    assert list(tmp_path.iterdir()) == []  # the spill file is gone
+    half = db.astype(np.float16)
+    out = database_augmentation(half, k=4, in_place=True, spill_dir=tmp_path)
+    assert out is half and out.dtype == np.float16
+    off = np.abs(out - expected).max(1) > 1e-3  # float16 rounding may swap a near-tied neighbour, nothing more
+    assert off.sum() <= 5
+
+
 def test_diffusion_follows_the_manifold():
     # A chain of points along an arc, and one distractor close to the query but off the arc.
     angles = np.linspace(0, 1.2, 13)

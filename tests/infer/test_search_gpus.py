@@ -32,11 +32,7 @@ class FakeGpuFaiss:
 
     def index_cpu_to_gpu(self, resources, gpu, index, options):
         self.calls.append(("one", gpu, options.useFloat16))
-        return index
-
-    def index_cpu_to_gpu_multiple_py(self, resources, index, options, gpus):
-        self.calls.append(("shard", tuple(gpus), options.shard, options.useFloat16))
-        return index
+        return self.real.clone_index(index)  # a copy, as a real GPU clone is: shards must not share storage
 
 
 @pytest.fixture
@@ -53,13 +49,25 @@ def _data():
     return rng.standard_normal((2000, 16), dtype=np.float32), rng.standard_normal((5, 16), dtype=np.float32)
 
 
-def test_a_plain_run_shards_over_every_gpu_with_one_resource_each(fake, monkeypatch):
+def test_a_plain_run_slices_the_database_over_every_gpu_with_one_resource_each(fake, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     database, queries = _data()
+    scores, ids = search.knn(queries, database, 3)
     search.knn(queries, database, 3)
-    search.knn(queries, database, 3)
-    assert fake.calls == [("shard", tuple(range(8)), True, False)] * 2
+    assert fake.calls == [("one", g, False) for g in range(8)] * 2
     assert fake.resources == 8  # created once per GPU, reused by the second search
+    index = search.build_index(database)
+    assert [part.ntotal for part in index._gpu.parts] == [250] * 8 and index._gpu.offsets[1] == 250
+    truth = np.argsort(-(queries @ database.T), axis=1)[:, :3]
+    assert (ids == truth).all()  # the slices' answers merged back to global ids
+
+
+def test_a_float16_database_is_stored_as_float16_on_the_gpus(fake, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    database, queries = _data()
+    ids = search.knn(queries, database.astype(np.float16), 3)[1]
+    assert fake.calls == [("one", g, True) for g in range(8)]
+    assert (ids == np.argsort(-(queries @ database.astype(np.float16).astype(np.float32).T), axis=1)[:, :3]).all()
 
 
 def test_a_torchrun_rank_searches_on_its_own_gpu_only(fake, monkeypatch):
@@ -70,12 +78,25 @@ def test_a_torchrun_rank_searches_on_its_own_gpu_only(fake, monkeypatch):
     assert fake.calls == [("one", 3, False)] and fake.resources == 1
 
 
-def test_ivfpq_on_gpu_uses_float16_lookup_tables(fake, monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("LOCAL_RANK", "1")
-    database, _ = _data()
-    search.build_index(database, kind="ivfpq", nlist=8, m=8)
-    assert fake.calls == [("one", 1, True)]
+def test_ivfpq_on_gpus_uses_float16_lookup_tables(fake, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    database, queries = _data()
+    index = search.build_index(database, kind="ivfpq", nlist=8, m=8)
+    assert fake.calls == [("one", g, True) for g in range(8)] and index.ntotal == len(database)
+    assert search.search(index, queries, 3)[1].max() >= 250  # ids from every slice, made global
+
+
+def test_pytorch_gives_back_its_cached_gpu_memory_before_faiss_takes_the_gpu(fake, monkeypatch):
+    import sys
+    import types
+
+    freed = []
+    cuda = types.SimpleNamespace(is_available=lambda: True, is_initialized=lambda: True,
+                                 empty_cache=lambda: freed.append(True))
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    search.build_index(_data()[0])
+    assert freed == [True]
 
 
 def test_no_gpu_means_a_cpu_index(monkeypatch):

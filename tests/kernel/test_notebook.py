@@ -153,3 +153,49 @@ def test_dryrun_pads_the_test_set_and_validates(built, tiny_root, tmp_path, caps
 def test_kernel_refuses_csv_competitions(capsys):
     assert main(["kernel", "--competition", "toy"]) == 2
     assert "CSV upload" in capsys.readouterr().err
+
+
+def test_an_ensemble_kernel_scores_as_the_ensemble_command(built, notebook, tiny_root, tmp_path, capsys):
+    """Two checkpoints plus the ensemble's whitening in one model dataset; the kernel recomputes the
+    ensemble descriptor and must rank as `ensemble` did. A member that is not the packed file stops it."""
+    import shutil
+
+    from solution.config import load_config
+    from solution.model.net import build_net, save_checkpoint
+
+    runs = built["tmp"] / "runs"
+    second = load_config("toy-tiny", ["model.pretrained=none", "model.head=gem", "model.layers=[-1]",
+                                      "model.whiten_dim=0"])
+    save_checkpoint(runs / "gem-b" / "checkpoint.pt", build_net(second["model"]))
+    common = [*built["run"], "run.name=ens",
+              "ensemble.members=[{run: toy-tiny, weight: 1.0}, {run: gem-b, weight: 0.5}]",
+              "ensemble.whiten_on=index", "ensemble.whiten_dim=16"]
+    assert main(["ensemble", *common, "--out", str(tmp_path / "subs")]) == 0
+    ensemble_scores = _score(tiny_root, tmp_path / "subs" / "toy-ens.csv")
+    out = tmp_path / "kaggle"
+    assert main(["kernel", *common, "--out", str(out), "--user", "tester", "--no-download",
+                 "--python-version", HOST_PYTHON]) == 0
+    marker = json.loads((out / "model" / "remap-model.json").read_text())
+    assert [m["run"] for m in marker["ensemble"]["members"]] == ["toy-tiny", "gem-b"]
+    assert (out / "model" / "whitening.npz").is_file() and len(list((out / "model" / "members").iterdir())) == 1
+    shutil.rmtree(out / "wheels")
+    shutil.copytree(built["out"] / "wheels", out / "wheels")  # the faiss wheels the first build downloaded
+    root = mount(out, tiny_root / "toy", tmp_path / "input", "new", datasets=("wheels", "model"), owner="tester")
+    result = run_entry(notebook["python"], notebook["env"], out / "kernel" / "entry.py", root, tmp_path / "working",
+                       {"KERNEL_FULL": "1"}, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ensemble of 2 members (toy-tiny, gem-b)" in result.stderr and "whitened to 16-D" in result.stderr
+    kernel_scores = _score(tiny_root, tmp_path / "working/submission.csv")
+    assert abs(kernel_scores["all"] - ensemble_scores["all"]) <= 0.01, (kernel_scores, ensemble_scores)
+    member = next((root / "datasets" / "tester").glob("*-model")) / "members"
+    next(member.iterdir()).write_bytes(b"not the packed checkpoint")
+    result = run_entry(notebook["python"], notebook["env"], out / "kernel" / "entry.py", root, tmp_path / "again",
+                       {"KERNEL_FULL": "1"}, timeout=900)
+    assert result.returncode != 0 and "ensemble member gem-b" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_ensemble_config_refuses_single_checkpoint_train_features(built, capsys):
+    common = [*built["run"], "run.name=ens", "ensemble.members=[{run: toy-tiny, weight: 1.0}]"]
+    assert main(["kernel", *common, "--train-features", "--no-download"]) == 2
+    assert "an ensemble kernel has no label re-ranking" in capsys.readouterr().err

@@ -34,3 +34,13 @@ def test_informative_region_gets_the_larger_weight():
     assert kl.shape == (1, 2) and kl[0, 0] > 5 * kl[0, 1]
     weights = kl_to_weights(kl)
     assert weights.mean() == pytest.approx(1.0) and (weights >= 0).all()
+
+
+def test_uniform_mix_keeps_the_kl_order_and_mean_and_lifts_the_weakest():
+    kl = np.array([[0.01, 0.5, 1.0], [0.02, 0.2, 2.0]])
+    paper, mixed = kl_to_weights(kl), kl_to_weights(kl, 0.5)
+    assert mixed.mean() == pytest.approx(1.0) and mixed.min() >= 0.5 > paper.min()
+    assert (np.argsort(mixed, axis=None) == np.argsort(paper, axis=None)).all()
+    assert np.allclose(kl_to_weights(kl, 1.0), 1.0)
+    with pytest.raises(ValueError, match="uniform_mix"):
+        kl_to_weights(kl, 1.5)

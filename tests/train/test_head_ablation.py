@@ -13,7 +13,8 @@ def test_variants_change_only_the_head_its_layers_and_the_run():
     base = _flat_items(cfg)
     for variant in VARIANTS:
         changed = {k for k, v in _flat_items(variant_config(cfg, variant, 3)).items() if v != base[k]}
-        allowed = {"run.name", "run.seed", "model.head", "model.layers", "model.kl.enabled", "model.remap_layers"}
+        allowed = {"run.name", "run.seed", "model.head", "model.layers", "model.kl.enabled", "model.remap_layers",
+                   "model.kl.uniform_mix"}
         assert changed <= allowed, variant
     assert variant_config(cfg, "gem", 1)["run"]["name"] == "toy-heads-gem-s1"
     with pytest.raises(ConfigError, match="unknown head variant"):
