@@ -66,9 +66,10 @@ extract: $(SETUP)
 ablate: $(SETUP)
 	$(RUN) ablate --config $(CONFIG) $(OVERRIDES)
 
-# Every pooling head fine-tuned with the same recipe (SEEDS="0 1" for two seeds), compared with REMAP.
+# Every pooling head fine-tuned with the same recipe (SEEDS="0 1" for two seeds; VARIANTS="rmac mac spoc"
+# for a subset, REMAP always included), compared with REMAP.
 ablate-heads: data
-	$(RUN) ablate-heads --config $(CONFIG) $(if $(SEEDS),--seeds $(SEEDS)) $(OVERRIDES)
+	$(RUN) ablate-heads --config $(CONFIG) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(VARIANTS),--variants $(VARIANTS)) $(OVERRIDES)
 
 # CONFIG=<ensemble yaml>: the runs in its ensemble.members, combined (make submit does the same)
 ensemble: $(SETUP)

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import torch
 
 from solution.cli import main
@@ -70,3 +71,26 @@ def test_bench_search_small(tmp_path, capsys):
     assert main(args) == 0
     row = json.loads((tmp_path / "search.json").read_text())["rows"][0]
     assert row["ratio"] > 0 and row["index"] == "2000x512"
+
+
+def test_bench_scale_runs_the_real_retrieve_on_a_float16_index_handed_over(tmp_path, capsys, monkeypatch):
+    import solution.infer.retrieve as retrieve_module
+
+    calls = []
+    real = retrieve_module.retrieve
+
+    def spy(query, index, cfg, *args, **kwargs):
+        calls.append((index.dtype, index.shape, kwargs.get("in_place"), cfg["qe"]["enabled"]))
+        return real(query, index, cfg, *args, **kwargs)
+
+    monkeypatch.setattr(retrieve_module, "retrieve", spy)
+    args = ["bench", "scale", "--scale-index", "3000", "--scale-queries", "40", "--dim", "64", "--dtype", "float16",
+            "--dba-slice", "1000", "--out", str(tmp_path)]
+    assert main(args) == 0
+    assert calls == [(np.dtype(np.float16), (3000, 64), True, True)]
+    rows = json.loads((tmp_path / "scale.json").read_text())["rows"]
+    search, dba, sq, projection = rows
+    assert search["index"] == "3000x64 float16" and search["index_mb"] == round(3000 * 64 * 2 / 2**20)
+    assert search["peak_mb"] >= search["baseline_mb"] and isinstance(search["within_1.5x"], bool)
+    assert dba["index"] == "1000x64 float16" and abs(dba["projected_full_s"] - dba["seconds"] * 9) <= 1  # (3000/1000)^2
+    assert sq["speedup"] > 0 and projection["search_qe_tflop"] == round(4 * 117_577 * 761_757 * 64 / 1e12)
