@@ -8,6 +8,7 @@ OVERRIDES ?=
 COMPETITION ?=
 SUBMISSION ?=
 SEEDS ?=
+VARIANTS ?=
 BENCH ?=
 GPUS ?= 1
 KAGGLE ?=
@@ -69,7 +70,7 @@ ablate: $(SETUP)
 # Every pooling head fine-tuned with the same recipe (SEEDS="0 1" for two seeds; VARIANTS="rmac mac spoc"
 # for a subset, REMAP always included), compared with REMAP.
 ablate-heads: data
-	$(RUN) ablate-heads --config $(CONFIG) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(VARIANTS),--variants $(VARIANTS)) $(OVERRIDES)
+	$(RUN) ablate-heads --config $(CONFIG) $(OVERRIDES) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(VARIANTS),--variants $(VARIANTS))
 
 # CONFIG=<ensemble yaml>: the runs in its ensemble.members, combined (make submit does the same)
 ensemble: $(SETUP)

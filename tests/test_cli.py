@@ -60,3 +60,21 @@ def test_user_errors_are_one_line(capsys):
     assert main(["train", "--config", "toy", "train.epoch=1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "train.epochs" in err
+
+
+def test_make_ablate_heads_passes_overrides_seeds_and_variants_apart():
+    """`--seeds`/`--variants` take several values: placed before the overrides they would swallow them."""
+    import shlex
+    import subprocess
+    from pathlib import Path
+
+    from solution.cli import build_parser
+
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run(["make", "-n", "-C", str(repo), "ablate-heads", "VENV=", "PYTHON=python", "SEEDS=0 1",
+                          "VARIANTS=rmac mac", "OVERRIDES=run.name=q train.epochs=2"],
+                         capture_output=True, text=True, check=True).stdout
+    line = next(row for row in out.splitlines() if "ablate-heads" in row)
+    args = build_parser().parse_args(shlex.split(line)[3:])
+    assert args.overrides == ["run.name=q", "train.epochs=2"]
+    assert args.seeds == [0, 1] and args.variants == ["rmac", "mac"]
