@@ -346,7 +346,7 @@ def bench_scale(n_index: int = 1_000_000, n_queries: int = 2_000, dim: int = 409
     """
     from .infer.rerank import database_augmentation
     from .infer.retrieve import retrieve
-    from .infer.search import _faiss
+    from .infer.search import ExactIndex, _faiss, search
 
     faiss = _faiss()  # imported before the baseline is read: its libraries are part of the process
     baseline = current_rss_mb()
@@ -386,8 +386,6 @@ def bench_scale(n_index: int = 1_000_000, n_queries: int = 2_000, dim: int = 409
     started = time.perf_counter()
     sq.search(few, k)
     sq_s = time.perf_counter() - started
-    from .infer.search import ExactIndex, search
-
     started = time.perf_counter()
     search(ExactIndex(sample, use_gpu=False), few, k)
     ours_s = time.perf_counter() - started

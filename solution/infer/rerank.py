@@ -39,11 +39,10 @@ def dba_weights(k: int, scheme: str, sims: np.ndarray, alpha: float) -> np.ndarr
 
 
 def _weighted_sum(base: np.ndarray, vectors: np.ndarray, neighbours: np.ndarray, weights: np.ndarray,
-                  chunk: int = 1024, out: np.ndarray | None = None) -> np.ndarray:
-    """norm(base + sum_k weights[:, k] * vectors[neighbours[:, k]]), in float32 whatever the storage, a chunk
-    of rows at a time so the gathered neighbours never exceed chunk x k x D; written into ``out`` (by
-    default a new float32 array)."""
-    out = np.empty(base.shape, np.float32) if out is None else out
+                  chunk: int = 1024) -> np.ndarray:
+    """norm(base + sum_k weights[:, k] * vectors[neighbours[:, k]]) as a new float32 array, whatever the
+    storage, a chunk of rows at a time so the gathered neighbours never exceed chunk x k x D."""
+    out = np.empty(base.shape, np.float32)
     for start in range(0, len(base), chunk):
         rows = slice(start, start + chunk)
         gathered = vectors[neighbours[rows]].astype(np.float32, copy=False)

@@ -64,8 +64,8 @@ class GpuShards:
         faiss = _faiss()
         options = faiss.GpuClonerOptions()
         options.useFloat16 = float16
-        self.gpus, self.d, self.ntotal = list(gpus), template.d, 0
-        self.parts = [faiss.index_cpu_to_gpu(gpu_resources(g), g, template, options) for g in self.gpus]
+        self.d, self.ntotal = template.d, 0
+        self.parts = [faiss.index_cpu_to_gpu(gpu_resources(g), g, template, options) for g in gpus]
         self.offsets = [0] * len(self.parts)
 
     def fill(self, vectors: np.ndarray, chunk: int) -> None:
@@ -194,13 +194,14 @@ def build_index(database: np.ndarray, use_gpu: bool | None = None, kind: str = "
     index.train(as_float32(database[np.sort(sample)]))
     index.nprobe = nprobe
     gpus = search_gpus() if use_gpu is not False else []
+    chunk = rows_per_chunk(dim)
     if gpus:
         free_torch_gpu_cache()
         shards = GpuShards(index, gpus, float16=True)
-        shards.fill(database, rows_per_chunk(dim))
+        shards.fill(database, chunk)
         return shards
-    for start in range(0, len(database), rows_per_chunk(dim)):
-        index.add(as_float32(database[start:start + rows_per_chunk(dim)]))
+    for start in range(0, len(database), chunk):
+        index.add(as_float32(database[start:start + chunk]))
     return index
 
 
