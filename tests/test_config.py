@@ -68,3 +68,11 @@ def test_no_default_is_a_number_hiding_in_a_string():
 
     number = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
     assert [k for k, v in walk(load_config(None)) if isinstance(v, str) and number.match(v)] == []
+
+
+def test_search_storage_and_kl_mix_are_checked_before_any_work():
+    with pytest.raises(ConfigError, match="'infer.index.dtype' must be float16 or float32, got 'float8'"):
+        load_config("toy", ["infer.index.dtype=float8"])
+    with pytest.raises(ConfigError, match="'model.kl.uniform_mix' must be a number from 0 to 1, got 1.5"):
+        load_config("toy", ["model.kl.uniform_mix=1.5"])
+    assert load_config("toy", ["infer.index.spill_dir=/tmp/spill"])["infer"]["index"]["spill_dir"] == "/tmp/spill"
