@@ -15,7 +15,7 @@ KAGGLE ?=
 CHECKPOINT ?=
 KAGGLE_USER ?= your-kaggle-name
 KERNEL_VERSION ?= 1
-KAGGLE_PYTHON ?= 3.11
+KAGGLE_PYTHONS ?= 3.11 3.12 3.13
 TRAIN_FEATURES ?=
 DRYRUN ?=
 
@@ -89,14 +89,17 @@ export: $(SETUP)
 	$(RUN) export --config $(CONFIG) $(OVERRIDES)
 
 # The offline Kaggle kernel (landmark-retrieval-2021): build the folders, push them, submit a kernel version.
-# KAGGLE_PYTHON: the Python of Kaggle's GPU image (wheels are fetched for it); TRAIN_FEATURES=1 also ships
-# train descriptors for label re-ranking.
+# Inference settings: CONFIG's when CONFIG is given (CONFIG=kernel-2021), else the checkpoint's own; with neither
+# CONFIG nor CHECKPOINT, the toy run. KAGGLE_PYTHONS: the Pythons faiss is shipped for (Kaggle's GPU image runs
+# 3.12); TRAIN_FEATURES=1 also ships train descriptors for label re-ranking.
+KERNEL_CONFIG = $(if $(and $(CHECKPOINT),$(filter file,$(origin CONFIG))),,--config $(CONFIG))
 kernel: $(SETUP)
-	$(RUN) kernel --config $(CONFIG) --competition $(or $(COMPETITION),landmark-retrieval-2021) --user $(KAGGLE_USER) \
-		--python-version $(KAGGLE_PYTHON) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) \
+	$(RUN) kernel $(KERNEL_CONFIG) --competition $(or $(COMPETITION),landmark-retrieval-2021) --user $(KAGGLE_USER) \
+		$(foreach v,$(KAGGLE_PYTHONS),--python-version $(v)) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) \
 		$(if $(filter 1,$(TRAIN_FEATURES)),--train-features) $(OVERRIDES)
 
-# The kernel run here as on Kaggle (no network, no host faiss); DRYRUN="--test-images 1129" or "--full".
+# The kernel run here as on Kaggle (no network, no host faiss); DRYRUN="--test-images 1129" or "--full";
+# CONFIG=kernel-2021 DRYRUN="--synthetic 2021": its path after extraction at the 2021 size (memory, time).
 kernel-dryrun: $(SETUP)
 	$(RUN) kernel-dryrun --config $(CONFIG) $(DRYRUN) $(OVERRIDES)
 

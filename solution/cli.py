@@ -14,6 +14,7 @@ from .config import ConfigError, load_config, run_dir
 from .runtime import data_workers
 
 log = logging.getLogger("solution")
+DRYRUN_WORK = "runs/kernel-dryrun"
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -158,9 +159,10 @@ def cmd_evaluate_revisitop(args: argparse.Namespace) -> int:
 
 def cmd_kernel(args: argparse.Namespace) -> int:
     from .competition import load_competition
-    from .kernel.build import KAGGLE_PLATFORMS, build
+    from .kernel.build import KAGGLE_PLATFORMS, KAGGLE_PYTHONS, build
+    from .kernel.contract import infer_summary
 
-    cfg = _config(args)
+    cfg = load_config(args.config or "toy", args.overrides)
     comp = load_competition(args.competition)
     if comp.kind != "code":
         raise ConfigError(f"competition '{comp.slug}' takes a CSV upload, not a kernel; use `make submit KAGGLE=1`")
@@ -172,14 +174,36 @@ def cmd_kernel(args: argparse.Namespace) -> int:
                       args.checkpoint or run_dir(cfg) / "checkpoint.pt")
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist; train first or pass CHECKPOINT=...")
-    train_features = _train_features(cfg, checkpoint) if args.train_features else None
-    folders = build(args.out, comp.slug, checkpoint, args.user, download_deps=not args.no_download,
-                    python_version=args.python_version, platforms=args.platform or KAGGLE_PLATFORMS,
-                    faiss=tuple(args.faiss or ("gpu", "cpu")), train_features=train_features,
-                    infer_cfg=cfg["infer"], ensemble=ensemble)
-    print(f"kernel: wrote {', '.join(str(f) for f in folders.values())} for Python {args.python_version}; "
-          f"push with `make kernel-push`")
+    infer_cfg, source = _kernel_infer(cfg, args, checkpoint, comp.slug)
+    print(f"kernel: inference settings from {source}: {infer_summary(infer_cfg)}")
+    train_features = _train_features({**cfg, "infer": infer_cfg}, checkpoint) if args.train_features else None
+    folders = build(args.out, comp.slug, checkpoint, args.user, infer_cfg, source,
+                    download_deps=not args.no_download, python_versions=args.python_version or KAGGLE_PYTHONS,
+                    platforms=args.platform or KAGGLE_PLATFORMS, faiss=tuple(args.faiss or ("gpu", "cpu")),
+                    train_features=train_features, ensemble=ensemble)
+    print(f"kernel: wrote {', '.join(str(f) for f in folders.values())} with faiss for Python "
+          f"{', '.join(args.python_version or KAGGLE_PYTHONS)}; push with `make kernel-push`")
     return 0
+
+
+def _kernel_infer(cfg: dict, args: argparse.Namespace, checkpoint: Path, slug: str) -> tuple[dict, str]:
+    """The kernel's ``infer`` settings and where they come from: the config when one was named (a recipe for
+    the kernel's competition, or the run's own), else the checkpoint's saved config. A config written for
+    another competition (the toy's 192 px on a GLDv2 checkpoint) is refused."""
+    from .config import config_from_saved
+    from .model.net import load_checkpoint
+
+    _, payload = load_checkpoint(checkpoint)
+    saved = payload.get("config") or {}
+    trained_on = saved.get("competition", "?")
+    if args.config is None:
+        own = config_from_saved(saved, args.overrides, f"{checkpoint}'s config")
+        return own["infer"], f"the checkpoint's own config ({checkpoint}, trained on {trained_on})"
+    if cfg["competition"] not in (slug, trained_on):
+        raise ConfigError(f"CONFIG={args.config} holds inference settings for '{cfg['competition']}', but {checkpoint} "
+                          f"was trained on '{trained_on}' and the kernel is for '{slug}'; pass a recipe for {slug} "
+                          "(CONFIG=kernel-2021) or leave CONFIG out to use the checkpoint's own settings")
+    return cfg["infer"], f"config {args.config}"
 
 
 def _kernel_ensemble(cfg: dict) -> dict:
@@ -223,6 +247,8 @@ def cmd_kernel_dryrun(args: argparse.Namespace) -> int:
     from .kernel.simulate import mount, notebook_python, run_entry
 
     cfg = _config(args)
+    if args.synthetic:
+        return _synthetic_dryrun(cfg, args)
     kaggle_dir = Path(args.kaggle)
     if not (kaggle_dir / "kernel" / "entry.py").is_file():
         raise FileNotFoundError(f"{kaggle_dir}/kernel/entry.py does not exist; run `make kernel` first")
@@ -249,6 +275,30 @@ def cmd_kernel_dryrun(args: argparse.Namespace) -> int:
           f"{len(test_ids)} test images); {submission}: "
           f"{'valid' if not problems else '; '.join(problems[:3])}")
     return 1 if problems else 0
+
+
+def _synthetic_dryrun(cfg: dict, args: argparse.Namespace) -> int:
+    from .kernel.contract import infer_summary
+    from .kernel.synthetic import run_synthetic
+
+    if args.slice_rows < 1 or not 0 < args.scale <= 1:
+        raise ConfigError("--slice-rows must be at least 1 and --scale in (0, 1]")
+    work = Path(args.work if args.work != DRYRUN_WORK else f"{DRYRUN_WORK}-synthetic")
+    print(f"kernel-dryrun: synthetic {args.synthetic} with {infer_summary(cfg['infer'])} + label re-ranking, "
+          f"in {work}")
+    report = run_synthetic(args.synthetic, cfg["infer"], work, args.slice_rows, args.scale)
+    sizes = report["sizes"]
+    print(f"kernel-dryrun: {sizes['index']:,} index, {sizes['test']:,} test, {sizes['train']:,} train descriptors of "
+          f"{sizes['dim']}-D (index {report['index_dtype']}, train {report['train_dtype']} memory-mapped: "
+          f"{report['train_memmap']})")
+    print(f"kernel-dryrun: peak RSS {report['peak_rss_mb']:,} MB ({report['peak_covers']}; "
+          f"{report['baseline_rss_mb']:,} MB before the data)")
+    print(f"kernel-dryrun: after extraction {report['after_extraction_s']:.0f}s here with products on "
+          f"{report['slice_rows']} rows a call; projected {report['projected_after_extraction_here_s']:,}s here "
+          f"for every row, {report['projected_t4_search_s']:,}s on a T4 ({report['search_tflop']:,} TFLOP at an "
+          f"assumed {report['t4_assumed_tflops']} TFLOPS, plus the rest as measured here)")
+    print(f"kernel-dryrun: {report['submission']}: valid; report in {work / 'report.json'}")
+    return 0
 
 
 def cmd_kaggle(args: argparse.Namespace) -> int:
@@ -425,6 +475,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from .infer.submit import make_submission
 
     cfg = _config(args)
+    if args.kaggle:
+        from .competition import load_competition
+
+        comp = load_competition(cfg["competition"])
+        if comp.kind == "code":
+            raise ConfigError(f"'{comp.slug}' is a code competition: Kaggle scores a kernel version, not a CSV; "
+                              "run `make kernel CONFIG=... CHECKPOINT=...`, `make kernel-push`, then "
+                              "`make submit-kaggle KERNEL_VERSION=N`")
     if cfg["ensemble"]["members"]:  # an ensemble YAML: `make submit CONFIG=<it>` runs the ensemble stage
         result = _ensemble(cfg, args.out)
     else:
@@ -590,13 +648,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("kernel", help="wheels, model and kernel folders for an offline Kaggle GPU kernel")
     _add_config_args(p)
+    p.set_defaults(config=None)  # no --config: the checkpoint's own inference settings
     p.add_argument("--competition", default="landmark-retrieval-2021")
     p.add_argument("--checkpoint", help="default: the run's checkpoint.pt")
     p.add_argument("--user", default="your-kaggle-name", help="Kaggle user that owns the datasets and kernel")
     p.add_argument("--out", default="kaggle")
     p.add_argument("--no-download", action="store_true",
                    help="only this project's wheel, no faiss (the kernel then stops at once, saying so)")
-    p.add_argument("--python-version", default="3.11", help="Kaggle's Python (default: its GPU image's, 3.11)")
+    p.add_argument("--python-version", action="append",
+                   help="a Python to ship faiss for, repeatable (default: 3.11, 3.12 and 3.13; Kaggle's GPU image "
+                        "runs 3.12)")
     p.add_argument("--platform", action="append", help="wheel platform tag, repeatable (default: Kaggle's)")
     p.add_argument("--faiss", action="append", choices=["gpu", "cpu"], help="faiss builds to ship (default both)")
     p.add_argument("--train-features", action="store_true",
@@ -612,7 +673,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-images", type=int, help="pad the test set to this many images (1129: the public one)")
     p.add_argument("--full", action="store_true", help="KERNEL_FULL=1: the full run even on a small test set")
     p.add_argument("--time-limit", type=float, help="KERNEL_TIME_LIMIT_S (default: the notebook's 9 hours)")
-    p.add_argument("--work", default="runs/kernel-dryrun", help="where the input, notebook and output go")
+    p.add_argument("--work", default=DRYRUN_WORK, help="where the input, notebook and output go")
+    p.add_argument("--synthetic", choices=["2021"], help="no images: the kernel's path after extraction on "
+                   "synthetic descriptors of the 2021 counts, to measure memory and time at the real size")
+    p.add_argument("--slice-rows", type=int, default=2000,
+                   help="--synthetic: query rows each all-pairs product really computes (the rest projected)")
+    p.add_argument("--scale", type=float, default=1.0, help="--synthetic: a fraction of the real counts")
     p.set_defaults(func=cmd_kernel_dryrun)
 
     p = sub.add_parser("kaggle", help="push the kernel's datasets and notebook, or submit a kernel version")
@@ -753,7 +819,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from .infer.features import MergeError
     from .infer.submission import SubmissionError
     from .kaggle_api import KaggleError
-    from .kernel.entry import KernelError
+    from .kernel.contract import KernelError
     from .model.backbone import WeightError
     from .train.loop import TrainingDiverged
 

@@ -146,6 +146,16 @@ def load_config(experiment: str | os.PathLike | None = None, overrides: list[str
     return cfg
 
 
+def config_from_saved(saved: dict, overrides: list[str] | tuple = (), source: str = "saved config") -> dict:
+    """A run's saved config (as a checkpoint carries it) on top of today's defaults, then overrides."""
+    cfg = merge(read_yaml(DEFAULTS_FILE), saved, source)
+    for text in overrides:
+        keys, value = parse_override(text)
+        cfg = merge(cfg, _nest(keys, value), f"override '{text}'")
+    check_values(cfg)
+    return cfg
+
+
 def _positive_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v > 0
 

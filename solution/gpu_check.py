@@ -209,7 +209,7 @@ def check_ddp(seconds: int = 600) -> dict:
 def check_kernel(device: torch.device) -> dict:
     """The kernel's own run on a fake input root: the tiny toy, a fresh lite0 checkpoint, every stage."""
     from .data import toy
-    from .kernel.entry import MODEL_MARKER
+    from .kernel.contract import MODEL_MARKER
     from .kernel.run import run
     from .kernel.simulate import mount
 

@@ -214,7 +214,7 @@ def wait_ready(api, refs: list[str], timeout_s: float, poll_s: float = 15.0,
     pending = list(refs)
     while pending:
         status = {ref: dataset_status(api, ref) for ref in pending}
-        failed = [ref for ref, s in status.items() if s in ("error", "failed", None)]
+        failed = [ref for ref, s in status.items() if s in ("error", "failed", "deleted", None)]
         if failed:
             raise KaggleError(f"dataset {failed[0]} is {status[failed[0]] or 'missing'} on Kaggle; see its page")
         pending = [ref for ref, s in status.items() if s != "ready"]
@@ -231,6 +231,16 @@ def push_kernel(api, folder: Path) -> tuple[str, int | None]:
     what = f"pushing kernel {ref}"
     response = _call(what, api.kernels_push, str(folder))
     _check_response(what, response)
+    # kaggle 2.x saves the kernel without the sources it cannot resolve (a dataset not yet visible, a
+    # competition whose rules are not accepted) and only prints them; the kernel would then fail on Kaggle.
+    for kind in ("dataset", "competition", "kernel", "model"):
+        invalid = getattr(response, f"invalid_{kind}_sources", None) or getattr(
+            response, f"invalid{kind.title()}Sources", None)
+        if invalid:
+            fix = ("accept the competition's rules on its page" if kind == "competition" else
+                   f"check that the {kind} exists, is yours or public, and is ready")
+            raise KaggleError(f"Kaggle saved kernel {ref} without its {kind} sources {', '.join(map(str, invalid))}; "
+                              f"{fix}, then push again")
     version = getattr(response, "version_number", None) or getattr(response, "versionNumber", None)
     return ref, version
 

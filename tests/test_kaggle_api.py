@@ -26,8 +26,12 @@ def _http_error(code):
 
 
 class FakeKaggle225:
-    def __init__(self, existing=(), pending_polls=2, submit_fails=False, large=()):
+    def __init__(self, existing=(), pending_polls=2, submit_fails=False, large=(), final_status=None,
+                 invalid_sources=None):
         self.datasets = {ref: {"polls": 0, "versions": 1} for ref in existing}
+        # final_status: a status the datasets end in instead of ready (kagglesdk's DatabundleVersionStatus names:
+        # failed, deleted); invalid_sources: {"dataset"|"competition": [refs]} that a push cannot resolve
+        self.final_status, self.invalid_sources = final_status, invalid_sources or {}
         self.pending_polls, self.submit_fails, self.large = pending_polls, submit_fails, set(large)
         self.calls, self.kernel_pushes = [], []
         self.files = {}
@@ -39,7 +43,9 @@ class FakeKaggle225:
             raise _http_error(404)
         state = self.datasets[dataset]
         state["polls"] += 1
-        return "ready" if state["polls"] > self.pending_polls else "pending"
+        if state["polls"] <= self.pending_polls:
+            return "pending"
+        return self.final_status or "ready"
 
     def _ref(self, folder):
         return json.loads((Path(folder) / "dataset-metadata.json").read_text())["id"]
@@ -69,8 +75,15 @@ class FakeKaggle225:
         ready = all(self.datasets.get(ref, {"polls": 0})["polls"] > self.pending_polls
                     for ref in meta["dataset_sources"])
         self.kernel_pushes.append({"ref": meta["id"], "sources_ready": ready})
+        # kaggle 2.2.5's ApiSaveKernelResponse: saved (no error) even when sources were dropped; the names are
+        # snake_case properties with camelCase aliases
+        invalid = {kind: self.invalid_sources.get(kind, []) for kind in ("dataset", "competition", "kernel")}
         return SimpleNamespace(error="", ref=meta["id"], url="", versionNumber=len(self.kernel_pushes),
-                               invalidTags=[], invalidDatasetSources=[])
+                               invalidTags=[], invalidDatasetSources=invalid["dataset"],
+                               invalid_dataset_sources=invalid["dataset"],
+                               invalidCompetitionSources=invalid["competition"],
+                               invalid_competition_sources=invalid["competition"],
+                               invalidKernelSources=invalid["kernel"], invalid_kernel_sources=invalid["kernel"])
 
     # competitions
     def competition_submit(self, file_name, message, competition, quiet=False, sandbox=False):
@@ -277,3 +290,31 @@ def test_unzip_refuses_escaping_members(tmp_path):
     with pytest.raises(kaggle_api.KaggleError, match="would leave"):
         kaggle_api.safe_unzip(archive, tmp_path / "out")
     assert not (tmp_path / "evil.txt").exists()
+
+
+@pytest.mark.parametrize(("kind", "hint"), [("dataset", "is ready"), ("competition", "accept the competition's rules")])
+def test_a_push_that_drops_sources_fails_in_one_line(monkeypatch, token, tmp_path, capsys, kind, hint):
+    _kernel_folders(tmp_path)
+    dropped = "me/landmark-retrieval-2021-remap-wheels" if kind == "dataset" else "landmark-retrieval-2021"
+    _use(monkeypatch, FakeKaggle225(pending_polls=0, invalid_sources={kind: [dropped]}))
+    assert main(["kaggle", "push", "--dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and dropped in err[0] and hint in err[0]
+
+
+@pytest.mark.parametrize("status", ["failed", "deleted"])
+def test_a_failed_or_deleted_dataset_stops_the_wait_at_once(monkeypatch, token, tmp_path, status):
+    _kernel_folders(tmp_path)
+    fake = _use(monkeypatch, FakeKaggle225(pending_polls=0, final_status=status))
+    sleeps = []
+    with pytest.raises(kaggle_api.KaggleError, match=f"is {status} on Kaggle"):
+        kaggle_api.push(tmp_path, wait_s=1800, sleep=sleeps.append)
+    assert sleeps == [] and fake.kernel_pushes == []
+
+
+def test_a_csv_upload_to_a_code_competition_is_refused_before_any_work(monkeypatch, token, capsys):
+    fake = _use(monkeypatch, FakeKaggle225())
+    assert main(["submit", "--config", "kernel-2021", "--kaggle"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "code competition" in err[0] and "make submit-kaggle" in err[0]
+    assert fake.calls == []

@@ -1,10 +1,16 @@
-"""Inner-product top-k with faiss: exact (flat) or IVF-PQ, on every GPU when present (under torchrun on the
-process's own GPU), queries in chunks.
+"""Inner-product top-k: exact search as blocked matrix products in PyTorch (on any GPU torch can use, else
+on the CPU), approximate search (IVF-PQ) with faiss (on GPUs its wheel has code for, else on the CPU);
+queries in chunks.
 
-The database is held once, by the caller, as float32 or float16 (``infer.index.dtype``): an exact search
-on the CPU reads it in place, a block at a time (a float16 block is widened to float32 for the GEMM, then
-dropped); a GPU index is filled from it a chunk at a time and stores float16 when it is float16. Nothing
-here makes a second full copy, so a 1M x 4096 float16 index (8 GB) searches in little more than 8 GB.
+Why exact search is not faiss's: the ``faiss-gpu-cu12`` wheel holds machine code for sm_70 and sm_80 only
+(no PTX), so its GPU index fails on a P100 (6.0), H100/H200 (9.0) and Kaggle's newer cards (12.0), where
+torch runs; and on the CPU faiss's float16 index is 7x slower than a BLAS product (``bench scale``).
+
+The database is held once, by the caller, as float32 or float16 (``infer.index.dtype``): exact search reads
+it in place, a block at a time (a float16 block is widened to float32 for the product, then dropped); on a
+GPU it is held on the device, as its own dtype, when it fits half the free memory, else streamed a block at
+a time. Nothing here makes a second full copy on the host, so a 1M x 4096 float16 index (8 GB) searches in
+little more than 8 GB.
 """
 
 from __future__ import annotations
@@ -112,76 +118,128 @@ def as_float32(rows: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rows, dtype=np.float32)
 
 
+def torch_search_device(use_gpu: bool | None = None) -> str:
+    """Where exact search runs: this process's GPU when torch sees one (``cuda:<LOCAL_RANK>`` under torchrun,
+    else ``cuda:0``), whatever its compute capability; else ``cpu``."""
+    import torch  # noqa: PLC0415
+
+    if use_gpu is False or not torch.cuda.is_available():
+        return "cpu"
+    count = torch.cuda.device_count()
+    rank = int(os.environ.get("LOCAL_RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+    return f"cuda:{rank % count}"
+
+
+def faiss_gpu_usable() -> bool:
+    """Whether faiss's GPU index may be used: its build sees GPUs and has machine code for every one of them
+    (:func:`solution.kernel.contract.faiss_gpu_serves`); a GPU it has no code for fails inside faiss."""
+    if gpu_count() == 0:
+        return False
+    import torch  # noqa: PLC0415
+
+    from ..kernel.contract import faiss_gpu_serves  # noqa: PLC0415
+
+    if not torch.cuda.is_available():
+        return True  # faiss sees a GPU that torch does not: trust faiss's own answer
+    capabilities = [torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())]
+    usable = all(faiss_gpu_serves(major + minor / 10) for major, minor in capabilities)
+    if not usable:
+        log.info("faiss's GPU build has no code for compute capability %s: IVF-PQ runs on the CPU",
+                 ", ".join(f"{a}.{b}" for a, b in capabilities))
+    return usable
+
+
 class ExactIndex:
     """Exact inner-product search over ``vectors`` (N x D, float32 or float16), held without a copy.
 
-    On the CPU, one matrix product per database block and a running top-k (:func:`_blocked_top_k`); a float16
-    block is widened to float32 only while it is searched. (faiss's own float16 index on the CPU,
-    ``IndexScalarQuantizer`` with ``QT_fp16``, decodes every vector for every query without BLAS; ``bench
-    scale`` times it against this.) With GPUs, a faiss flat index per GPU holds a slice of the database
-    (:class:`GpuShards`), filled chunk by chunk, storing float16 (``useFloat16``) when the database does.
-    Call :meth:`rebuild` after changing ``vectors`` in place.
+    One matrix product per database block and a running top-k (:func:`_blocked_top_k`), in PyTorch on
+    ``device`` (default :func:`torch_search_device`). On a GPU the database is uploaded once, as its own
+    dtype, when it takes at most half the free memory (``hold=None``), else streamed block by block;
+    ``hold=True`` forces the held path (the CPU runs it too, which is how it is tested here). Call
+    :meth:`rebuild` after changing ``vectors`` in place.
     """
 
-    def __init__(self, vectors: np.ndarray, use_gpu: bool | None = None, block: int | None = None):
+    def __init__(self, vectors: np.ndarray, use_gpu: bool | None = None, block: int | None = None,
+                 device: str | None = None, hold: bool | None = None):
         if vectors.ndim != 2 or vectors.dtype not in (np.float32, np.float16):
             raise ValueError(f"an exact index needs N x D float32 or float16 vectors, got {vectors.dtype} "
                              f"{vectors.shape}")
         self.vectors = vectors
         self.ntotal, self.d = vectors.shape
         self.block = block or rows_per_chunk(self.d)
-        self.gpus = search_gpus() if use_gpu is not False else []
-        self._gpu = None
+        self.device = device or torch_search_device(use_gpu)
+        self.hold = hold
+        self._held = None
         self.rebuild()
 
+    def _fits_on_device(self) -> bool:
+        import torch  # noqa: PLC0415
+
+        free, _ = torch.cuda.mem_get_info(self.device)
+        reusable = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+        return self.vectors.nbytes <= 0.5 * (free + reusable)
+
     def rebuild(self) -> None:
-        """(Re)fill the GPU index from ``vectors``; nothing to do on the CPU, which reads them directly."""
-        if not self.gpus:
+        """(Re)load the held copy on the device from ``vectors``; a streamed or CPU index reads them directly."""
+        import torch  # noqa: PLC0415
+
+        self._held = None
+        hold = self.hold if self.hold is not None else (self.device != "cpu" and self._fits_on_device())
+        if not hold:
             return
-        if self._gpu is None:
-            free_torch_gpu_cache()
-            self._gpu = GpuShards(_faiss().IndexFlatIP(self.d), self.gpus, self.vectors.dtype == np.float16)
-        self._gpu.fill(self.vectors, self.block)
+        dtype = torch.float16 if self.vectors.dtype == np.float16 else torch.float32
+        held = torch.empty((self.ntotal, self.d), dtype=dtype, device=self.device)
+        for start in range(0, self.ntotal, self.block):
+            held[start:start + self.block] = torch.from_numpy(np.ascontiguousarray(
+                self.vectors[start:start + self.block]))
+        self._held = held
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """faiss's ``index.search``: (scores, ids), Q x k float32 / int64, best first."""
-        queries = as_float32(queries)
-        if self._gpu is not None:
-            return self._gpu.search(queries, k)
-        return _blocked_top_k(queries, self.vectors, k, self.block)
+        return _blocked_top_k(as_float32(queries), self.vectors, k, self.block, self.device, self._held)
 
 
-def _blocked_top_k(queries: np.ndarray, vectors: np.ndarray, k: int, block: int,
-                   score_bytes: int = 256 * 2**20) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k by inner product on the CPU: one matrix product per database block (float16 blocks widened
-    on the fly), each block's top-k merged into the running top-k. The blocks shrink so that a block's score
-    matrix stays within ``score_bytes``.
+def _blocked_top_k(queries: np.ndarray, vectors: np.ndarray, k: int, block: int, device: str = "cpu",
+                   held=None, score_bytes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k by inner product: one matrix product per database block (float16 blocks widened to
+    float32 on ``device``, so scores are exact float32 products), each block's top-k merged into the running
+    top-k. Blocks come from ``held`` (the database already on the device) or from ``vectors`` on the host.
+    The blocks shrink so that a block's score matrix stays within ``score_bytes`` (256 MiB on the CPU,
+    1 GiB on a GPU).
 
-    PyTorch's GEMM and top-k rather than ``faiss.knn``: on this project's 2-core machine, 2,000 x 4,096
-    queries against a 16,384-row block ran at about 240 GFLOPS through PyTorch and 50 through faiss.knn.
+    PyTorch's GEMM and top-k rather than ``faiss.knn`` on the CPU: on this project's 2-core machine, 2,000 x
+    4,096 queries against a 16,384-row block ran at about 240 GFLOPS through PyTorch and 50 through faiss.knn.
     """
     import torch  # noqa: PLC0415 - the project's own dependency; imported here so search stays light to import
 
     k = min(k, len(vectors))
+    score_bytes = score_bytes or (2**30 if device != "cpu" else 256 * 2**20)
     block = max(1, min(block, score_bytes // (4 * max(1, len(queries)))))
-    q = torch.from_numpy(queries)
-    best_scores = torch.empty((len(queries), 0))
-    best_ids = torch.empty((len(queries), 0), dtype=torch.int64)
+    q = torch.from_numpy(queries).to(device)
+    best_scores = torch.empty((len(queries), 0), device=device)
+    best_ids = torch.empty((len(queries), 0), dtype=torch.int64, device=device)
     with torch.no_grad():
         for start in range(0, len(vectors), block):
-            rows = torch.from_numpy(np.ascontiguousarray(vectors[start:start + block])).float()
-            scores, ids = (q @ rows.T).topk(min(k, len(rows)), dim=1)
+            if held is not None:
+                rows = held[start:start + block]
+            else:
+                part = np.ascontiguousarray(vectors[start:start + block])
+                if not part.flags.writeable:  # a read-only memory map (train descriptors): torch wants its own
+                    part = part.copy()
+                rows = torch.from_numpy(part).to(device)
+            scores, ids = (q @ rows.float().T).topk(min(k, len(rows)), dim=1)
             scores = torch.cat([best_scores, scores], dim=1)
             ids = torch.cat([best_ids, ids + start], dim=1)
             best_scores, order = scores.topk(min(k, scores.shape[1]), dim=1)
             best_ids = ids.gather(1, order)
-    return best_scores.numpy(), best_ids.numpy()
+    return best_scores.cpu().numpy(), best_ids.cpu().numpy()
 
 
 def build_index(database: np.ndarray, use_gpu: bool | None = None, kind: str = "flat", nlist: int = 1024,
                 m: int = 64, nprobe: int = 32, train_size: int = 200_000, seed: int = 0):
     """An inner-product index over ``database`` (float32 or float16): ``flat`` (exact, :class:`ExactIndex`,
-    no copy) or ``ivfpq`` (compressed, approximate; filled a chunk at a time)."""
+    no copy, in torch on any GPU) or ``ivfpq`` (compressed, approximate, faiss; filled a chunk at a time,
+    on the GPUs when faiss's build serves them)."""
     if kind == "flat":
         return ExactIndex(database, use_gpu)
     if kind != "ivfpq":
@@ -193,7 +251,7 @@ def build_index(database: np.ndarray, use_gpu: bool | None = None, kind: str = "
     sample = np.random.default_rng(seed).choice(len(database), min(train_size, len(database)), replace=False)
     index.train(as_float32(database[np.sort(sample)]))
     index.nprobe = nprobe
-    gpus = search_gpus() if use_gpu is not False else []
+    gpus = search_gpus() if use_gpu is not False and faiss_gpu_usable() else []
     chunk = rows_per_chunk(dim)
     if gpus:
         free_torch_gpu_cache()

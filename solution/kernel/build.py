@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -21,39 +20,56 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_path
-from .entry import MODEL_MARKER, TRAIN_MARKER, WHEELS_MANIFEST, last_line
+from .contract import (
+    FAISS_GPU_ARCHS,
+    MANIFEST_SCHEMA,
+    MODEL_MARKER,
+    TRAIN_MARKER,
+    WHEELS_MANIFEST,
+    last_line,
+    sha256,
+    tag_of_version,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-# Kaggle's GPU image (checked November 2026): CPython 3.11 on x86-64 Linux, glibc 2.35. It has torch,
-# torchvision, timm, albumentations, numpy, pandas, scikit-learn, scipy, PyYAML, Pillow, tqdm, joblib and
-# matplotlib; it has no faiss.
-KAGGLE_PYTHON = "3.11"
+# Kaggle's GPU image (Kaggle/docker-python, "Upgrade to Python 3.12", December 2025): CPython 3.12 on x86-64
+# Linux, glibc 2.35, with torch, torchvision, timm, albumentations, numpy, pandas, scikit-learn, scipy, PyYAML,
+# Pillow, tqdm, joblib and matplotlib, and no faiss. faiss's GPU wheel is built per Python, so the dataset
+# carries it for the image's Python and its neighbours: the next image upgrade finds its wheel already there
+# (the CUDA library wheels are shared, so each extra Python adds one 48 MB wheel).
+KAGGLE_PYTHON = "3.12"
+KAGGLE_PYTHONS = ("3.11", "3.12", "3.13")
 KAGGLE_PLATFORMS = ["manylinux_2_35_x86_64", "manylinux_2_28_x86_64", "manylinux_2_27_x86_64",
                     "manylinux_2_17_x86_64", "manylinux2014_x86_64", "linux_x86_64"]
-# faiss-gpu-cu12 wheels are built for compute capability 7.0-8.9 (T4, V100, A100, L4), not the P100 (6.0).
-FAISS = {"gpu": {"requirement": "faiss-gpu-cu12", "prefix": "faiss_gpu_cu12-", "compute_capability": [7.0, 8.9]},
+FAISS = {"gpu": {"requirement": "faiss-gpu-cu12", "prefix": "faiss_gpu_cu12-", "archs": list(FAISS_GPU_ARCHS)},
          "cpu": {"requirement": "faiss-cpu", "prefix": "faiss_cpu-"}}
 NEVER_SHIP = ("torch-", "torchvision-", "torchaudio-")  # Kaggle's own CUDA build must be kept
+CONTRACT_START, CONTRACT_END = "# <contract>", "# </contract>"
 
 
 def _write_json(path: Path, payload: dict) -> None:
     path.write_text(json.dumps(payload, indent=2) + "\n")
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def standalone_entry() -> str:
+    """entry.py as the kernel runs it: one file, with contract.py's text in place of its import (a Kaggle
+    script kernel is a single file, and nothing of this package is installed when it starts)."""
+    entry = Path(__file__).with_name("entry.py").read_text()
+    contract = Path(__file__).with_name("contract.py").read_text()
+    body = contract.split('"""', 2)[2].lstrip("\n")  # without its module docstring
+    head, rest = entry.split(CONTRACT_START, 1)
+    tail = rest.split(CONTRACT_END, 1)[1]
+    inlined = f"# --- solution/kernel/contract.py, inlined by `make kernel` ---\n{body}# --- end of contract.py ---"
+    return head + inlined + tail
 
 
 def download_wheels(folder: Path, requirement: str, python_version: str, platforms: list[str]) -> list[str]:
-    """``requirement`` and its dependencies as binary wheels for the target interpreter; the new file names."""
+    """``requirement`` and its dependencies as binary wheels for the target interpreter; the file names.
+    Wheels already in ``folder`` (another Python's shared CUDA libraries) are reused, not downloaded again."""
     with tempfile.TemporaryDirectory() as tmp:
         command = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
                    "--only-binary", ":all:", "--implementation", "cp", "--python-version", python_version,
-                   "-d", tmp, requirement]
+                   "--find-links", str(folder), "-d", tmp, requirement]
         for platform in platforms:
             command += ["--platform", platform]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -68,20 +84,37 @@ def download_wheels(folder: Path, requirement: str, python_version: str, platfor
         return names
 
 
-def build_wheels(folder: Path, python_version: str = KAGGLE_PYTHON, platforms: list[str] | None = None,
-                 faiss: tuple[str, ...] = ("gpu", "cpu"), download: bool = True) -> dict:
-    """The wheels dataset and its manifest. ``download=False`` ships this project alone (the kernel then stops
-    at once, saying faiss is missing)."""
+def build_project_wheel(folder: Path, python: str = sys.executable) -> str:
+    """This project's wheel, built by ``python``'s pip in an isolated build environment from pyproject.toml's
+    ``[build-system]`` (so the base Python's own setuptools, or a missing ``wheel``, cannot break it)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result = subprocess.run([python, "-m", "pip", "wheel", "--no-deps", "--quiet",
+                                 "--disable-pip-version-check", "-w", tmp, str(REPO)],
+                                capture_output=True, text=True, check=False)
+        if result.returncode:
+            raise RuntimeError(f"pip could not build this project's wheel: {last_line(result.stderr)}")
+        wheel = next(Path(tmp).glob("remap_landmarks-*.whl"))
+        shutil.move(str(wheel), folder / wheel.name)
+        return wheel.name
+
+
+def build_wheels(folder: Path, python_versions: tuple[str, ...] | list[str] = KAGGLE_PYTHONS,
+                 platforms: list[str] | None = None, faiss: tuple[str, ...] = ("gpu", "cpu"),
+                 download: bool = True) -> dict:
+    """The wheels dataset and its manifest: this project's wheel (pure Python) and, for every Python in
+    ``python_versions``, each faiss variant with its dependencies. ``download=False`` ships this project
+    alone (the kernel then stops at once, saying faiss is missing)."""
     platforms = platforms or KAGGLE_PLATFORMS
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-                    "--disable-pip-version-check", "-w", str(folder), str(REPO)], check=True)
-    package = next(p.name for p in folder.glob("remap_landmarks-*.whl"))
-    manifest: dict = {"package": package, "python": python_version, "platforms": platforms, "faiss": {}}
+    python_versions = list(dict.fromkeys(python_versions))
+    manifest: dict = {"schema": MANIFEST_SCHEMA, "package": build_project_wheel(folder), "pythons": python_versions,
+                      "platforms": platforms, "faiss": {}}
     for variant in faiss if download else ():
         spec = FAISS[variant]
-        names = download_wheels(folder, spec["requirement"], python_version, platforms)
-        wheel = next(n for n in names if n.startswith(spec["prefix"]))
-        manifest["faiss"][variant] = {k: v for k, v in {**spec, "wheel": wheel}.items() if k != "prefix"}
+        wheels = {}
+        for version in python_versions:
+            names = download_wheels(folder, spec["requirement"], version, platforms)
+            wheels[tag_of_version(version)] = next(n for n in names if n.startswith(spec["prefix"]))
+        manifest["faiss"][variant] = {**{k: v for k, v in spec.items() if k != "prefix"}, "wheels": wheels}
     shipped = sorted(p.name for p in folder.glob("*.whl"))
     if any(name.startswith(NEVER_SHIP) for name in shipped):
         raise RuntimeError("a torch wheel ended up in the wheels dataset; Kaggle's own torch must be kept")
@@ -94,7 +127,7 @@ def write_train_features(folder: Path, descriptors: np.ndarray, ids: list[str], 
                          checkpoint_sha: str) -> None:
     """Train descriptors for the kernel's label re-ranking: float16 rows, their ids and landmark ids."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name, array in (("train_descriptors.npy", descriptors.astype(np.float16)),
+    for name, array in (("train_descriptors.npy", np.asarray(descriptors, np.float16)),  # no copy if float16
                         ("train_labels.npy", np.asarray(labels, np.int64))):
         with atomic_path(folder / name) as tmp, tmp.open("wb") as handle:
             np.save(handle, array)
@@ -120,12 +153,13 @@ def _pack_ensemble(model: Path, ensemble: dict, first: Path) -> dict:
     return {"members": listed, "whitening": "whitening.npz"}
 
 
-def build(out: str | Path, slug: str, checkpoint: str | Path, user: str, download_deps: bool = True,
-          python_version: str = KAGGLE_PYTHON, platforms: list[str] | None = None,
-          faiss: tuple[str, ...] = ("gpu", "cpu"), train_features: dict | None = None,
-          infer_cfg: dict | None = None, ensemble: dict | None = None) -> dict[str, Path]:
-    """Write the folders; ``train_features`` = {descriptors, ids, labels, tta} adds the third dataset;
-    ``infer_cfg`` (the command's ``infer`` settings) replaces the checkpoint's own in the kernel.
+def build(out: str | Path, slug: str, checkpoint: str | Path, user: str, infer_cfg: dict, infer_source: str,
+          download_deps: bool = True, python_versions: tuple[str, ...] | list[str] = KAGGLE_PYTHONS,
+          platforms: list[str] | None = None, faiss: tuple[str, ...] = ("gpu", "cpu"),
+          train_features: dict | None = None, ensemble: dict | None = None) -> dict[str, Path]:
+    """Write the folders; ``train_features`` = {descriptors, ids, labels, tta} adds the third dataset.
+    ``infer_cfg`` is what the kernel runs with (the recipe's or the checkpoint's own ``infer``) and
+    ``infer_source`` says which, for the marker and the kernel's first log lines.
     ``ensemble`` = {members: [{run, weight, checkpoint}], whitening: path}: the model dataset carries every
     member's checkpoint (``checkpoint`` is the first's) and the ensemble's saved whitening."""
     out = Path(out)
@@ -138,23 +172,22 @@ def build(out: str | Path, slug: str, checkpoint: str | Path, user: str, downloa
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
-    build_wheels(folders["wheels"], python_version, platforms, faiss, download_deps)
+    build_wheels(folders["wheels"], python_versions, platforms, faiss, download_deps)
     checkpoint_sha = sha256(checkpoint)
     ids = {name: f"{user}/{slug}-remap-{name}" for name in folders if name != "kernel"}
     for name, ref in ids.items():
         _write_json(folders[name] / "dataset-metadata.json",
                     {"title": f"{slug} REMAP {name}", "id": ref, "licenses": [{"name": "apache-2.0"}]})
     shutil.copy2(checkpoint, folders["model"] / "checkpoint.pt")
-    marker = {"checkpoint_sha256": checkpoint_sha, "competition": slug}
-    if infer_cfg is not None:
-        marker["infer"] = infer_cfg
+    marker = {"checkpoint_sha256": checkpoint_sha, "competition": slug, "infer": infer_cfg,
+              "infer_source": infer_source}
     if ensemble is not None:
         marker["ensemble"] = _pack_ensemble(folders["model"], ensemble, checkpoint)
     _write_json(folders["model"] / MODEL_MARKER, marker)
     if train_features is not None:
         write_train_features(folders["train-features"], train_features["descriptors"], train_features["ids"],
                              train_features["labels"], train_features["tta"], checkpoint_sha)
-    shutil.copy2(Path(__file__).with_name("entry.py"), folders["kernel"] / "entry.py")
+    (folders["kernel"] / "entry.py").write_text(standalone_entry())
     _write_json(folders["kernel"] / "kernel-metadata.json", {
         "id": f"{user}/{slug}-remap", "title": f"{slug} REMAP", "code_file": "entry.py", "language": "python",
         "kernel_type": "script", "is_private": True, "enable_gpu": True, "enable_internet": False,
@@ -162,3 +195,4 @@ def build(out: str | Path, slug: str, checkpoint: str | Path, user: str, downloa
         "model_sources": [],
     })
     return folders
+

@@ -1,10 +1,13 @@
-"""Kaggle kernel entry script (copied into the kernel folder as ``entry.py``; standard library only).
+"""Kaggle kernel entry script (``make kernel`` ships it as ``entry.py``, with contract.py inlined; standard
+library only).
 
 1. finds the wheels dataset under the input root by its manifest, checks it holds this project and a faiss
-   wheel, and installs them offline: GPU faiss when the notebook's GPU is one it serves, else CPU faiss;
-2. imports faiss and this package before any GPU work;
-3. hands over to ``solution.kernel.run``: find the competition and the model, describe, search, write
-   <working>/submission.csv.
+   wheel for the running Python (else one ``error:`` line naming the interpreter and what the dataset
+   holds, before any GPU work), and installs them offline: GPU faiss when its wheel has code for every GPU
+   of the notebook, else CPU faiss (exact search, QE and DBA run on any GPU through torch either way);
+2. imports faiss and this package before any GPU work, and logs the files they came from;
+3. hands over to ``solution.kernel.run``: find the competition and the model, plan, describe, search, write
+   <working>/submission.csv. The notebook's clock (``KERNEL_STARTED_AT``) starts before the install.
 
 Kaggle mounts data at ``/kaggle/input/<slug>/`` (older notebooks), ``/kaggle/input/competitions/<slug>/``
 and ``/kaggle/input/datasets/<owner>/<slug>/``; every lookup here is a bounded search under the input root,
@@ -27,16 +30,24 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-WHEELS_MANIFEST = "remap-wheels.json"
-MODEL_MARKER = "remap-model.json"
-TRAIN_MARKER = "remap-train-features.json"
+# <contract> `make kernel` puts contract.py's text here: the shipped script must run before anything is installed
+from .contract import (
+    MANIFEST_SCHEMA,
+    MODEL_MARKER,
+    TRAIN_MARKER,
+    WHEELS_MANIFEST,
+    KernelError,
+    faiss_gpu_serves,
+    faiss_wheel,
+    last_line,
+    python_tag,
+    shipped_tags,
+)
+
+# </contract>
 MAX_DEPTH = 4  # /kaggle/input/datasets/<owner>/<slug> is 3 deep; one more for a folder inside a dataset
 
 log = logging.getLogger("entry")
-
-
-class KernelError(RuntimeError):
-    """Something the kernel needs is missing or unusable; the message is the one line the user sees."""
 
 
 def walk_dirs(root: Path, max_depth: int = MAX_DEPTH, stop: Callable[[Path], bool] | None = None
@@ -113,12 +124,6 @@ def gpu_capabilities() -> list[float]:
         return []
 
 
-def last_line(text: str) -> str:
-    """The last non-blank line of a tool's output: pip ends with the line that says what went wrong."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else "(no output)"
-
-
 def pip_install(wheels: Path, *args: str) -> None:
     command = [sys.executable, "-m", "pip", "install", "--no-index", "--quiet", "--disable-pip-version-check",
                "--find-links", str(wheels), *args]
@@ -134,28 +139,37 @@ def faiss_serves_gpu() -> bool:
     return subprocess.run([sys.executable, "-c", probe], capture_output=True, check=False).returncode == 0
 
 
-def choose_faiss(manifest: dict, capabilities: list[float]) -> list[str]:
-    """The faiss variants to try, in order: ``gpu`` only when every GPU is one its wheel serves."""
-    variants = manifest.get("faiss", {})
+def choose_faiss(manifest: dict, capabilities: list[float], tag: str | None = None) -> list[str]:
+    """The faiss variants to try for this interpreter, in order: ``gpu`` only when its wheel serves every GPU
+    (its library has no code for the others). Exact search, QE and DBA run on any GPU through torch, so CPU
+    faiss on a GPU machine costs only the approximate index (IVF-PQ), which then runs on the CPU."""
+    tag = tag or python_tag()
     order = []
-    gpu = variants.get("gpu")
+    gpu = faiss_wheel(manifest, "gpu", tag)
+    archs = manifest.get("faiss", {}).get("gpu", {}).get("archs", [])
     if capabilities and gpu:
-        low, high = gpu["compute_capability"]
-        if all(low <= c <= high for c in capabilities):
+        if all(faiss_gpu_serves(c, archs) for c in capabilities):
             order.append("gpu")
         else:
-            log.warning("GPU faiss serves compute capability %s-%s, this notebook's GPUs are %s: using CPU faiss",
-                        low, high, capabilities)
-    elif capabilities:
-        log.warning("the wheels dataset holds no GPU faiss: using CPU faiss")
-    if "cpu" in variants:
+            log.info("GPU faiss holds code for sm_%s only, this notebook's GPUs are %s: exact search runs on the "
+                     "GPU through torch, CPU faiss serves IVF-PQ", "/sm_".join(a.replace(".", "") for a in archs),
+                     capabilities)
+    if faiss_wheel(manifest, "cpu", tag):
         order.append("cpu")
     return order
 
 
-def check_manifest(wheels: Path) -> dict:
-    """The manifest, after checking every wheel it names is there and that a faiss variant exists."""
-    manifest = json.loads((wheels / WHEELS_MANIFEST).read_text())
+def check_manifest(wheels: Path, tag: str | None = None) -> dict:
+    """The manifest, after checking every wheel it names is there and that a faiss wheel exists for this
+    interpreter's Python (a wheel for another one would not install, and search would silently fall back)."""
+    tag = tag or python_tag()
+    try:
+        manifest = json.loads((wheels / WHEELS_MANIFEST).read_text())
+    except (OSError, ValueError) as exc:
+        raise KernelError(f"{wheels / WHEELS_MANIFEST} is unreadable ({exc}); rebuild it with `make kernel`") from None
+    if manifest.get("schema") != MANIFEST_SCHEMA:
+        raise KernelError(f"the wheels dataset {wheels} was built by an older `make kernel` (manifest schema "
+                          f"{manifest.get('schema', 1)}, this kernel reads {MANIFEST_SCHEMA}); rebuild and version it")
     missing = [name for name in manifest.get("files", []) if not (wheels / name).is_file()]
     if missing:
         raise KernelError(f"the wheels dataset {wheels} lacks {', '.join(missing[:4])}"
@@ -163,18 +177,24 @@ def check_manifest(wheels: Path) -> dict:
     if not manifest.get("faiss"):
         raise KernelError(f"the wheels dataset {wheels} holds no faiss wheel (Kaggle's image has no faiss); "
                           "rebuild it with `make kernel` without --no-download")
+    if tag not in shipped_tags(manifest):
+        version = f"{tag[2]}.{tag[3:]}"
+        raise KernelError(f"this notebook runs Python {version} ({tag}), but the wheels dataset {wheels} holds "
+                          f"faiss for {', '.join(shipped_tags(manifest)) or 'no Python'}; rebuild it with "
+                          f"`make kernel KAGGLE_PYTHONS=\"{version}\"` (or add {version} to the list) and version it")
     return manifest
 
 
 def install(wheels: Path, capabilities: list[float] | None = None) -> str:
     """Install this project and faiss from ``wheels``; returns the faiss variant in use (``gpu`` or ``cpu``)."""
     manifest = check_manifest(wheels)
+    tag = python_tag()
     pip_install(wheels, "--no-deps", str(wheels / manifest["package"]))
     capabilities = gpu_capabilities() if capabilities is None else capabilities
-    for variant in choose_faiss(manifest, capabilities):
+    for variant in choose_faiss(manifest, capabilities, tag):
         spec = manifest["faiss"][variant]
         try:
-            pip_install(wheels, str(wheels / spec["wheel"]))
+            pip_install(wheels, str(wheels / faiss_wheel(manifest, variant, tag)))
         except KernelError as exc:
             log.warning("%s; trying the next faiss", exc)
             continue
@@ -185,14 +205,17 @@ def install(wheels: Path, capabilities: list[float] | None = None) -> str:
                        capture_output=True, check=False)
     else:
         raise KernelError(f"no faiss from {wheels} could be installed for this notebook "
-                          f"(GPUs: {capabilities or 'none'})")
+                          f"(Python {tag}, GPUs: {capabilities or 'none'})")
     importlib.invalidate_caches()
+    modules = {}
     for module in ("faiss", "solution.kernel.run"):
         try:
-            importlib.import_module(module)
+            modules[module] = importlib.import_module(module)
         except ImportError as exc:
             raise KernelError(f"{module} does not import after installing from {wheels}: {exc}") from None
-    log.info("installed %s and %s faiss from %s", manifest["package"], variant, wheels)
+    log.info("installed %s and %s faiss (%s) from %s", manifest["package"], variant, tag, wheels)
+    log.info("imported faiss from %s and solution from %s", getattr(modules["faiss"], "__file__", "?"),
+             getattr(sys.modules.get("solution"), "__file__", "?"))
     return variant
 
 
@@ -201,6 +224,8 @@ def main() -> int:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # its version check would wait on the missing network
     input_root = Path(os.environ.get("KAGGLE_INPUT_ROOT", "/kaggle/input"))
     working = Path(os.environ.get("KAGGLE_WORKING_DIR", "/kaggle/working"))
+    # The notebook's clock starts here, before the install: the time plan counts from this moment.
+    os.environ.setdefault("KERNEL_STARTED_AT", repr(time.time()))
     started = time.perf_counter()
     try:
         install(find_wheels(input_root))
@@ -209,7 +234,7 @@ def main() -> int:
         return 2
     log.info("stage install: %.0fs", time.perf_counter() - started)
     # The installed package's own KernelError: this script runs as __main__, a different module.
-    from solution.kernel.entry import KernelError as InstalledKernelError
+    from solution.kernel.contract import KernelError as InstalledKernelError
     from solution.kernel.run import run_from_env
 
     working.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,20 @@
-"""The kernel's time plan: will describing every image and searching fit the notebook's limit?
+"""The kernel's time plan: will describing every image and searching fit the notebook's limit, and if not,
+which settings go first?
 
 Extraction is projected from a timed probe of fresh images (after a warm-up, so neither start-up costs nor
 files already in the page cache bias it). Search, query expansion, DBA and label re-ranking cost grows with
 the number of (query, database) pairs times the dimension; one timed slice on the real device gives the
-seconds per pair-dimension, and the plan multiplies it by the pairs each enabled step compares.
+seconds per pair-dimension, and the plan multiplies it by the pairs each enabled step compares. The clock
+counts from the notebook's start (the install included), not from the run's.
+
+**The ladder.** While the plan is over the limit, one setting is given up at a time, the one that saves the
+most seconds per unit of mAP@100 it is expected to cost (:data:`MAP_COST`). The seconds come from this
+notebook's own measurements (extraction scaled by the views, scales, pixels and members it computes; search
+by the pairs it compares), so the order follows the data: at the 2021 size DBA's 761,757^2 pairs make it
+the first search step to go, while on a small index extra scales go first. Steps that lowered mAP on our
+data (diffusion, SuperGlobal) cost nothing to drop and go before anything else. Extraction settings are
+probed again after each change; search settings are priced without a probe. When even the cheapest plan is
+over the limit the log says so before extraction, and the cheapest plan runs.
 """
 
 from __future__ import annotations
@@ -21,11 +32,22 @@ from ..infer.tta import parse_scales
 log = logging.getLogger("solution.kernel")
 
 MARGIN = 1.10  # decoding speed drifts over hours; leave a tenth of the projection spare
+MIN_IMAGE_SIZE = 256  # the image-size steps stop here (GLDv2 landmarks are small below it)
+SIZE_STEP = 0.75  # each image-size step multiplies the side by this (about half the pixels in two steps)
+# Expected mAP@100 lost by giving a setting up. Measured on the toy (`python -m solution ablate --config toy
+# --skip flip`, README "Test-time augmentation and post-processing", paired gains on Public): multi-scale
+# +0.0915 (split over the two extra scales), alpha-QE +0.0212, DBA +0.0210, label re-ranking +0.0218;
+# diffusion -0.159 and SuperGlobal -0.105 (dropping them costs nothing). Not measured here, and stated as
+# priors: flip 0.010, one image-size step 0.030, one ensemble member 0.030 (the ensemble's gain over its
+# best member, spread over its members, is larger than this on the toy).
+MAP_COST = {"flip": 0.010, "scale": 0.0915 / 2, "image_size": 0.030, "qe": 0.0212, "dba": 0.0210,
+            "label_rerank": 0.0218, "diffusion": 0.0, "superglobal": 0.0, "member": 0.030}
+EXTRACTION_STEPS = ("flip", "scale", "image_size", "member")
 
 
 @dataclass(frozen=True)
 class Plan:
-    """Projected seconds, all from the start of the run."""
+    """Projected seconds, all from the notebook's start."""
 
     elapsed_s: float
     per_image_s: float
@@ -60,6 +82,8 @@ def compared_pairs(n_query: int, n_index: int, n_train: int, infer_cfg: dict) ->
         pairs += float(n_index) * n_index  # every index image against the index
     if infer_cfg["diffusion"]["enabled"]:
         pairs += float(n_index) * n_index  # the kNN graph of the index
+    if infer_cfg.get("superglobal", {}).get("enabled"):
+        pairs += float(n_query) * infer_cfg["superglobal"]["m"] * infer_cfg["superglobal"]["k"]
     if infer_cfg["label_rerank"]["enabled"] and n_train:
         pairs += float(n_query + n_index) * n_train  # label votes from the train descriptors
     return pairs
@@ -72,42 +96,104 @@ def time_search_unit(dim: int, knn: Callable[[np.ndarray, np.ndarray, int], obje
     rng = np.random.default_rng(0)
     database = rng.standard_normal((n_index, dim), dtype=np.float32)
     queries = rng.standard_normal((n_query, dim), dtype=np.float32)
-    knn(queries[:64], database[:1000], 10)  # warm-up: faiss GPU resources, BLAS threads
+    knn(queries[:64], database[:1000], 10)  # warm-up: GPU context, BLAS threads
     started = clock()
     knn(queries, database, 100)
     return max(clock() - started, 1e-9) / (float(n_index) * n_query * dim)
 
 
-def degrade(infer_cfg: dict) -> dict | None:
-    """The next cheaper TTA: without flip, then with fewer scales; None when nothing is left to drop."""
-    cheaper = copy.deepcopy(infer_cfg)
-    scales = parse_scales(infer_cfg["scales"])
+def active_weights(infer_cfg: dict, weights: list[float]) -> list[float]:
+    """The ensemble members' weights with the dropped ones (``infer_cfg['dropped_members']``) at 0."""
+    dropped = set(infer_cfg.get("dropped_members", []))
+    return [0.0 if i in dropped else w for i, w in enumerate(weights)]
+
+
+def extraction_cost(infer_cfg: dict, weights: list[float] | None = None) -> float:
+    """Relative forward cost of describing one image: views x pixels over every scale x members described."""
+    views = 2 if infer_cfg["flip"] else 1
+    pixels = sum(s * s for s in parse_scales(infer_cfg["scales"])) * float(infer_cfg["image_size"]) ** 2
+    members = sum(1 for w in active_weights(infer_cfg, weights or [1.0]) if w > 0)
+    return views * pixels * members
+
+
+def cheaper_options(infer_cfg: dict, weights: list[float] | None = None) -> list[tuple[str, dict]]:
+    """Every setting that could be given up next, each as (step name, the config without it)."""
+    options = []
+
+    def option(step: str, change: Callable[[dict], None]) -> None:
+        cheaper = copy.deepcopy(infer_cfg)
+        change(cheaper)
+        options.append((step, cheaper))
+
     if infer_cfg["flip"]:
-        cheaper["flip"] = False
-    elif len(scales) > 1:
-        cheaper["scales"] = [1]
-    else:
-        return None
-    return cheaper
+        option("flip", lambda c: c.update(flip=False))
+    scales = parse_scales(infer_cfg["scales"])
+    if len(scales) > 1:
+        # the largest scale that is not 1 goes first: it holds the most pixels
+        drop = max((i for i in range(len(scales)) if scales[i] != 1.0), key=lambda i: scales[i],
+                   default=len(scales) - 1)
+        option("scale", lambda c: c.update(scales=[s for i, s in enumerate(c["scales"]) if i != drop]))
+    smaller = max(MIN_IMAGE_SIZE, int(round(infer_cfg["image_size"] * SIZE_STEP / 32) * 32))
+    if smaller < infer_cfg["image_size"]:
+        option("image_size", lambda c: c.update(image_size=smaller))
+    for step in ("diffusion", "superglobal", "dba", "qe", "label_rerank"):
+        if infer_cfg.get(step, {}).get("enabled"):
+            option(step, lambda c, step=step: c[step].update(enabled=False))
+    active = [i for i, w in enumerate(active_weights(infer_cfg, weights or [])) if w > 0]
+    if len(active) > 1:
+        weakest = min(active, key=lambda i: weights[i])
+        option("member", lambda c: c.update(dropped_members=sorted({*c.get("dropped_members", []), weakest})))
+    return options
 
 
-def choose_tta(infer_cfg: dict, per_image: Callable[[dict], float], search_s: float, images_left: int,
-               elapsed: Callable[[], float], limit_s: float) -> tuple[dict, list[Plan]]:
-    """The richest TTA whose plan fits, dropping flip then scales only while the plan says it does not.
+def _step_summary(step: str, infer_cfg: dict) -> str:
+    if step == "scale":
+        return f"a scale (now {infer_cfg['scales']})"
+    if step == "image_size":
+        return f"image size (now {infer_cfg['image_size']} px)"
+    if step == "member":
+        return f"ensemble member(s) {infer_cfg['dropped_members']}"
+    return step
 
-    ``per_image(cfg)`` times a fresh probe with ``cfg``; ``elapsed()`` is the run's clock. Returns the chosen
-    config and every plan made, in order (the last is the chosen one's)."""
-    plans = []
+
+def _saved_s(plan: Plan, cheaper: dict, seconds_per_cost: float, search_s: Callable[[dict], float],
+             weights: list[float] | None) -> float:
+    """Projected seconds ``cheaper`` saves against ``plan``: extraction scaled by its modelled cost, search
+    priced by its pairs."""
+    extract = seconds_per_cost * extraction_cost(cheaper, weights) * plan.images_left
+    return max(0.0, plan.extract_s + plan.search_s - extract - search_s(cheaper))
+
+
+def choose_plan(infer_cfg: dict, per_image: Callable[[dict], float], search_s: Callable[[dict], float],
+                images_left: int, elapsed: Callable[[], float], limit_s: float,
+                weights: list[float] | None = None) -> tuple[dict, list[Plan]]:
+    """The richest settings whose plan fits, giving one setting up at a time while the plan says it does not.
+
+    ``per_image(cfg)`` times a fresh probe with ``cfg``; ``search_s(cfg)`` prices its search; ``elapsed()``
+    is the notebook's clock; ``weights`` are an ensemble's member weights. Returns the chosen config and
+    every plan made, in order (the last is the chosen one's)."""
+    plans: list[Plan] = []
+    per = per_image(infer_cfg)
+    probed = extraction_cost(infer_cfg, weights)
     while True:
-        per = per_image(infer_cfg)  # first: the probe's own time is spent time
-        plan = Plan(elapsed(), per, images_left, search_s, limit_s)
+        plan = Plan(elapsed(), per, images_left, search_s(infer_cfg), limit_s)
         plans.append(plan)
-        log.info("%s with scales=%s flip=%s", plan.describe(), infer_cfg["scales"], infer_cfg["flip"])
+        log.info("%s with image_size=%s scales=%s flip=%s", plan.describe(), infer_cfg["image_size"],
+                 infer_cfg["scales"], infer_cfg["flip"])
         if plan.fits:
             return infer_cfg, plans
-        cheaper = degrade(infer_cfg)
-        if cheaper is None:
-            log.warning("even the cheapest TTA is projected past the limit; running it anyway")
+        options = cheaper_options(infer_cfg, weights)
+        if not options:
+            log.warning("even the cheapest plan is projected past the limit (%.0fs of %.0fs): running it anyway",
+                        plan.total_s, limit_s)
             return infer_cfg, plans
-        log.warning("the plan exceeds the limit: dropping %s", "flip" if infer_cfg["flip"] else "scales")
+
+        saved = {step: _saved_s(plan, cheaper, per / probed, search_s, weights) for step, cheaper in options}
+        # a step that costs no mAP and saves time goes first; then the most seconds per mAP
+        step, cheaper = max(options, key=lambda o: (MAP_COST[o[0]] == 0 and saved[o[0]] > 0,
+                                                    saved[o[0]] / max(MAP_COST[o[0]], 1e-6)))
+        log.warning("the plan exceeds the limit: dropping %s (saves about %.0fs for an expected %.3f mAP@100)",
+                    _step_summary(step, cheaper), saved[step] * MARGIN, MAP_COST[step])
         infer_cfg = cheaper
+        if step in EXTRACTION_STEPS:
+            per, probed = per_image(infer_cfg), extraction_cost(infer_cfg, weights)

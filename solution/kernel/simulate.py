@@ -5,8 +5,11 @@
   with only the images (no index.csv or test.csv, as on Kaggle); the test set can be padded to a given
   size (the 2021 public placeholder has 1,129 images).
 - ``notebook_python`` makes a virtual environment that sees this machine's packages (torch, numpy... as
-  Kaggle's image has them) but cannot import faiss or this project unless they were installed into it:
-  a ``sitecustomize`` refuses both, so only the wheels dataset can provide them.
+  Kaggle's image has them) through a view of the host's site-packages that leaves out faiss and this
+  project entirely (modules, ``.dist-info``, ``.libs``, editable finders and ``.pth`` files), so pip finds
+  neither installed and must install them from the wheels dataset, as on Kaggle; a ``sitecustomize`` also
+  refuses to import either from anywhere but the notebook's own site-packages. Every path is absolute, so
+  the notebook behaves the same whatever the caller's working folder.
 - ``run_entry`` runs the kernel's entry.py there with the network cut (``unshare -rn``) where possible.
 """
 
@@ -79,19 +82,44 @@ def mount(kaggle_dir: Path, competition_dir: Path, root: Path, layout: str = "ne
     return root
 
 
+HIDDEN_FROM_NOTEBOOK = ("faiss", "solution", "remap_landmarks", "remap-landmarks")  # what Kaggle's image lacks
+
+
+def _hidden(name: str) -> bool:
+    """Whether a site-packages entry belongs to faiss or this project (``faiss/``, ``faiss_cpu-1.15.dist-info``,
+    ``faiss_gpu.libs``, ``__editable__.remap_landmarks-0.1.pth``, ``__editable___remap_landmarks_finder.py``)."""
+    lowered = name.lower().lstrip("_").removeprefix("editable").lstrip("_.")
+    return any(lowered == hidden or lowered.startswith((f"{hidden}-", f"{hidden}_", f"{hidden}."))
+               for hidden in HIDDEN_FROM_NOTEBOOK)
+
+
+def host_view(folder: Path, site_dirs: list[str] | None = None) -> Path:
+    """A folder of links to everything in the host's site-packages except faiss and this project, and except
+    ``.pth`` files (an editable install's path hook lives in one)."""
+    view = Path(folder).resolve()
+    view.mkdir(parents=True, exist_ok=True)
+    for site in site_dirs or list(dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])):
+        for entry in sorted(Path(site).iterdir()):
+            if _hidden(entry.name) or entry.suffix == ".pth" or (view / entry.name).exists():
+                continue
+            (view / entry.name).symlink_to(entry.resolve())
+    return view
+
+
 def notebook_python(folder: Path) -> tuple[Path, dict[str, str], str]:
     """(python, environment, its site-packages) of a fresh notebook-like virtual environment in ``folder``."""
+    folder = Path(folder).resolve()
     venv.create(folder, with_pip=True)
     python = folder / "bin" / "python"
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    Path(site, "host.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    Path(site, "host.pth").write_text(str(host_view(folder / "host-view")) + "\n")
     hider = folder / "hider"
     hider.mkdir(exist_ok=True)
     (hider / "sitecustomize.py").write_text(HIDER)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "KERNEL_", "KAGGLE_", "VIRTUAL_ENV"))}
-    env.update(PYTHONPATH=str(hider), NOTEBOOK_SITE=site)
-    return python, env, site
+    env.update(PYTHONPATH=str(hider), NOTEBOOK_SITE=str(Path(site).resolve()))
+    return python, env, str(Path(site).resolve())
 
 
 def network_blocker() -> list[str]:

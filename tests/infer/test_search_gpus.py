@@ -49,37 +49,101 @@ def _data():
     return rng.standard_normal((2000, 16), dtype=np.float32), rng.standard_normal((5, 16), dtype=np.float32)
 
 
-def test_a_plain_run_slices_the_database_over_every_gpu_with_one_resource_each(fake, monkeypatch):
+def _cards(monkeypatch, capabilities):
+    """torch sees GPUs of these compute capabilities (none: no GPU)."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: bool(capabilities))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(capabilities))
+    monkeypatch.setattr(torch.cuda, "get_device_capability",
+                        lambda i=0: tuple(int(part) for part in str(capabilities[i]).split(".")))
+
+
+def _torch_gpu_recorder(monkeypatch):
+    """Exact search asked for ``cuda:N`` runs the same code on the CPU; the devices asked for are recorded."""
+    devices = []
+    real = search._blocked_top_k
+
+    def on_cpu(queries, vectors, k, block, device="cpu", held=None, score_bytes=None):
+        devices.append(device)
+        return real(queries, vectors, k, block, "cpu", held, score_bytes)
+
+    monkeypatch.setattr(search, "_blocked_top_k", on_cpu)
+    monkeypatch.setattr(search.ExactIndex, "_fits_on_device", lambda self: False)
+    return devices
+
+
+@pytest.mark.parametrize(("capability", "faiss_on_gpu"),
+                         [("6.0", False), ("7.5", True), ("8.9", True), ("9.0", False), ("12.0", False)])
+def test_exact_search_runs_on_any_gpu_and_faiss_only_where_its_wheel_has_code(fake, monkeypatch, capability,
+                                                                              faiss_on_gpu):
+    """P100 (6.0), T4 (7.5), L4 (8.9), H100/H200 (9.0), RTX Pro (12.0): exact search, QE and DBA always run on the
+    GPU through torch; IVF-PQ uses faiss's GPU index only where its sm_70/sm_80 code runs, else CPU faiss."""
     monkeypatch.delenv("WORLD_SIZE", raising=False)
+    _cards(monkeypatch, [capability, capability])
+    devices = _torch_gpu_recorder(monkeypatch)
     database, queries = _data()
-    scores, ids = search.knn(queries, database, 3)
+    ids = search.knn(queries, database, 3)[1]
+    assert devices == ["cuda:0"] and fake.calls == []  # faiss's GPU index is never used for exact search
+    assert (ids == np.argsort(-(queries @ database.T), axis=1)[:, :3]).all()
+    index = search.build_index(database, kind="ivfpq", nlist=8, m=8)
+    assert bool(fake.calls) is faiss_on_gpu
+    assert isinstance(index, search.GpuShards) is faiss_on_gpu
+    assert search.search(index, queries, 3)[1].shape == (5, 3)
+
+
+def test_a_torchrun_rank_searches_exactly_on_its_own_gpu(fake, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("LOCAL_RANK", "11")
+    _cards(monkeypatch, ["7.5"] * 8)
+    devices = _torch_gpu_recorder(monkeypatch)
+    database, queries = _data()
     search.knn(queries, database, 3)
-    assert fake.calls == [("one", g, False) for g in range(8)] * 2
-    assert fake.resources == 8  # created once per GPU, reused by the second search
-    index = search.build_index(database)
-    assert [part.ntotal for part in index._gpu.parts] == [250] * 8 and index._gpu.offsets[1] == 250
-    truth = np.argsort(-(queries @ database.T), axis=1)[:, :3]
-    assert (ids == truth).all()  # the slices' answers merged back to global ids
+    assert devices == ["cuda:3"]
 
 
-def test_a_float16_database_is_stored_as_float16_on_the_gpus(fake, monkeypatch):
+def test_no_gpu_means_exact_search_on_the_cpu(fake, monkeypatch):
+    _cards(monkeypatch, [])
+    assert search.torch_search_device() == "cpu" and search.torch_search_device(use_gpu=False) == "cpu"
+
+
+def test_the_held_database_path_ranks_as_the_streamed_one():
+    """The path a GPU takes when the database fits its memory (uploaded once, as its own dtype), run on the CPU."""
+    database, queries = _data()
+    half = database.astype(np.float16)
+    streamed = search.ExactIndex(half, device="cpu", hold=False, block=300)
+    held = search.ExactIndex(half, device="cpu", hold=True, block=300)
+    assert held._held is not None and held._held.dtype.itemsize == 2  # float16 on the device, not widened
+    s1, i1 = search.search(streamed, queries, 20)
+    s2, i2 = search.search(held, queries, 20)
+    assert (i1 == i2).all() and np.allclose(s1, s2)
+    half[:] = 0  # changed in place: a rebuild reloads the held copy
+    held.rebuild()
+    assert float(np.abs(search.search(held, queries, 20)[0]).max()) == 0.0
+
+
+def test_gpu_shards_slice_the_database_over_every_gpu_with_one_resource_each(fake, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     database, queries = _data()
-    ids = search.knn(queries, database.astype(np.float16), 3)[1]
-    assert fake.calls == [("one", g, True) for g in range(8)]
-    assert (ids == np.argsort(-(queries @ database.astype(np.float16).astype(np.float32).T), axis=1)[:, :3]).all()
+    for _ in range(2):
+        shards = search.GpuShards(fake.IndexFlatIP(16), search.search_gpus(), float16=False)
+        shards.fill(database, 128)
+    assert fake.calls == [("one", g, False) for g in range(8)] * 2
+    assert fake.resources == 8  # created once per GPU, reused by the second index
+    assert [part.ntotal for part in shards.parts] == [250] * 8 and shards.offsets[1] == 250
+    ids = search.search(shards, queries, 3)[1]
+    assert (ids == np.argsort(-(queries @ database.T), axis=1)[:, :3]).all()  # merged back to global ids
 
 
-def test_a_torchrun_rank_searches_on_its_own_gpu_only(fake, monkeypatch):
+def test_a_torchrun_rank_uses_faiss_on_its_own_gpu_only(fake, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "8")
     monkeypatch.setenv("LOCAL_RANK", "3")
-    database, queries = _data()
-    search.knn(queries, database, 3)
-    assert fake.calls == [("one", 3, False)] and fake.resources == 1
+    assert search.search_gpus() == [3]
 
 
 def test_ivfpq_on_gpus_uses_float16_lookup_tables(fake, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
+    _cards(monkeypatch, ["7.5"] * 8)
     database, queries = _data()
     index = search.build_index(database, kind="ivfpq", nlist=8, m=8)
     assert fake.calls == [("one", g, True) for g in range(8)] and index.ntotal == len(database)
@@ -87,20 +151,12 @@ def test_ivfpq_on_gpus_uses_float16_lookup_tables(fake, monkeypatch):
 
 
 def test_pytorch_gives_back_its_cached_gpu_memory_before_faiss_takes_the_gpu(fake, monkeypatch):
-    import sys
-    import types
+    import torch
 
     freed = []
-    cuda = types.SimpleNamespace(is_available=lambda: True, is_initialized=lambda: True,
-                                 empty_cache=lambda: freed.append(True))
-    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
+    _cards(monkeypatch, ["7.5"] * 8)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: freed.append(True))
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    search.build_index(_data()[0])
+    search.build_index(_data()[0], kind="ivfpq", nlist=8, m=8)
     assert freed == [True]
-
-
-def test_no_gpu_means_a_cpu_index(monkeypatch):
-    monkeypatch.setattr(search, "_faiss", lambda: FakeGpuFaiss(0))
-    database, queries = _data()
-    scores, ids = search.knn(queries, database, 3)
-    assert ids.shape == (5, 3) and (np.diff(scores, axis=1) <= 1e-6).all()

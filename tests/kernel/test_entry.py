@@ -5,7 +5,7 @@ import json
 import pytest
 
 from solution.kernel import entry
-from solution.kernel.entry import KernelError
+from solution.kernel.contract import MANIFEST_SCHEMA, KernelError, faiss_gpu_serves, python_tag
 
 
 def _competition(folder):
@@ -72,17 +72,34 @@ def test_markers_deeper_than_the_bound_are_not_found(tmp_path):
         entry.find_wheels(tmp_path)
 
 
-MANIFEST = {"package": "remap.whl", "files": ["remap.whl", "gpu.whl", "cpu.whl"],
-            "faiss": {"gpu": {"requirement": "faiss-gpu-cu12", "wheel": "gpu.whl", "compute_capability": [7.0, 8.9]},
-                      "cpu": {"requirement": "faiss-cpu", "wheel": "cpu.whl"}}}
+TAG = python_tag()
+MANIFEST = {"schema": MANIFEST_SCHEMA, "package": "remap.whl", "files": ["remap.whl", "gpu.whl", "cpu.whl"],
+            "faiss": {"gpu": {"requirement": "faiss-gpu-cu12", "archs": ["7.0", "8.0"], "wheels": {TAG: "gpu.whl"}},
+                      "cpu": {"requirement": "faiss-cpu", "wheels": {TAG: "cpu.whl"}}}}
 
 
-def test_gpu_faiss_only_for_gpus_its_wheel_serves(caplog):
-    assert entry.choose_faiss(MANIFEST, [7.5, 7.5]) == ["gpu", "cpu"]  # two T4s
-    assert entry.choose_faiss(MANIFEST, [6.0]) == ["cpu"]  # P100
-    assert "6.0" in caplog.text
-    assert entry.choose_faiss(MANIFEST, []) == ["cpu"]
-    assert entry.choose_faiss({"faiss": {"cpu": MANIFEST["faiss"]["cpu"]}}, [7.5]) == ["cpu"]
+@pytest.mark.parametrize(("capabilities", "order"), [
+    ([7.5, 7.5], ["gpu", "cpu"]),  # two T4s
+    ([8.0], ["gpu", "cpu"]),  # A100
+    ([8.9], ["gpu", "cpu"]),  # L4: sm_80 code runs on 8.x
+    ([6.0], ["cpu"]),  # P100
+    ([9.0], ["cpu"]),  # H100/H200: no sm_90 code and no PTX in the wheel
+    ([12.0], ["cpu"]),  # RTX Pro (Blackwell)
+    ([7.5, 9.0], ["cpu"]),  # one GPU it cannot serve is enough
+    ([], ["cpu"]),
+])
+def test_gpu_faiss_only_for_gpus_its_wheel_has_code_for(capabilities, order):
+    assert entry.choose_faiss(MANIFEST, capabilities, TAG) == order
+
+
+def test_faiss_for_another_python_is_never_chosen():
+    assert entry.choose_faiss(MANIFEST, [7.5], "cp399") == []
+    assert entry.choose_faiss({**MANIFEST, "faiss": {"cpu": MANIFEST["faiss"]["cpu"]}}, [7.5], TAG) == ["cpu"]
+
+
+def test_faiss_gpu_serves_follows_cuda_binary_compatibility():
+    assert [faiss_gpu_serves(c) for c in (6.0, 6.1, 7.0, 7.5, 8.0, 8.6, 8.9, 9.0, 10.0, 12.0)] == \
+        [False, False, True, True, True, True, True, False, False, False]
 
 
 def _wheels(tmp_path, manifest):
@@ -97,6 +114,9 @@ def test_manifest_without_faiss_or_with_missing_wheels_is_refused(tmp_path):
     wheels = _wheels(tmp_path / "a", {**MANIFEST, "faiss": {}, "files": ["remap.whl"]})
     with pytest.raises(KernelError, match="holds no faiss wheel"):
         entry.check_manifest(wheels)
+    old = _wheels(tmp_path / "c", {k: v for k, v in MANIFEST.items() if k != "schema"})
+    with pytest.raises(KernelError, match="older `make kernel`"):
+        entry.check_manifest(old)
     wheels = _wheels(tmp_path / "b", MANIFEST)
     (wheels / "cpu.whl").unlink()
     with pytest.raises(KernelError, match="lacks cpu.whl"):
@@ -130,3 +150,55 @@ def test_a_faiss_that_does_not_import_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(entry.importlib, "import_module", no_faiss)
     with pytest.raises(KernelError, match="faiss does not import .* libcublas"):
         entry.install(wheels, capabilities=[])
+
+
+def test_a_dataset_without_faiss_for_this_python_stops_before_any_gpu_work(tmp_path, monkeypatch):
+    """Kaggle's image moved from 3.11 to 3.12 once: a dataset built for another Python is one line naming both."""
+    other = {**MANIFEST, "faiss": {v: {**spec, "wheels": {"cp39": "x.whl"}} for v, spec in MANIFEST["faiss"].items()}}
+    wheels = _wheels(tmp_path, {**other, "files": ["remap.whl", "x.whl"]})
+    monkeypatch.setattr(entry, "pip_install", lambda *a: pytest.fail("nothing may be installed"))
+    monkeypatch.setattr(entry, "gpu_capabilities", lambda: pytest.fail("no GPU work before the check"))
+    with pytest.raises(KernelError) as info:
+        entry.install(wheels, capabilities=None)
+    message = str(info.value)
+    version = f"{TAG[2]}.{TAG[3:]}"
+    assert f"runs Python {version} ({TAG})" in message
+    assert "\n" not in message and "holds faiss for cp39;" in message and "KAGGLE_PYTHONS" in message
+
+
+def test_the_shipped_entry_script_is_one_file_that_runs_without_this_package(tmp_path):
+    """`make kernel` inlines contract.py: the script runs in a bare interpreter, with nothing importable."""
+    import subprocess
+    import sys
+
+    from solution.kernel.build import standalone_entry
+
+    script = tmp_path / "entry.py"
+    script.write_text(standalone_entry())
+    text = script.read_text()
+    assert "from .contract" not in text and "class KernelError" in text and "def faiss_gpu_serves" in text
+    (tmp_path / "input").mkdir()
+    result = subprocess.run([sys.executable, "-I", str(script)], cwd=tmp_path, capture_output=True, text=True,
+                            env={"KAGGLE_INPUT_ROOT": str(tmp_path / "input"),
+                                 "KAGGLE_WORKING_DIR": str(tmp_path / "working")}, check=False)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1 and "no wheels dataset" in errors[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_the_kernel_modules_import_without_a_circle():
+    """contract imports nothing of the package; build, entry and run import what they share from it."""
+    import ast
+    from pathlib import Path
+
+    import solution.kernel as package
+
+    folder = Path(package.__file__).parent
+
+    def imports(name):
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        return {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1}
+
+    assert not {m for m in imports("contract")}
+    assert "entry" not in imports("build") and "run" not in imports("build")
+    assert "build" not in imports("run") and imports("entry") == {"contract"}

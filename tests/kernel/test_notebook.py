@@ -2,8 +2,10 @@
 ``python -m solution kernel-dryrun`` also uses):
 
 - The kernel folder's entry.py runs in a fresh virtual environment that sees the host's packages (torch,
-  numpy, ... as Kaggle's image has them) but not faiss or this package: a ``sitecustomize`` refuses to import
-  either unless it was installed into that environment, which only the wheels dataset can do.
+  numpy, ... as Kaggle's image has them) through a view that leaves out faiss and this package entirely
+  (modules and distributions), so pip must install both from the wheels dataset; a ``sitecustomize`` also
+  refuses to import either from anywhere else. The kernel logs where it imported them from, and the tests
+  check that from inside entry.py's own process.
 - The network is cut (``unshare -rn``), so pip can only use the wheels dataset.
 - Data is mounted in Kaggle's old layout (/kaggle/input/<slug>/) and its current one (competitions/<slug>/,
   datasets/<owner>/<slug>/); the competition folder has no index.csv or test.csv, as on Kaggle.
@@ -21,8 +23,8 @@ import pytest
 from solution.cli import main
 from solution.data.gldv2 import read_ids
 from solution.infer.submission import submission_rankings, validate_submission
-from solution.kernel.build import KAGGLE_PYTHON
-from solution.kernel.entry import WHEELS_MANIFEST
+from solution.kernel.build import KAGGLE_PYTHON, KAGGLE_PYTHONS
+from solution.kernel.contract import WHEELS_MANIFEST, python_tag
 from solution.kernel.simulate import mount, notebook_python, run_entry
 from solution.metrics import score_submission
 
@@ -57,6 +59,9 @@ def notebook(built):
     hidden = subprocess.run([str(python), "-c", "import faiss"], env=env, capture_output=True, text=True,
                             check=False)
     assert hidden.returncode != 0 and "hidden" in hidden.stderr  # the host's faiss is out of reach
+    listed = subprocess.run([str(python), "-m", "pip", "list", "--format=freeze"], env=env, capture_output=True,
+                            text=True, check=True).stdout.lower()
+    assert "numpy==" in listed and "faiss" not in listed and "remap" not in listed  # pip sees no faiss at all
     return {"python": python, "env": env, "site": site}
 
 
@@ -84,11 +89,11 @@ def test_kernel_folders(built):
     assert meta["dataset_sources"] == [f"tester/landmark-retrieval-2021-remap-{name}"
                                        for name in ("wheels", "model", "train-features")]
     manifest = json.loads((built["out"] / "wheels" / WHEELS_MANIFEST).read_text())
-    assert manifest["package"].startswith("remap_landmarks-") and manifest["faiss"]["cpu"]["wheel"].startswith(
-        "faiss_cpu-")
+    assert manifest["package"].startswith("remap_landmarks-")
+    assert manifest["faiss"]["cpu"]["wheels"][python_tag()].startswith("faiss_cpu-")
     assert set(manifest["files"]) == {p.name for p in (built["out"] / "wheels").glob("*.whl")}
     assert not any(name.startswith("torch") for name in manifest["files"])
-    assert KAGGLE_PYTHON == "3.11"  # the README states this default
+    assert KAGGLE_PYTHON == "3.12" and KAGGLE_PYTHONS == ("3.11", "3.12", "3.13")  # the README states these
 
 
 def test_public_run_in_the_current_layout(built, notebook, tiny_root, tmp_path):
@@ -96,7 +101,13 @@ def test_public_run_in_the_current_layout(built, notebook, tiny_root, tmp_path):
     result = _run_entry(built, notebook, root, tmp_path / "working")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "installed remap_landmarks-" in result.stderr and "cpu faiss" in result.stderr
-    assert "public run" in result.stderr and "plan:" not in result.stderr
+    # from inside entry.py's process: both modules came from what pip installed into the notebook
+    assert f"imported faiss from {notebook['site']}/faiss/" in result.stderr
+    assert f"solution from {notebook['site']}/solution/" in result.stderr
+    # the public run rehearses the hidden run's code: the probe, the plan for its counts, the timed search slice
+    assert "public run" in result.stderr and "probe:" in result.stderr and "plan:" in result.stderr
+    assert "search priced at" in result.stderr and "the hidden run would use" in result.stderr
+    assert "inference settings from config toy-tiny" in result.stderr
     test_ids, index_ids = read_ids(tiny_root / "toy/test.csv"), read_ids(tiny_root / "toy/index.csv")
     assert validate_submission(tmp_path / "working/submission.csv", test_ids, index_ids) == []
     installed = subprocess.run([str(notebook["python"]), "-c", "import solution, faiss; print(solution.__file__, "
@@ -122,7 +133,9 @@ def test_full_run_degrades_only_past_the_limit(built, notebook, tiny_root, tmp_p
     root = _mount(built, tiny_root, tmp_path / "input", "old")
     result = _run_entry(built, notebook, root, tmp_path / "working", KERNEL_FULL=1, KERNEL_TIME_LIMIT_S=1)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "dropping flip" in result.stderr and "dropping scales" in result.stderr
+    assert "dropping flip" in result.stderr and "dropping a scale" in result.stderr
+    assert "even the cheapest plan is projected past the limit" in result.stderr
+    assert result.stderr.index("even the cheapest plan") < result.stderr.index("stage extract")
     assert "label re-ranking" not in result.stderr  # no train descriptors attached
     assert (tmp_path / "working/submission.csv").is_file()
 
@@ -132,8 +145,9 @@ def test_wheels_without_faiss_stop_at_once_in_one_line(built, notebook, tiny_roo
     wheels = root / "datasets" / "tester" / "landmark-retrieval-2021-remap-wheels"
     manifest = json.loads((wheels / WHEELS_MANIFEST).read_text())
     for spec in manifest.pop("faiss").values():
-        (wheels / spec["wheel"]).unlink()
-        manifest["files"].remove(spec["wheel"])
+        for wheel in set(spec["wheels"].values()):
+            (wheels / wheel).unlink()
+            manifest["files"].remove(wheel)
     (wheels / WHEELS_MANIFEST).write_text(json.dumps(manifest))
     result = _run_entry(built, notebook, root, tmp_path / "working")
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]

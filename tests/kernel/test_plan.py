@@ -1,19 +1,28 @@
-"""The kernel's time plan: TTA degraded only when the projection says so, search priced by pairs."""
+"""The kernel's time plan: settings given up one at a time, the cheapest mAP first, only while the projection
+(counted from the notebook's start) says the run does not fit; search priced by pairs."""
 
 from pathlib import Path
 
 import numpy as np
 
-from solution.kernel.plan import MARGIN, Plan, choose_tta, compared_pairs, degrade, time_search_unit
-from solution.kernel.run import Prober
+from solution.kernel.plan import (
+    MARGIN,
+    Plan,
+    cheaper_options,
+    choose_plan,
+    compared_pairs,
+    extraction_cost,
+    time_search_unit,
+)
+from solution.kernel.run import Prober, notebook_clock
 
 OFF = {"enabled": False}
 
 
-def _cfg(flip=True, scales=("1/sqrt2", 1, "sqrt2"), **steps):
-    cfg = {"scales": list(scales), "flip": flip, "image_size": 64, "combine": "mean"}
-    for name in ("qe", "dba", "diffusion", "label_rerank"):
-        cfg[name] = {"enabled": name in steps}
+def _cfg(flip=True, scales=("1/sqrt2", 1, "sqrt2"), image_size=512, **steps):
+    cfg = {"scales": list(scales), "flip": flip, "image_size": image_size, "combine": "mean"}
+    for name in ("qe", "dba", "diffusion", "superglobal", "label_rerank"):
+        cfg[name] = {"enabled": name in steps, "m": 400, "k": 9}
     return cfg
 
 
@@ -21,41 +30,83 @@ def _views(cfg):
     return len(cfg["scales"]) * (2 if cfg["flip"] else 1)
 
 
-def test_degrade_drops_flip_then_scales():
-    first = degrade(_cfg())
-    assert first["flip"] is False and len(first["scales"]) == 3
-    second = degrade(first)
-    assert second["scales"] == [1]
-    assert degrade(second) is None
+def _per_image(base_s):
+    """A probe whose time follows the modelled cost exactly: ``base_s`` for one 512 px view; records calls."""
+    calls = []
+
+    def probe(cfg, weights=None):
+        calls.append(cfg)
+        return base_s * extraction_cost(cfg, weights) / (512 * 512)
+
+    return probe, calls
 
 
-def test_plan_keeps_the_full_tta_when_it_fits():
-    # 6 views at 10 ms a view: 1,000 images take 60 s; a 100 s limit is enough.
-    timed = []
-
-    def per_image(cfg):
-        timed.append(_views(cfg))
-        return 0.01 * _views(cfg)
-
-    cfg, plans = choose_tta(_cfg(), per_image, search_s=10, images_left=1000, elapsed=lambda: 5.0, limit_s=100)
-    assert cfg["flip"] is True and len(cfg["scales"]) == 3 and timed == [6] and len(plans) == 1
-    assert plans[0].total_s == 5.0 + (60 + 10) * MARGIN and plans[0].fits
+def _pairs_search(unit, n_query=100_000, n_index=750_000, n_train=0):
+    return lambda cfg: compared_pairs(n_query, n_index, n_train, cfg) * unit
 
 
-def test_plan_drops_only_what_it_must():
-    # 6 views: 60 s, 3 views: 30 s, 1 view: 10 s of extraction; with 20 s of search and a 60 s limit only
-    # dropping flip is needed (5 + 1.1 * 50 = 60).
-    clock = iter([0.0, 3.0, 5.0])
-    cfg, plans = choose_tta(_cfg(), lambda c: 0.01 * _views(c), search_s=20, images_left=1000,
-                            elapsed=lambda: next(clock), limit_s=60.5)
-    assert cfg["flip"] is False and len(cfg["scales"]) == 3
+def test_the_plan_keeps_everything_when_it_fits():
+    probe, calls = _per_image(0.001)
+    cfg, plans = choose_plan(_cfg(qe=True, dba=True), probe, lambda c: 10.0, images_left=1000,
+                             elapsed=lambda: 5.0, limit_s=100)
+    assert cfg == _cfg(qe=True, dba=True) and len(calls) == 1 and len(plans) == 1 and plans[0].fits
+    assert plans[0].total_s == 5.0 + (1000 * 0.001 * extraction_cost(_cfg()) / 512**2 + 10) * MARGIN
+
+
+def test_a_single_scale_recipe_gives_up_dba_first_at_the_2021_size():
+    """kernel-2021: one scale, no flip, QE + DBA. DBA's 750k^2 pairs cost more per mAP than anything else."""
+    probe, calls = _per_image(0.010)  # 10 ms an image: 8,500 s of extraction for 850k images
+    search = _pairs_search(1e-11 * 2048)  # 200 GFLOPS at 2,048-D: each search 1,500 s, DBA 11,250 s
+    single = _cfg(flip=False, scales=[1], qe=True, dba=True)
+    cfg, plans = choose_plan(single, probe, search, images_left=850_000, elapsed=lambda: 600.0, limit_s=20_000)
+    assert cfg["dba"]["enabled"] is False and cfg["qe"]["enabled"] is True and cfg["image_size"] == 512
+    assert len(calls) == 1  # only search settings changed: no second probe
     assert [p.fits for p in plans] == [False, True]
-    assert plans[1].elapsed_s == 3.0  # each plan reads the clock when it is made
 
 
-def test_plan_runs_the_cheapest_when_nothing_fits():
-    cfg, plans = choose_tta(_cfg(), lambda c: 1.0, search_s=0, images_left=1000, elapsed=lambda: 0.0, limit_s=1)
-    assert cfg["scales"] == [1] and cfg["flip"] is False and len(plans) == 3 and not plans[-1].fits
+def test_a_multi_scale_recipe_shrinks_extraction_and_keeps_the_search_steps(caplog):
+    probe, calls = _per_image(0.010)  # 3 scales + flip: 70 ms an image, 59,500 s for 850k images
+    search = _pairs_search(1e-15)  # search is nearly free: only extraction must shrink
+    cfg, plans = choose_plan(_cfg(qe=True, dba=True), probe, search, images_left=850_000,
+                             elapsed=lambda: 0.0, limit_s=20_000)
+    assert cfg["qe"]["enabled"] and cfg["dba"]["enabled"]  # search steps saved nothing worth their mAP
+    assert not cfg["flip"] and caplog.text.index("dropping flip") < caplog.text.index("dropping image size")
+    # without flip, a 384 px step saves 13,000 s for 0.030 and the sqrt2 scale 17,000 s for 0.046: size first
+    assert cfg["image_size"] == 384 and len(cfg["scales"]) == 3
+    assert plans[-1].fits and not plans[0].fits and len(calls) == len(plans)  # each change probed again
+
+
+def test_zero_cost_steps_go_first_and_the_cheapest_plan_runs_when_nothing_fits(caplog):
+    probe, _ = _per_image(10.0)
+    cfg, plans = choose_plan(_cfg(qe=True, dba=True, diffusion=True), probe, _pairs_search(1e-12),
+                             images_left=1000, elapsed=lambda: 0.0, limit_s=1, weights=None)
+    assert not plans[-1].fits and "even the cheapest plan" in caplog.text
+    assert cfg["image_size"] == 256 and cfg["scales"] == [1] and not cfg["flip"]
+    assert not any(cfg[s]["enabled"] for s in ("qe", "dba", "diffusion", "label_rerank"))
+    assert caplog.text.index("dropping diffusion") < caplog.text.index("dropping flip")
+
+
+def test_an_ensemble_drops_its_weakest_member_when_that_is_what_fits():
+    weights = [1.0, 0.5, 0.25]
+    probe, _ = _per_image(0.004)
+    cfg, plans = choose_plan(_cfg(flip=False, scales=[1], image_size=256), lambda c: probe(c, weights),
+                             _pairs_search(1e-15), images_left=850_000, elapsed=lambda: 0.0, limit_s=2_000,
+                             weights=weights)
+    assert cfg["dropped_members"] == [2] and plans[-1].fits  # the 0.25 member, not the image size (at its floor)
+
+
+def test_every_setting_is_on_the_ladder():
+    steps = {step for step, _ in cheaper_options(_cfg(qe=True, dba=True, diffusion=True, superglobal=True,
+                                                      label_rerank=True), weights=[1.0, 0.5])}
+    assert steps == {"flip", "scale", "image_size", "qe", "dba", "diffusion", "superglobal", "label_rerank",
+                     "member"}
+    assert {step for step, _ in cheaper_options(_cfg(flip=False, scales=[1], image_size=256))} == set()
+
+
+def test_the_clock_counts_from_the_notebook_start():
+    ticks = iter([1000.0, 1042.0])
+    elapsed = notebook_clock({"KERNEL_STARTED_AT": "900.0"}, clock=lambda: next(ticks))
+    assert elapsed() == 100.0 and elapsed() == 142.0
 
 
 def test_search_cost_grows_with_index_times_queries():
@@ -89,7 +140,7 @@ def test_prober_takes_fresh_images_and_reuses_the_last_probe():
 
     ticks = iter(range(100))
     prober = Prober(describe, pool, probe=3, warmup=1, clock=lambda: float(next(ticks)))
-    full, cheap = _cfg(), degrade(_cfg())
+    full, cheap = _cfg(), {**_cfg(), "flip": False}
     assert prober(full) == 1 / 3
     assert prober(cheap) == 1 / 3
     # warm-up 0, probe 1-3, warm-up 4, probe 5-7: nothing read twice
