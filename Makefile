@@ -35,7 +35,7 @@ else
 TRAIN := $(PY) -m torch.distributed.run --standalone --nproc_per_node $(GPUS) -m solution train
 endif
 
-.PHONY: setup data viz-data viz-retrieval extract ablate ablate-heads ensemble transfer train kl export submit evaluate validate bench gpu-check kernel kernel-dryrun kernel-push submit-kaggle test lint clean help
+.PHONY: plan setup data viz-data viz-retrieval extract ablate ablate-heads ensemble transfer train kl export submit evaluate validate bench gpu-check kernel kernel-dryrun kernel-push submit-kaggle test lint clean help
 
 help:
 	@echo "make train | submit | test | data | viz-data | kl | export | bench | evaluate | validate | setup | lint | clean"
@@ -110,6 +110,10 @@ submit-kaggle: $(SETUP)
 	$(RUN) kaggle submit --competition $(or $(COMPETITION),landmark-retrieval-2021) \
 		--kernel $(KAGGLE_USER)/$(or $(COMPETITION),landmark-retrieval-2021)-remap --version $(KERNEL_VERSION) \
 		--message "REMAP kernel version $(KERNEL_VERSION)"
+
+# A recipe's steps, peak GPU memory (measured on fake tensors) and projected hours on T4/V100/A100/H100.
+plan: $(SETUP)
+	$(RUN) plan --config $(CONFIG) $(OVERRIDES)
 
 gpu-check: $(SETUP)
 	$(RUN) gpu-check

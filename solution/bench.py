@@ -213,24 +213,24 @@ def bench_train(cfg: dict, steps: int = 12) -> list[dict]:
     net = build_net(cfg["model"]).to(trainer.device)
     optimizer = make_optimizer(net, tcfg)
     scaler = torch.amp.GradScaler("cuda", enabled=trainer.amp == torch.float16)
-    sized = {**tcfg, "tuples_per_epoch": steps * tcfg["batch_tuples"], "negatives": "random"}
+    sized = {**tcfg, "tuples_per_epoch": steps * tcfg["tuples_per_step"], "negatives": "random"}
     plan = plan_epoch(train_set, shapes, sized, cfg["run"]["seed"], 0, None)
     dataset = TupleDataset([[train_set.paths[i] for i in t] for t in plan.tuples], plan.shapes, tcfg)
-    batches = epoch_batches(plan, tcfg["batch_tuples"], 1, cfg["run"]["seed"], 0)
+    batches = epoch_batches(plan, tcfg["tuples_per_step"], 1, cfg["run"]["seed"], 0)
     net.train()
 
     started = time.perf_counter()
     images = 0
     for batch, _ in DataLoader(dataset, batch_sampler=batches, num_workers=trainer.workers,
                                collate_fn=collate_tuples):
-        trainer.train_step(net, optimizer, scaler, batch, 0)
+        trainer.train_step(net, optimizer, scaler, [batch], len(batch), 0)
         images += batch.shape[0] * batch.shape[1]
     real = images / (time.perf_counter() - started)
 
     in_memory = [collate_tuples([dataset[i] for i in b])[0] for b in batches]
     started = time.perf_counter()
     for batch in in_memory:
-        trainer.train_step(net, optimizer, scaler, batch, 0)
+        trainer.train_step(net, optimizer, scaler, [batch], len(batch), 0)
     bare = images / (time.perf_counter() - started)
 
     mining = {**tcfg, "negatives": "hard"}

@@ -126,7 +126,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     try:
         for split in args.split or ["index", "test"]:
             folder = extract_split(net, comp, cfg["data"]["root"], split, run / "features", cfg["infer"], device,
-                                   data_workers(cfg["run"]["workers"]), (index, count))
+                                   data_workers(cfg["run"]["workers"]), (index, count), info)
             barrier(info)
             if info.main and (count == 1 or args.merge or info.active):
                 descriptors, ids, bad = merge_split(folder, split_ids(comp, cfg["data"]["root"], split))
@@ -592,6 +592,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .train.budget import GPUS, TABLE_HEADER, plan_recipe, plan_table
+
+    cfg = _config(args)
+    gpus = args.gpus or cfg["hardware"]["gpus"]
+    if gpus < 1:
+        raise ConfigError(f"--gpus must be at least 1, not {gpus}")
+    names = [args.gpu] if args.gpu else list(GPUS)
+    measured: dict = {}
+    plans = [plan_recipe(cfg, name, gpus, measured) for name in names]
+    print("\n".join([*TABLE_HEADER, *plan_table(Path(args.config).stem, plans)]))
+    named = cfg["hardware"]["gpu"]
+    for plan in plans:
+        if plan.gpu == named and not plan.fits(plan.train.peak_gb):
+            print(f"plan: {args.config} does not fit the {named} its hardware.gpu names: lower "
+                  "train.tuples_per_forward or train.image_size", file=sys.stderr)
+            return 1
+    return 0
+
+
 def cmd_gpu_check(args: argparse.Namespace) -> int:
     from .gpu_check import run
 
@@ -742,6 +762,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="submissions", help="folder for the CSV")
     p.set_defaults(func=cmd_ensemble)
 
+    p = sub.add_parser("plan", help="a recipe's steps, peak GPU memory (fake tensors) and projected hours per GPU")
+    _add_config_args(p)
+    p.add_argument("--gpus", type=int, help="GPUs that share the run (default: the recipe's hardware.gpus)")
+    p.add_argument("--gpu", choices=["t4", "v100", "a100", "h100"], help="one GPU type (default: all four)")
+    p.set_defaults(func=cmd_plan)
+
     p = sub.add_parser("bench", help="measured ratios: heads vs bare backbone, training loop vs bare steps")
     p.add_argument("sections", nargs="*", help="model, train, search, extract, decode; scale (only when named)")
     p.add_argument("--index-size", type=int, default=50_000, help="synthetic index rows (search section)")
@@ -821,10 +847,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from .kaggle_api import KaggleError
     from .kernel.contract import KernelError
     from .model.backbone import WeightError
+    from .train.distributed import RankFailed
     from .train.loop import TrainingDiverged
 
-    return (ConfigError, DataError, ImageLoadError, SubmissionError, WeightError, FileNotFoundError, MergeError,
-            KaggleError, KernelError, UnsafePickle, TrainingDiverged)
+    return (ConfigError, RankFailed, DataError, ImageLoadError, SubmissionError, WeightError, FileNotFoundError,
+            MergeError, KaggleError, KernelError, UnsafePickle, TrainingDiverged)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -36,7 +36,15 @@ def _flat_keys(tree: dict, prefix: str = "") -> list[str]:
     return keys
 
 
+# Keys that changed meaning: an old YAML fails with what to write instead, not with a guess.
+RENAMED = {"train.batch_tuples": "train.batch_tuples was per rank; write train.tuples_per_step (the tuples of "
+                                 "one optimiser step over all ranks, e.g. batch_tuples x GPUs) and "
+                                 "train.tuples_per_forward (the most one GPU holds in a forward; more accumulates)"}
+
+
 def _unknown_key(path: str, valid: list[str], source: str) -> ConfigError:
+    if path in RENAMED:
+        return ConfigError(f"unknown config key '{path}' in {source}: {RENAMED[path]}")
     close = difflib.get_close_matches(path, valid, n=1, cutoff=0.5)
     hint = f"; did you mean '{close[0]}'?" if close else ""
     return ConfigError(f"unknown config key '{path}' in {source}{hint}")
@@ -189,7 +197,9 @@ def _one_of(*choices: str):
 # key=value) stops the command before any work, naming the key.
 VALUE_RULES: dict[str, tuple[Any, str]] = {
     **{key: (_positive_int, "a whole number > 0") for key in (
-        "train.image_size", "train.tuples_per_epoch", "train.batch_tuples", "train.neg_num", "train.pool_size",
+        "train.image_size", "train.tuples_per_epoch", "train.tuples_per_step", "train.tuples_per_forward",
+        "train.sync_every",
+        "train.neg_num", "train.pool_size",
         "infer.image_size", "infer.batch_size", "infer.topk", "infer.shard_size", "model.kl.images",
         "model.kl.pairs", "model.kl.bins", "model.kl.image_size", "model.regions.levels", "train.epochs",
         "infer.qe.n", "infer.dba.k", "infer.superglobal.m", "infer.label_rerank.k")},
@@ -198,6 +208,8 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
         "data.toy_seed", "infer.superglobal.k")},
     **{key: (_positive, "a number > 0") for key in ("train.lr", "train.lr_decay", "model.gem_p", "infer.combine_p",
                                                     "train.dist_timeout_min")},
+    "hardware.gpus": (_positive_int, "a whole number > 0"),
+    "hardware.gpu": (lambda v: v is None or v in ("t4", "v100", "a100", "h100"), "null, t4, v100, a100 or h100"),
     **{key: (_non_negative, "a number >= 0") for key in (
         "train.margin", "train.weight_decay", "train.grad_clip", "train.head_lr_mult", "train.whiten_lr_mult",
         "model.whiten_shrinkage", "infer.qe.alpha", "infer.dba.alpha", "infer.superglobal.beta")},

@@ -84,8 +84,11 @@ def check_training(backbone: str, device: torch.device, size: int = 512, tuples:
     batch = torch.randint(0, 256, (tuples, 2 + neg, 3, size, size), dtype=torch.uint8)
     losses = []
     _reset_peak(device)
-    real = _rate(lambda: losses.append(trainer.train_step(net, optimizer, scaler, batch, 0)["loss"]),
-                 tuples * (2 + neg), repeats, device)
+
+    def step():
+        losses.append(float(trainer.train_step(net, optimizer, scaler, [batch], len(batch), 0)["loss"]))
+
+    real = _rate(step, tuples * (2 + neg), repeats, device)
     peak = _peak_mb(device)
     on_device = batch.flatten(0, 1).to(device)
 

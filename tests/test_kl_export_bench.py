@@ -11,7 +11,7 @@ from solution.model import load_checkpoint
 TINY = ["--config", "toy-remap", "data.root=inputs", "data.toy_size=tiny", "run.workers=0",
         "model.kl.images=24", "model.kl.pairs=200", "model.kl.image_size=96", "infer.image_size=96",
         "model.whiten_dim=8", "train.val_landmarks=2", "train.epochs=1", "train.tuples_per_epoch=4",
-        "train.batch_tuples=2",
+        "train.tuples_per_step=2",
         "train.neg_num=2", "train.pool_size=16", "train.image_size=96"]
 
 

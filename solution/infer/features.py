@@ -23,6 +23,7 @@ from ..atomic import atomic_path
 from ..competition import Competition
 from ..data.gldv2 import check_images_exist, image_path, read_ids, read_train, read_train_clean
 from ..model.net import RetrievalNet
+from ..train.distributed import Dist, barrier, broadcast_object
 from .extract import extract_descriptors
 from .tta import MultiScale, parse_scales
 
@@ -70,8 +71,15 @@ def _write_shard(folder: Path, index: int, descriptors: np.ndarray, ids: list[st
 
 
 def extract_split(net: RetrievalNet, comp: Competition, data_root: str | Path, split: str, out_root: Path,
-                  infer_cfg: dict, device: torch.device, workers: int, shard: tuple[int, int] = (0, 1)) -> Path:
-    """Describe this process's shards of ``split``; returns the split's shard folder."""
+                  infer_cfg: dict, device: torch.device, workers: int, shard: tuple[int, int] = (0, 1),
+                  info: Dist | None = None) -> Path:
+    """Describe this process's shards of ``split``; returns the split's shard folder.
+
+    Under torchrun (``info`` active) rank 0 alone writes the manifest and removes stale shards while the
+    others wait, then every rank takes its share of the shards not yet written, as rank 0 listed them: a
+    resume with another world size, or with one rank's shards done, still splits the work evenly.
+    Separate ``--shard i/n`` processes keep the fixed assignment j % n == i, whatever is done.
+    """
     ids = split_ids(comp, data_root, split)
     folder = out_root / tta_tag(infer_cfg) / split
     folder.mkdir(parents=True, exist_ok=True)
@@ -79,20 +87,31 @@ def extract_split(net: RetrievalNet, comp: Competition, data_root: str | Path, s
     manifest = {"split": split, "count": len(ids), "shard_size": size,
                 "checkpoint": net.meta.get("fingerprint", ""), "tta": tta_tag(infer_cfg)}
     manifest_path = folder / "manifest.json"
-    if manifest_path.is_file() and json.loads(manifest_path.read_text()) != manifest:
-        # Shards of an older checkpoint or another shard size are wrong for this one, never resumable.
-        stale = list(folder.glob("part-*"))
-        log.warning("%s: the checkpoint or shard size changed; discarding %d stale shard files", folder, len(stale))
-        for path in stale:
-            path.unlink()
-    manifest_path.write_text(json.dumps(manifest))
+    distributed = info is not None and info.active
+    if not distributed or info.main:
+        if manifest_path.is_file() and json.loads(manifest_path.read_text()) != manifest:
+            # Shards of an older checkpoint or another shard size are wrong for this one, never resumable.
+            stale = list(folder.glob("part-*"))
+            log.warning("%s: the checkpoint or shard size changed; discarding %d stale shard files", folder,
+                        len(stale))
+            for path in stale:
+                path.unlink(missing_ok=True)  # a separate --shard process may have removed it already
+        with atomic_path(manifest_path) as tmp:  # never half-written, whoever reads it
+            tmp.write_text(json.dumps(manifest))
+    n_shards = math.ceil(len(ids) / size)
+    if distributed:
+        barrier(info)
+        todo = broadcast_object(info, [j for j in range(n_shards) if not (folder / f"part-{j:05d}.npy").is_file()])
+        mine = todo[shard[0]::shard[1]]
+        done: list[int] = []
+    else:
+        mine = [j for j in range(n_shards) if j % shard[1] == shard[0]]
+        done = [j for j in mine if (folder / f"part-{j:05d}.npy").is_file()]
+    if done or (distributed and len(todo) < n_shards):
+        log.info("%s: %d of %d shards already done; resuming", split, n_shards - len(todo) if distributed else
+                 len(done), n_shards)
     model = describer(net, infer_cfg).to(device)
     autocast = device.type == "cuda"
-    n_shards = math.ceil(len(ids) / size)
-    mine = [j for j in range(n_shards) if j % shard[1] == shard[0]]
-    done = [j for j in mine if (folder / f"part-{j:05d}.npy").is_file()]
-    if done:
-        log.info("%s: %d of this process's %d shards already done; resuming", split, len(done), len(mine))
     for j in mine:
         if j in done:
             continue

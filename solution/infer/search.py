@@ -22,6 +22,7 @@ import os
 import numpy as np
 
 log = logging.getLogger(__name__)
+FAISS_GPU_MAX_K = 2048  # faiss/gpu/utils/DeviceDefs.cuh: GPU_MAX_SELECTION_K
 
 
 @functools.cache
@@ -40,10 +41,17 @@ def gpu_count() -> int:
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
 
+# faiss reserves 1.5 GiB of temporary memory per GPU by default, for the whole process. Its only GPU use left
+# is IVF-PQ search, which tiles its queries to the memory it is given: 512 MiB leaves the rest to PyTorch.
+FAISS_GPU_TEMP_BYTES = 512 * 2**20
+
+
 @functools.cache
 def gpu_resources(gpu: int):
-    """One StandardGpuResources per GPU per process, reused by every search (each holds temporary memory)."""
-    return _faiss().StandardGpuResources()
+    """One StandardGpuResources per GPU per process, reused by every search, with a bounded scratch space."""
+    resources = _faiss().StandardGpuResources()
+    resources.setTempMemory(FAISS_GPU_TEMP_BYTES)
+    return resources
 
 
 def search_gpus() -> list[int]:
@@ -73,6 +81,7 @@ class GpuShards:
         self.d, self.ntotal = template.d, 0
         self.parts = [faiss.index_cpu_to_gpu(gpu_resources(g), g, template, options) for g in gpus]
         self.offsets = [0] * len(self.parts)
+        self.warned = False
 
     def fill(self, vectors: np.ndarray, chunk: int) -> None:
         """Slice ``vectors`` evenly over the GPUs (replacing what they held), widening ``chunk`` rows at a time."""
@@ -84,7 +93,18 @@ class GpuShards:
         self.offsets, self.ntotal = bounds[:-1].tolist(), len(vectors)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """faiss's ``index.search`` over every slice: (scores, global ids), best first."""
+        """faiss's ``index.search`` over every slice: (scores, global ids), best first. faiss's GPU indexes
+        return at most 2,048 neighbours (GPU_MAX_SELECTION_K); beyond that the columns are -1 / -inf, and the
+        caller is told once (exact search, which has no such limit, runs through torch)."""
+        if k > FAISS_GPU_MAX_K:
+            if not self.warned:
+                log.warning("faiss's GPU index returns at most %d neighbours; %d were asked: the rest are empty",
+                            FAISS_GPU_MAX_K, k)
+                self.warned = True
+            scores, ids = self.search(queries, FAISS_GPU_MAX_K)
+            pad = k - FAISS_GPU_MAX_K
+            return (np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf),
+                    np.pad(ids, ((0, 0), (0, pad)), constant_values=-1))
         if len(self.parts) == 1:
             return self.parts[0].search(queries, k)
         from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415

@@ -9,8 +9,9 @@ counts from the notebook's start (the install included), not from the run's.
 
 **The ladder.** While the plan is over the limit, one setting is given up at a time, the one that saves the
 most seconds per unit of mAP@100 it is expected to cost (:data:`MAP_COST`). The seconds come from this
-notebook's own measurements (extraction scaled by the views, scales, pixels and members it computes; search
-by the pairs it compares), so the order follows the data: at the 2021 size DBA's 761,757^2 pairs make it
+notebook's own measurements (extraction from a line fitted to its probes against the views x pixels x
+members each computes, so a decode-bound notebook learns that fewer scales save little; search by the
+pairs it compares), so the order follows the data: at the 2021 size DBA's 761,757^2 pairs make it
 the first search step to go, while on a small index extra scales go first. Steps that lowered mAP on our
 data (diffusion, SuperGlobal) cost nothing to drop and go before anything else. Extraction settings are
 probed again after each change; search settings are priced without a probe. When even the cheapest plan is
@@ -156,11 +157,28 @@ def _step_summary(step: str, infer_cfg: dict) -> str:
     return step
 
 
-def _saved_s(plan: Plan, cheaper: dict, seconds_per_cost: float, search_s: Callable[[dict], float],
+def per_image_model(probes: list[tuple[float, float]]) -> tuple[float, float]:
+    """(a, b) of seconds per image = a + b x extraction cost, from the probes so far ((cost, seconds) pairs).
+    One probe: all of it scales with the cost (a = 0). Two or more costs: a least-squares line, both terms
+    kept >= 0, so decoding (a) that does not shrink with fewer pixels is not counted as saved."""
+    costs = np.array([c for c, _ in probes], float)
+    seconds = np.array([t for _, t in probes], float)
+    if len(set(costs.tolist())) < 2:
+        return 0.0, float(seconds.mean() / max(costs.mean(), 1e-12))
+    b, a = np.polyfit(costs, seconds, 1)
+    if b < 0:  # more pixels were not slower: nothing extraction can give up saves time
+        return float(seconds.mean()), 0.0
+    if a < 0:
+        return 0.0, float(np.sum(costs * seconds) / np.sum(costs * costs))
+    return float(a), float(b)
+
+
+def _saved_s(plan: Plan, cheaper: dict, model: tuple[float, float], search_s: Callable[[dict], float],
              weights: list[float] | None) -> float:
-    """Projected seconds ``cheaper`` saves against ``plan``: extraction scaled by its modelled cost, search
+    """Projected seconds ``cheaper`` saves against ``plan``: extraction from the per-image model, search
     priced by its pairs."""
-    extract = seconds_per_cost * extraction_cost(cheaper, weights) * plan.images_left
+    a, b = model
+    extract = min(plan.per_image_s, a + b * extraction_cost(cheaper, weights)) * plan.images_left
     return max(0.0, plan.extract_s + plan.search_s - extract - search_s(cheaper))
 
 
@@ -174,7 +192,7 @@ def choose_plan(infer_cfg: dict, per_image: Callable[[dict], float], search_s: C
     every plan made, in order (the last is the chosen one's)."""
     plans: list[Plan] = []
     per = per_image(infer_cfg)
-    probed = extraction_cost(infer_cfg, weights)
+    probes = [(extraction_cost(infer_cfg, weights), per)]
     while True:
         plan = Plan(elapsed(), per, images_left, search_s(infer_cfg), limit_s)
         plans.append(plan)
@@ -188,7 +206,8 @@ def choose_plan(infer_cfg: dict, per_image: Callable[[dict], float], search_s: C
                         plan.total_s, limit_s)
             return infer_cfg, plans
 
-        saved = {step: _saved_s(plan, cheaper, per / probed, search_s, weights) for step, cheaper in options}
+        model = per_image_model(probes)
+        saved = {step: _saved_s(plan, cheaper, model, search_s, weights) for step, cheaper in options}
         # a step that costs no mAP and saves time goes first; then the most seconds per mAP
         step, cheaper = max(options, key=lambda o: (MAP_COST[o[0]] == 0 and saved[o[0]] > 0,
                                                     saved[o[0]] / max(MAP_COST[o[0]], 1e-6)))
@@ -196,4 +215,5 @@ def choose_plan(infer_cfg: dict, per_image: Callable[[dict], float], search_s: C
                     _step_summary(step, cheaper), saved[step] * MARGIN, MAP_COST[step])
         infer_cfg = cheaper
         if step in EXTRACTION_STEPS:
-            per, probed = per_image(infer_cfg), extraction_cost(infer_cfg, weights)
+            per = per_image(infer_cfg)
+            probes.append((extraction_cost(infer_cfg, weights), per))

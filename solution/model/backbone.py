@@ -120,6 +120,10 @@ class FinalMapBackbone(nn.Module):
         self.out_indices = tuple(out_indices)
         self.takes_final = self.out_indices[-1] == len(body.feature_info) - 1
         channels = [body.feature_info[i]["num_chs"] for i in self.out_indices]
+        if not self.takes_final and hasattr(body, "prune_intermediate_layers"):
+            # the stages after the last tap, and the head, would never run: under DDP their parameters would be
+            # "unused" and the second step would fail; they are removed instead
+            body.prune_intermediate_layers(list(self.out_indices), prune_norm=True, prune_head=True)
         if self.takes_final:
             channels[-1] = body.num_features
         self.feature_info = _Channels(channels)

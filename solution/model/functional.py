@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -26,6 +28,25 @@ def l2n(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return F.normalize(x, p=2, dim=-1, eps=eps)
 
 
+@functools.lru_cache(maxsize=256)
+def _cell_ranges(cells: tuple) -> tuple[list, list, list, list]:
+    """(column ranges, row ranges, each cell's row-range index, its column-range index) of a cell tuple."""
+    col_ranges = sorted({(a, b) for a, _, b, _ in cells})
+    row_ranges = sorted({(a, b) for _, a, _, b in cells})
+    col_index = {r: i for i, r in enumerate(col_ranges)}
+    row_index = {r: i for i, r in enumerate(row_ranges)}
+    return (col_ranges, row_ranges, [row_index[(c[1], c[3])] for c in cells],
+            [col_index[(c[0], c[2])] for c in cells])
+
+
+@functools.lru_cache(maxsize=256)
+def _cell_index_tensors(cells: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gather's row and column indices, made on ``device`` once per (grid, feature-map size, device): a
+    Python list as an index would be a blocking host-to-device copy in every forward of every layer."""
+    _, _, rows, cols = _cell_ranges(cells)
+    return (torch.tensor(rows, dtype=torch.long, device=device), torch.tensor(cols, dtype=torch.long, device=device))
+
+
 def region_max_pool(x: torch.Tensor, cells: np.ndarray) -> torch.Tensor:
     """Max over each box of ``cells`` (R x 4 integer x0, y0, x1, y1): N x C x H x W -> N x R x C.
 
@@ -33,12 +54,12 @@ def region_max_pool(x: torch.Tensor, cells: np.ndarray) -> torch.Tensor:
     distinct row range, then a gather. The only Python loops run over the few
     distinct ranges, never over images or channels.
     """
-    col_ranges = sorted({(int(a), int(b)) for a, b in cells[:, [0, 2]]})
-    row_ranges = sorted({(int(a), int(b)) for a, b in cells[:, [1, 3]]})
-    col_index = {r: i for i, r in enumerate(col_ranges)}
-    row_index = {r: i for i, r in enumerate(row_ranges)}
+    key = tuple(tuple(int(v) for v in cell) for cell in cells)
+    col_ranges, row_ranges, _, _ = _cell_ranges(key)
+    if type(x) is torch.Tensor:
+        rows, cols = _cell_index_tensors(key, x.device)
+    else:  # fake tensors (`plan`) belong to one fake mode: never cache them for later real forwards
+        rows, cols = (torch.tensor(index, dtype=torch.long, device=x.device) for index in _cell_ranges(key)[2:])
     by_cols = torch.stack([x[..., a:b].amax(dim=-1) for a, b in col_ranges], dim=-1)       # N C H Xu
     grid = torch.stack([by_cols[..., a:b, :].amax(dim=-2) for a, b in row_ranges], dim=-2)  # N C Yu Xu
-    rows = [row_index[(int(c[1]), int(c[3]))] for c in cells]
-    cols = [col_index[(int(c[0]), int(c[2]))] for c in cells]
     return grid[:, :, rows, cols].transpose(1, 2)

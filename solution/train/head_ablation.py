@@ -92,7 +92,7 @@ def ablate_heads(cfg: dict, variants: list[str], seeds: list[int]) -> dict:
         rows.append(row)
     rows.sort(key=lambda r: -r["fine_tuned"]["map"])
     out = {"rows": rows, "seeds": seeds, "queries": len(reference), "best": rows[0]["variant"],
-           "recipe": {k: cfg["train"][k] for k in ("epochs", "tuples_per_epoch", "batch_tuples", "neg_num",
+           "recipe": {k: cfg["train"][k] for k in ("epochs", "tuples_per_epoch", "tuples_per_step", "neg_num",
                                                   "image_size", "lr", "negatives")},
            "backbone": cfg["model"]["backbone"], "whiten_dim": cfg["model"]["whiten_dim"]}
     folder = Path(cfg["run"]["dir"]) / f"{cfg['run']['name']}-heads"

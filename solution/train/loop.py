@@ -13,6 +13,7 @@ import csv
 import logging
 import math
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from ..metrics import format_interval, map_at_k, paired_bootstrap
 from ..model.net import RetrievalNet, build_net, load_checkpoint, place, save_checkpoint
 from ..runtime import data_workers, resolve_device, seed_everything
 from ..viz import training_curves, tuple_preview
-from .distributed import Dist, all_gather_objects, barrier, broadcast_object, init_distributed, shutdown
+from .distributed import Dist, RankFailed, broadcast_object, gather_rows, init_distributed, main_only, shutdown
 from .initialise import initialise
 from .loss import triplet_loss, triplet_stats
 from .tuples import (
@@ -43,6 +44,7 @@ from .tuples import (
     epoch_batches,
     image_shapes,
     load_train_set,
+    micro_batches,
     plan_epoch,
     split_validation,
 )
@@ -61,6 +63,13 @@ def freeze_batchnorm(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.eval()
+
+
+def wrap_ddp(net: nn.Module, device: torch.device) -> DistributedDataParallel:
+    """DDP over ``net`` on ``device``. BatchNorm is frozen (eval mode, no running-statistics updates) and rank
+    0's weights were broadcast once: there are no buffers to keep in step, so none are sent every forward."""
+    return DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
+                                   broadcast_buffers=False)
 
 
 def make_optimizer(net: RetrievalNet, cfg: dict) -> torch.optim.Optimizer:
@@ -146,15 +155,13 @@ class Trainer:
                                           self.workers, desc=desc, warned=self.warned)
         if self.info.active:
             log.info("%s: rank %d described %d of %d images", desc, self.info.rank, len(mine), len(paths))
-        parts = all_gather_objects(self.info, part)
-        out = np.zeros((len(paths), parts[0].shape[1]), np.float32)
-        for rank, chunk in enumerate(parts):
-            out[rank::self.info.world] = chunk
-        return out
+        return gather_rows(self.info, part, len(paths))
 
     def validate(self, net: RetrievalNet, val: ValSet | None) -> float | None:
-        if val is None or not self.info.main:
-            return None
+        """Validation mAP@100 on rank 0 (None elsewhere, or without a validation set)."""
+        return None if val is None else main_only(self.info, self._validate, net, val)
+
+    def _validate(self, net: RetrievalNet, val: ValSet) -> float:
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
             desc, _ = extract_descriptors(net, val.paths, self.cfg["infer"]["image_size"], 32, self.device,
                                           self.workers, desc="validate", warned=self.warned)
@@ -179,7 +186,19 @@ class Trainer:
 
     def record_test(self, net: RetrievalNet, summary: dict, when: str) -> None:
         """``map_<when>``, its interval over queries and the per-query APs (for the paired gain) into ``summary``."""
-        result = broadcast_object(self.info, self.test_map(net))
+        result, error = None, None
+        try:
+            result = self.test_map(net)
+        except Exception as exc:  # rank 0's scoring: tell the others before raising, or they wait forever
+            if not (self.info.active and self.info.main):
+                raise
+            error = exc
+        result, failed = broadcast_object(self.info, (result, None if error is None else f"{type(error).__name__}: "
+                                                      f"{error}"))
+        if error is not None:
+            raise error
+        if failed is not None:
+            raise RankFailed(f"rank 0 failed ({' '.join(failed.split())}); rank {self.info.rank} stops with it")
         if result is None:
             summary[f"map_{when}"] = None
             return
@@ -191,16 +210,15 @@ class Trainer:
 
     def save(self, net, optimizer, scheduler, scaler, epoch: int, step: int, summary: dict,
              plan: EpochPlan | None = None, steps: list[dict] | None = None) -> None:
-        if self.info.main:
-            save_checkpoint(self.checkpoint_path, net, config=self.cfg, epoch=epoch, step=step,
-                            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                            scaler=scaler.state_dict(), torch_rng=torch.get_rng_state(), summary=summary,
-                            plan=plan.to_state() if plan is not None else None, steps=list(steps or []))
-        barrier(self.info)
+        main_only(self.info, save_checkpoint, self.checkpoint_path, net, config=self.cfg, epoch=epoch, step=step,
+                  optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
+                  torch_rng=torch.get_rng_state(), summary=summary,
+                  plan=plan.to_state() if plan is not None else None, steps=list(steps or []))
 
     def log_epoch(self, row: dict) -> None:
-        if not self.info.main:
-            return
+        main_only(self.info, self._log_epoch, row)
+
+    def _log_epoch(self, row: dict) -> None:
         write_metrics_row(self.out / "metrics.csv", row)
         training_curves(self.out / "metrics.csv", self.out / "plots" / "curves.png")
         if self.tensorboard is not None:
@@ -250,17 +268,19 @@ class Trainer:
                      state.get("step", 0))
         else:
             net = build_net(cfg["model"])
-        if self.info.main:  # only now: a refused or finished run keeps the config.yaml of its checkpoint
-            save_config(cfg, self.out / "config.yaml")
+        # only now: a refused or finished run keeps the config.yaml of its checkpoint
+        main_only(self.info, save_config, cfg, self.out / "config.yaml")
         net = place(net, self.device)
         full = load_train_set(self.comp, cfg["data"]["root"], cfg["data"]["train_list"])
         train_set, val = split_validation(full, tcfg["val_landmarks"], self.seed)
         shapes = image_shapes(train_set.paths, tcfg["image_size"], tcfg["aspect_buckets"])
-        if self.info.main:
+        def initialise_on_rank0():
             initialise(net, train_set.paths, train_set.labels, cfg, self.device, self.workers, self.out / "plots",
                        self.warned)
             if "optimizer" not in state and not (self.out / "initial.pt").is_file():
                 save_checkpoint(self.out / "initial.pt", net)  # off the shelf: what `transfer` compares against
+
+        main_only(self.info, initialise_on_rank0)
         if self.info.active:  # every rank starts from rank 0's initialised weights
             payload = broadcast_object(self.info, (net.meta, {k: v.cpu() for k, v in net.state_dict().items()}))
             net.meta = payload[0]
@@ -278,7 +298,7 @@ class Trainer:
             self.record_test(net, summary, "before")
         model = net
         if self.info.active:
-            model = DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            model = wrap_ddp(net, self.device)
         self._open_tensorboard()
         start_epoch, start_step = state.get("epoch", 0), state.get("step", 0)
         for epoch in range(start_epoch, tcfg["epochs"]):
@@ -303,25 +323,37 @@ class Trainer:
                               lambda idx: self.describe(net, [train_set.paths[i] for i in idx], "mine"))
         dataset = TupleDataset([[train_set.paths[i] for i in t] for t in plan.tuples], plan.shapes, tcfg,
                                seed=self.seed * 1000 + epoch)
-        if epoch == 0 and start_step == 0 and info.main:
-            tuple_preview(dataset, min(4, len(dataset)), self.out / "plots" / "augmented_batch.png")
-        batches = epoch_batches(plan, tcfg["batch_tuples"], info.world, self.seed, epoch)
-        mine = [b[info.rank::info.world] for b in batches[start_step:]]
-        loader = DataLoader(dataset, batch_sampler=mine, num_workers=self.workers, collate_fn=collate_tuples,
+        if epoch == 0 and start_step == 0:
+            main_only(info, tuple_preview, dataset, min(4, len(dataset)), self.out / "plots" / "augmented_batch.png")
+        batches = epoch_batches(plan, tcfg["tuples_per_step"], info.world, self.seed, epoch)
+        # each optimiser step: this rank's share of the global batch, in forwards of tuples_per_forward
+        steps_micro = [micro_batches(b, info.rank, info.world, tcfg["tuples_per_forward"])
+                       for b in batches[start_step:]]
+        loader = DataLoader(dataset, batch_sampler=[m for micro in steps_micro for m in micro],
+                            num_workers=self.workers, collate_fn=collate_tuples,
                             pin_memory=self.device.type == "cuda", worker_init_fn=worker_init)
         net.train()
         if tcfg["freeze_bn"]:
             freeze_batchnorm(net.backbone)
         step = start_step
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}", unit="batch", initial=start_step, total=len(batches),
-                   leave=False, disable=not info.main)
-        for batch, bad in bar:
+        pending: list[dict[str, torch.Tensor]] = []  # steps whose figures are still on the device
+        forwards = iter(loader)
+        bar = tqdm(zip(steps_micro, batches[start_step:]), desc=f"epoch {epoch + 1}", unit="step",
+                   initial=start_step, total=len(batches), leave=False, disable=not info.main)
+        for micro, batch in bar:
+            loaded = [next(forwards) for _ in micro]
+            bad = [p for _, unreadable in loaded for p in unreadable]
             warn_unreadable([Path(p) for p in bad], self.warned)
-            steps.append({**self.train_step(model, optimizer, scaler, batch, epoch), "unreadable": len(bad)})
+            pending.append({**self.train_step(model, optimizer, scaler, [images for images, _ in loaded],
+                                              len(batch), epoch), "unreadable": torch.tensor(len(bad))})
             step += 1
-            bar.set_postfix(loss=f"{np.mean([s['loss'] for s in steps]):.4f}")
-            if tcfg["checkpoint_every"] and step % tcfg["checkpoint_every"] == 0 and step < len(batches):
+            saving = bool(tcfg["checkpoint_every"]) and step % tcfg["checkpoint_every"] == 0 and step < len(batches)
+            if len(pending) >= tcfg["sync_every"] or saving:
+                self.flush(pending, steps, epoch)  # before a save: a diverged step is never checkpointed
+                bar.set_postfix(loss=f"{np.mean([s['loss'] for s in steps]):.4f}")
+            if saving:
                 self.save(net, optimizer, scheduler, scaler, epoch, step, summary, plan, steps)
+        self.flush(pending, steps, epoch)
         bar.close()
         scheduler.step()
         net.eval()
@@ -345,31 +377,70 @@ class Trainer:
             return f"the last good checkpoint is kept ({self.checkpoint_path})"
         return "no checkpoint had been written yet"
 
-    def train_step(self, model, optimizer, scaler, batch: torch.Tensor, epoch: int) -> dict[str, float]:
-        b, n = batch.shape[:2]
-        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-            descriptors = model(batch.flatten(0, 1).to(self.device, non_blocking=True)).float().view(b, n, -1)
-        loss = triplet_loss(descriptors[:, 0], descriptors[:, 1], descriptors[:, 2:], self.tcfg["margin"])
-        check = loss.detach().clone()
+    def flush(self, pending: list[dict[str, torch.Tensor]], steps: list[dict], epoch: int) -> None:
+        """Read the pending steps' figures back in one transfer (the only host synchronisation of training
+        steps), raise if any step diverged, and move them to ``steps`` as floats."""
+        if not pending:
+            return
+        keys = list(pending[0])
+        values = torch.stack([torch.stack([step[k].float().to(self.device) for k in keys]) for step in pending])
+        rows = values.cpu().tolist()
+        pending.clear()
+        for row in rows:
+            figures = dict(zip(keys, row))
+            if not figures.pop("finite"):
+                if not math.isfinite(figures["loss"]):
+                    raise TrainingDiverged(f"loss became {figures['loss']} in epoch {epoch + 1}; {self._kept()}; "
+                                           "lower train.lr and run again")
+                raise TrainingDiverged(f"the gradient norm became inf or nan in epoch {epoch + 1}; {self._kept()}; "
+                                       "lower train.lr or train.grad_clip and run again")
+            figures["unreadable"] = int(figures["unreadable"])
+            steps.append(figures)
+
+    def train_step(self, model, optimizer, scaler, forwards: list[torch.Tensor], global_tuples: int,
+                   epoch: int) -> dict[str, torch.Tensor]:
+        """One optimiser step over this rank's ``forwards`` (micro-batches of tuples), gradients accumulated.
+
+        Each forward's mean loss is weighted by its share of the step's ``global_tuples`` (times the world,
+        since DDP averages over ranks), so the step's gradient is the mean over every tuple of the global
+        batch, however it was split across ranks and forwards. DDP reduces gradients on the last forward only.
+
+        Nothing here waits for the GPU: the figures come back as 0-d device tensors, ``finite`` among them,
+        for :meth:`flush` to read every ``train.sync_every`` steps and before every save. A diverged step may
+        leave NaN weights for up to that many steps, but the flush raises before anything is saved, so the
+        last good checkpoint stays the last one written.
+        """
+        optimizer.zero_grad(set_to_none=True)
+        weight = self.info.world / global_tuples
+        total = torch.zeros((), device=self.device)
+        stats: dict[str, torch.Tensor] = {}
+        tuples = sum(len(f) for f in forwards)
+        for i, batch in enumerate(forwards):
+            b, n = batch.shape[:2]
+            last = i == len(forwards) - 1
+            sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not last else nullcontext()
+            with sync:
+                with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+                    images = batch.flatten(0, 1).to(self.device, non_blocking=True)
+                    descriptors = model(images).float().view(b, n, -1)
+                loss = triplet_loss(descriptors[:, 0], descriptors[:, 1], descriptors[:, 2:], self.tcfg["margin"])
+                scaler.scale(loss * (b * weight)).backward()
+            total += loss.detach() * b
+            for key, value in triplet_stats(descriptors[:, 0], descriptors[:, 1], descriptors[:, 2:],
+                                            self.tcfg["margin"]).items():
+                stats[key] = stats.get(key, 0.0) + value * (b / tuples)
+        check = total / tuples
         if self.info.active:  # every rank must see a divergence together, or the others would hang
             torch.distributed.all_reduce(check)
             check /= self.info.world
-        if not torch.isfinite(check):
-            raise TrainingDiverged(f"loss became {check.item()} in epoch {epoch + 1}; {self._kept()}; lower "
-                                   "train.lr and run again")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
         norm = nn.utils.clip_grad_norm_(model.parameters(), self.tcfg["grad_clip"])
         # With the fp16 scaler an infinite gradient is routine (the scaler skips that step); without it, the
         # step would write NaN into every weight. DDP has averaged the gradients: every rank sees one norm.
-        if not scaler.is_enabled() and not torch.isfinite(norm):
-            raise TrainingDiverged(f"the gradient norm became {norm.item()} in epoch {epoch + 1}; {self._kept()}; "
-                                   "lower train.lr or train.grad_clip and run again")
+        finite = torch.isfinite(check) & (torch.isfinite(norm) if not scaler.is_enabled() else True)
         scaler.step(optimizer)
         scaler.update()
-        return {"loss": float(check), **triplet_stats(descriptors[:, 0], descriptors[:, 1], descriptors[:, 2:],
-                                                      self.tcfg["margin"])}
+        return {"loss": check, "finite": finite, **stats}
 
 
 def train(cfg: dict) -> dict:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..competition import Competition
+from ..config import ConfigError
 from ..data.datasets import header_sizes, target_size
 from ..data.gldv2 import check_images_exist, image_path, read_train, read_train_clean
 from .mining import random_negatives, select_negatives
@@ -123,19 +124,29 @@ def plan_epoch(train: TrainSet, shapes: list[tuple[int, int]], cfg: dict, seed: 
     return EpochPlan(tuples, [shapes[t[0]] for t in tuples], stats)
 
 
-def epoch_batches(plan: EpochPlan, batch_tuples: int, world: int, seed: int, epoch: int) -> list[list[int]]:
-    """Global batches (lists of tuple positions) in a seeded order; each batch shares one shape.
+def epoch_batches(plan: EpochPlan, tuples_per_step: int, world: int, seed: int, epoch: int) -> list[list[int]]:
+    """Global batches (lists of tuple positions) in a seeded order, one per optimiser step; each batch shares
+    one shape.
 
-    A global batch holds ``batch_tuples * world`` tuples and rank r trains on
-    ``batch[r::world]``. A tail is cut to a multiple of ``world`` (dropped when smaller),
-    so every rank trains on as many tuples as the others.
+    A global batch holds ``tuples_per_step`` tuples over all ranks together, and rank r trains on
+    ``batch[r::world]`` (in micro-batches of ``train.tuples_per_forward``). A batch is cut to a multiple of
+    ``world`` (dropped when smaller), so every rank trains on as many tuples, and runs as many micro-batches,
+    as the others: DDP's gradient reduction needs them in step.
     """
+    if tuples_per_step < world:
+        raise ConfigError(f"train.tuples_per_step={tuples_per_step} is below the {world} ranks of this run: each "
+                          f"rank needs at least one tuple per step; set train.tuples_per_step >= {world}")
     rng = np.random.default_rng([seed, epoch, 5])
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for position in rng.permutation(len(plan.tuples)):
         groups[plan.shapes[position]].append(int(position))
-    size = batch_tuples * world
+    size = tuples_per_step
     batches = [members[i:i + size] for _, members in sorted(groups.items()) for i in range(0, len(members), size)]
     batches = [b[:len(b) // world * world] for b in batches if len(b) >= world]  # equal shares on every rank
     return [batches[i] for i in rng.permutation(len(batches))]
 
+
+def micro_batches(batch: list[int], rank: int, world: int, tuples_per_forward: int) -> list[list[int]]:
+    """Rank ``rank``'s share of a global batch, in forwards of at most ``tuples_per_forward`` tuples."""
+    share = batch[rank::world]
+    return [share[i:i + tuples_per_forward] for i in range(0, len(share), tuples_per_forward)]

@@ -16,7 +16,7 @@ from solution.train.loop import train
 RECIPES = ["gldv2-resnet101-remap", "gldv2-efficientnet-remap", "kernel-2021"]
 SMALL = ["competition=toy", "data.toy_size=tiny", "model.pretrained=none", "train.image_size=64",
          "infer.image_size=64", "infer.batch_size=4", "model.kl.images=16", "model.kl.pairs=50",
-         "model.kl.image_size=64", "train.epochs=1", "train.tuples_per_epoch=2", "train.batch_tuples=2",
+         "model.kl.image_size=64", "train.epochs=1", "train.tuples_per_epoch=2", "train.tuples_per_step=2",
          "train.neg_num=1", "train.pool_size=8", "train.val_landmarks=0", "train.eval_before=false",
          "train.transfer_check=false", "train.checkpoint_every=0", "run.workers=0"]
 SCALED = {"model.whiten_dim=16"}  # whitening needs more training images than dimensions: 27 images here

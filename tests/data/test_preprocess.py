@@ -27,7 +27,7 @@ def test_cache_mirrors_layout_resizes_and_resumes(tiny_root, tmp_path, capsys):
     capsys.readouterr()
     common = ["--config", "toy-tiny", f"data.root={root / 'cache64'}", f"run.dir={tmp_path / 'runs'}",
               "run.workers=0", "infer.image_size=64"]
-    assert main(["train", *common, "train.epochs=1", "train.tuples_per_epoch=2", "train.batch_tuples=2",
+    assert main(["train", *common, "train.epochs=1", "train.tuples_per_epoch=2", "train.tuples_per_step=2",
                  "train.val_landmarks=0", "train.eval_before=false"]) == 0
     assert main(["extract", *common, "--split", "test"]) == 0
     assert "1 unreadable" in capsys.readouterr().out

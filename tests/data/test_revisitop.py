@@ -97,7 +97,7 @@ def test_query_is_cropped_to_its_box(tmp_path):
 def test_evaluate_revisitop_reports_three_protocols(tmp_path, tiny_root, capsys):
     _fake_dataset(tmp_path / "revisitop")
     run = ["--config", "toy-tiny", f"data.root={tiny_root}", f"run.dir={tmp_path / 'runs'}", "run.workers=0",
-           "train.epochs=1", "train.tuples_per_epoch=4", "train.batch_tuples=2", "train.val_landmarks=0",
+           "train.epochs=1", "train.tuples_per_epoch=4", "train.tuples_per_step=2", "train.val_landmarks=0",
            "train.eval_before=false", "infer.image_size=64"]
     assert main(["train", *run]) == 0
     capsys.readouterr()

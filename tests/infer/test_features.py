@@ -96,3 +96,48 @@ def test_merged_features_of_another_checkpoint_are_not_reused(tiny_root, tmp_pat
     assert np.allclose(second, direct)
     again, _ = features(new, COMP, tiny_root, "test", tmp_path, _infer(), cpu, 0)  # same checkpoint: reused
     assert np.array_equal(again, second)
+
+
+def _as_rank(monkeypatch, rank, world, rank0_todo=None):
+    """extract_split as one rank of a torchrun job: collectives recorded; rank 0's shard list broadcast."""
+    from solution.infer import features as module
+    from solution.train.distributed import Dist
+
+    calls, described = [], []
+    monkeypatch.setattr(module, "barrier", lambda info: calls.append("barrier"))
+
+    def broadcast(info, obj):
+        calls.append(("broadcast", obj))
+        return obj if rank0_todo is None else rank0_todo
+
+    monkeypatch.setattr(module, "broadcast_object", broadcast)
+
+    def fake_extract(net, paths, *args, desc="", **kwargs):
+        described.append(desc)
+        return np.zeros((len(paths), net.dim), np.float32), np.ones(len(paths), bool)
+
+    monkeypatch.setattr(module, "extract_descriptors", fake_extract)
+    return Dist(rank, world, rank), calls, described
+
+
+def test_under_torchrun_only_rank0_touches_the_manifest_and_stale_shards(net, tiny_root, tmp_path, monkeypatch):
+    folder = tmp_path / tta_tag(_infer()) / "test"
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text('{"checkpoint": "an older one"}')
+    (folder / "part-00000.npy").write_bytes(b"stale")
+    info, calls, described = _as_rank(monkeypatch, rank=1, world=2, rank0_todo=[0, 1])
+    extract_split(net, COMP, tiny_root, "test", tmp_path, _infer(), torch.device("cpu"), 0, (1, 2), info)
+    assert (folder / "manifest.json").read_text() == '{"checkpoint": "an older one"}'  # rank 0's to rewrite
+    assert calls[0] == "barrier"  # rank 1 waits for rank 0's manifest before anything else
+    assert described == ["test 2/2"]  # rank 1 takes the second of rank 0's two shards to do
+
+
+def test_a_resume_with_another_world_size_splits_what_is_left_evenly(net, tiny_root, tmp_path, monkeypatch):
+    infer = _infer(shard_size=2)  # 12 test ids: 6 shards
+    folder = extract_split(net, COMP, tiny_root, "test", tmp_path, infer, torch.device("cpu"), 0)
+    for j in (1, 3, 4, 5):
+        (folder / f"part-{j:05d}.npy").unlink()  # killed: shards 0 and 2 survive (both of rank 0 of 2)
+    info, calls, described = _as_rank(monkeypatch, rank=0, world=3)
+    extract_split(net, COMP, tiny_root, "test", tmp_path, infer, torch.device("cpu"), 0, (0, 3), info)
+    assert ("broadcast", [1, 3, 4, 5]) in calls
+    assert described == ["test 2/6", "test 6/6"]  # rank 0 of 3 takes the left shards 1 and 5

@@ -28,7 +28,13 @@ class FakeGpuFaiss:
 
     def StandardGpuResources(self):  # noqa: N802 - faiss's name
         self.resources += 1
-        return object()
+        fake = self
+
+        class Resources:
+            def setTempMemory(self, size):  # noqa: N802 - faiss's name
+                fake.temp_memory = size
+
+        return Resources()
 
     def index_cpu_to_gpu(self, resources, gpu, index, options):
         self.calls.append(("one", gpu, options.useFloat16))
@@ -160,3 +166,39 @@ def test_pytorch_gives_back_its_cached_gpu_memory_before_faiss_takes_the_gpu(fak
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     search.build_index(_data()[0], kind="ivfpq", nlist=8, m=8)
     assert freed == [True]
+
+
+class _GpuLimitedIndex:
+    """A GPU index as faiss has it: k above 2,048 is refused (GPU_MAX_SELECTION_K)."""
+
+    def __init__(self, index):
+        self.index = index
+
+    def __getattr__(self, name):
+        return getattr(self.index, name)
+
+    def search(self, queries, k):
+        if k > 2048:
+            raise RuntimeError("Error: 'k > 0 && k <= GPU_MAX_SELECTION_K' failed: k must be <= 2048 for GPU")
+        return self.index.search(queries, k)
+
+
+def test_a_gpu_index_is_never_asked_for_more_than_2048_neighbours(fake, monkeypatch, caplog):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    fake.gpus = 1
+    real_clone = fake.index_cpu_to_gpu
+    monkeypatch.setattr(fake, "index_cpu_to_gpu", lambda *a: _GpuLimitedIndex(real_clone(*a)))
+    rng = np.random.default_rng(0)
+    database = rng.standard_normal((3000, 16), dtype=np.float32)
+    shards = search.GpuShards(fake.IndexFlatIP(16), search.search_gpus(), float16=False)
+    shards.fill(database, 500)
+    scores, ids = search.search(shards, database[:3], 2500)
+    assert ids.shape == (3, 2500) and (ids[:, :2048] >= 0).all() and (ids[:, 2048:] == -1).all()
+    assert np.isneginf(scores[:, 2048:]).all() and "at most 2048 neighbours" in caplog.text
+
+
+def test_faiss_gpu_scratch_memory_is_bounded(fake, monkeypatch):
+    """faiss's default keeps 1.5 GiB per GPU for the whole process; IVF-PQ gets 512 MiB, PyTorch the rest."""
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    search.gpu_resources(0)
+    assert fake.temp_memory == 512 * 2**20

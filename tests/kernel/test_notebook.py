@@ -35,7 +35,7 @@ HOST_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 def _tiny_run(tiny_root, tmp):
     return ["--config", "toy-tiny", f"data.root={tiny_root}", f"run.dir={tmp / 'runs'}", "run.workers=0",
-            "train.epochs=1", "train.tuples_per_epoch=4", "train.batch_tuples=2", "train.val_landmarks=0",
+            "train.epochs=1", "train.tuples_per_epoch=4", "train.tuples_per_step=2", "train.val_landmarks=0",
             "train.eval_before=false", "infer.scales=[1,0.75]", "infer.flip=true"]
 
 

@@ -154,3 +154,20 @@ def test_prober_takes_fresh_images_and_reuses_the_last_probe():
 def test_plan_describe_names_the_figures():
     text = Plan(elapsed_s=12, per_image_s=0.02, images_left=500, search_s=30, limit_s=100).describe()
     assert "500 images x 20.0 ms" in text and "10s extraction" in text and "30s search" in text and "fits" in text
+
+
+def test_a_decode_bound_notebook_stops_giving_up_pixels_that_save_nothing(caplog):
+    """Every probe takes 50 ms an image whatever the scales (JPEG decoding on 4 vCPUs is the bound): after one
+    extraction step shows no saving, the fitted line says pixels cost nothing and DBA goes instead."""
+    calls = []
+
+    def decode_bound(cfg):
+        calls.append(cfg)
+        return 0.05
+
+    cfg, plans = choose_plan(_cfg(flip=False, dba=True), decode_bound, _pairs_search(1e-11 * 2048),
+                             images_left=850_000, elapsed=lambda: 0.0, limit_s=60_000)
+    assert len(calls) == 2  # one extraction step was tried (the 384 px step), then no more pixels
+    assert cfg["image_size"] == 384 and len(cfg["scales"]) == 3
+    assert cfg["dba"]["enabled"] is False and plans[-1].fits
+    assert caplog.text.index("dropping image size") < caplog.text.index("dropping dba")

@@ -71,3 +71,17 @@ def test_tap_relu_makes_every_map_non_negative():
         cfg = load_config("toy", ["model.pretrained=none", f"model.tap_relu={str(relu).lower()}"])["model"]
         maps = build_net(cfg).eval().features(torch.rand(1, 3, 96, 128))
         assert (min(float(m.min()) for m in maps) >= 0) == relu
+
+
+def test_a_final_map_net_that_stops_early_has_no_unused_parameters():
+    """model.final_map with taps that stop before the last stage: the stages after them and the head never run.
+    Under DDP such parameters fail the second step; they are pruned, so every parameter gets a gradient."""
+    import torch
+
+    from solution.model.backbone import create_backbone
+
+    body, _ = create_backbone("tf_efficientnet_lite0", [-3, -2], "none", final_map=True)
+    maps = body(torch.randn(1, 3, 64, 64))
+    sum(m.sum() for m in maps).backward()
+    unused = [name for name, p in body.named_parameters() if p.grad is None]
+    assert unused == [] and len(maps) == 2

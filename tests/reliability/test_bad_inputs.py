@@ -26,8 +26,8 @@ from solution.cli import main
 from solution.data.gldv2 import image_path, read_ids
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = ["--config", "toy-tiny", "run.workers=0", "train.epochs=1", "train.tuples_per_epoch=4", "train.batch_tuples=2",
-        "train.val_landmarks=0", "train.eval_before=false"]
+TINY = ["--config", "toy-tiny", "run.workers=0", "train.epochs=1", "train.tuples_per_epoch=4",
+        "train.tuples_per_step=2", "train.val_landmarks=0", "train.eval_before=false"]
 
 
 @dataclass
@@ -234,8 +234,10 @@ CASES = [
     Case("missing config file", "config", lambda c: ["train", "--config", str(c.tmp / "nope.yaml")],
          message="does not exist"),
     Case("image_size=0", "config", lambda c: ["train", *c.args("train.image_size=0")], message="train.image_size"),
-    Case("batch_tuples=0", "config", lambda c: ["train", *c.args("train.batch_tuples=0")],
-         message="train.batch_tuples"),
+    Case("tuples_per_step=0", "config", lambda c: ["train", *c.args("train.tuples_per_step=0")],
+         message="train.tuples_per_step"),
+    Case("the old per-rank batch_tuples", "config", lambda c: ["train", *c.args("train.batch_tuples=2")],
+         message="train.tuples_per_step (the tuples of one optimiser step over all ranks"),
     Case("infer.batch_size=0", "config", lambda c: ["submit", *c.args("infer.batch_size=0")],
          message="infer.batch_size"),
     Case("infer.scales=[abc]", "config", lambda c: ["submit", *c.args("infer.scales=[abc]")], message="infer.scales"),

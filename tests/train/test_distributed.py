@@ -27,7 +27,8 @@ def test_two_ranks_train_in_step_and_only_rank0_writes(tiny_root, tmp_path):
                "RANK": str(rank), "LOCAL_RANK": str(rank), "OMP_NUM_THREADS": "1"}
         args = [sys.executable, "-m", "solution", "train", "--config", "toy-tiny", f"data.root={tiny_root}",
                 f"run.dir={run_dir}", "run.workers=0", "run.device=cpu", "train.epochs=3", "train.lr=3e-4",
-                "train.tuples_per_epoch=16", "train.batch_tuples=2", "train.val_landmarks=0"]
+                "train.tuples_per_epoch=16", "train.tuples_per_step=4", "train.tuples_per_forward=1",
+                "train.val_landmarks=0"]  # 4 tuples a step over 2 ranks: 2 forwards of 1 each, accumulated
         processes.append(subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                           text=True))
     outputs = [p.communicate(timeout=400) for p in processes]
@@ -56,7 +57,7 @@ def test_two_ranks_share_extraction_and_rank0_merges(tiny_root, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
     for runs in (single, tmp_path / "ddp"):
         subprocess.run([sys.executable, "-m", "solution", "train", *common[:5], f"run.dir={runs}", "train.epochs=1",
-                        "train.tuples_per_epoch=4", "train.batch_tuples=2", "train.val_landmarks=0",
+                        "train.tuples_per_epoch=4", "train.tuples_per_step=2", "train.val_landmarks=0",
                         "train.eval_before=false"], cwd=REPO, env=env, check=True, capture_output=True)
     # the same weights in both run folders, so the two extractions must agree
     (tmp_path / "ddp/toy-tiny/checkpoint.pt").write_bytes((single / "toy-tiny/checkpoint.pt").read_bytes())
@@ -82,3 +83,29 @@ def test_two_ranks_share_extraction_and_rank0_merges(tiny_root, tmp_path):
     merged = np.load(tmp_path / "ddp/toy-tiny/features/96px-s1/test.npy")
     reference = np.load(single / "toy-tiny/features/96px-s1/test.npy")
     assert np.allclose(merged, reference, atol=1e-3)
+
+
+def test_a_failure_in_rank0_only_work_ends_every_rank_at_once_with_one_line(tiny_root, tmp_path):
+    """Rank 0 alone writes the KL pictures; here it cannot (its plots/ is a file). Rank 1 must not wait in the
+    next collective until the timeout: it stops with one line naming rank 0's failure."""
+    import time
+
+    port = _free_port()
+    (tmp_path / "rank0" / "toy-tiny").mkdir(parents=True)
+    (tmp_path / "rank0" / "toy-tiny" / "plots").write_text("not a folder")
+    processes, started = [], time.perf_counter()
+    for rank in range(2):
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2",
+               "RANK": str(rank), "LOCAL_RANK": str(rank), "OMP_NUM_THREADS": "1"}
+        args = [sys.executable, "-m", "solution", "train", "--config", "toy-tiny", f"data.root={tiny_root}",
+                f"run.dir={tmp_path / f'rank{rank}'}", "run.workers=0", "run.device=cpu", "train.epochs=1",
+                "train.tuples_per_epoch=4", "train.tuples_per_step=2", "train.val_landmarks=0",
+                "train.eval_before=false", "train.dist_timeout_min=3"]
+        processes.append(subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          text=True))
+    outputs = [p.communicate(timeout=300) for p in processes]
+    assert time.perf_counter() - started < 120  # not the 3-minute collective timeout
+    assert all(p.returncode != 0 for p in processes)
+    errors = [line for line in outputs[1][1].splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "rank 0 failed" in errors[0] and "rank 1 stops" in errors[0], outputs[1][1][-2000:]
+    assert "Traceback" not in outputs[1][1]

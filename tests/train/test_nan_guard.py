@@ -15,7 +15,7 @@ def test_nan_loss_stops_cleanly_and_keeps_last_good_checkpoint(tiny_root, tmp_pa
 
     monkeypatch.setattr(loop, "triplet_loss", poisoned)
     args = ["train", "--config", "toy-tiny", f"data.root={tiny_root}", f"run.dir={tmp_path}", "run.workers=0",
-            "train.tuples_per_epoch=12", "train.batch_tuples=2", "train.checkpoint_every=1",
+            "train.tuples_per_epoch=12", "train.tuples_per_step=2", "train.checkpoint_every=1",
             "train.eval_before=false", "train.val_landmarks=0"]
     assert main(args) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]  # bars aside
@@ -35,7 +35,7 @@ def test_a_non_finite_gradient_stops_before_the_step(tiny_root, tmp_path, monkey
 
     monkeypatch.setattr(loop, "triplet_loss", inf_gradient)
     args = ["train", "--config", "toy-tiny", f"data.root={tiny_root}", f"run.dir={tmp_path}", "run.workers=0",
-            "train.tuples_per_epoch=6", "train.batch_tuples=2", "train.eval_before=false", "train.val_landmarks=0"]
+            "train.tuples_per_epoch=6", "train.tuples_per_step=2", "train.eval_before=false", "train.val_landmarks=0"]
     assert main(args) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
     assert len(err) == 1 and err[0].startswith("error: the gradient norm became")

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _args(root, run_dir):
     return ["--config", "toy-tiny", f"data.root={root}", f"run.dir={run_dir}", "run.workers=0",
-            "train.epochs=2", "train.tuples_per_epoch=24", "train.batch_tuples=2", "train.checkpoint_every=1",
+            "train.epochs=2", "train.tuples_per_epoch=24", "train.tuples_per_step=2", "train.checkpoint_every=1",
             "train.eval_before=false", "train.val_landmarks=0"]
 
 

@@ -8,7 +8,7 @@ from solution.cli import main
 
 def test_changed_settings_are_refused_and_epochs_may_grow(tiny_root, tmp_path, capsys):
     args = ["--config", "toy-tiny", f"data.root={tiny_root}", f"run.dir={tmp_path}", "run.workers=0",
-            "train.epochs=1", "train.tuples_per_epoch=4", "train.batch_tuples=2", "train.val_landmarks=0",
+            "train.epochs=1", "train.tuples_per_epoch=4", "train.tuples_per_step=2", "train.val_landmarks=0",
             "train.eval_before=false"]
     assert main(["train", *args]) == 0
     run = tmp_path / "toy-tiny"

@@ -1,8 +1,10 @@
 """The per-rank epoch plan: every rank derives the same global batches and trains on equal shares."""
 
 import numpy as np
+import pytest
 
-from solution.train.tuples import EpochPlan, epoch_batches
+from solution.config import ConfigError
+from solution.train.tuples import EpochPlan, epoch_batches, micro_batches
 
 
 def _plan(n, shapes):
@@ -12,8 +14,8 @@ def _plan(n, shapes):
 def test_every_rank_gets_the_same_number_of_tuples_in_every_batch():
     plan = _plan(23, [(160, 128), (128, 160), (160, 160)])  # three buckets with ragged tails
     for world in (1, 2, 3, 4):
-        batches = epoch_batches(plan, batch_tuples=2, world=world, seed=0, epoch=1)
-        assert batches == epoch_batches(plan, 2, world, 0, 1)  # derived from (seed, epoch) alone
+        batches = epoch_batches(plan, tuples_per_step=4, world=world, seed=0, epoch=1)
+        assert batches == epoch_batches(plan, 4, world, 0, 1)  # derived from (seed, epoch) alone
         for batch in batches:
             shares = [batch[r::world] for r in range(world)]
             assert len({len(s) for s in shares}) == 1 and len(shares[0]) >= 1
@@ -28,3 +30,20 @@ def test_another_epoch_or_seed_reorders():
     assert first != epoch_batches(plan, 4, 1, seed=0, epoch=1)
     assert first != epoch_batches(plan, 4, 1, seed=1, epoch=0)
     assert sorted(np.concatenate(first).tolist()) == list(range(40))
+
+
+def test_a_step_is_global_whatever_the_number_of_ranks():
+    """tuples_per_step counts the tuples of one optimiser step over every rank: 8 GPUs do not make it 8x."""
+    plan = _plan(64, [(160, 160)])
+    for world in (1, 2, 4, 8):
+        batches = epoch_batches(plan, 8, world, seed=0, epoch=0)
+        assert len(batches) == 8 and {len(b) for b in batches} == {8}
+        shares = [sum((m for m in micro_batches(batches[0], r, world, 1)), []) for r in range(world)]
+        assert sorted(sum(shares, [])) == sorted(batches[0])  # the ranks' forwards cover the step once
+        assert {len(micro_batches(batches[0], r, world, 1)) for r in range(world)} == {8 // world}
+
+
+def test_forwards_split_a_share_and_too_few_tuples_per_step_are_refused():
+    assert micro_batches(list(range(12)), rank=1, world=2, tuples_per_forward=4) == [[1, 3, 5, 7], [9, 11]]
+    with pytest.raises(ConfigError, match="tuples_per_step=2 is below the 4 ranks"):
+        epoch_batches(_plan(8, [(1, 1)]), 2, 4, seed=0, epoch=0)

@@ -16,7 +16,7 @@ def test_a_corrupt_training_image_is_named_once_per_run(tiny_root, tmp_path, cap
     victim = read_train_clean(root / "toy/train_clean.csv")["id"].iloc[0]
     image_path(root / "toy", "train", victim).write_bytes(b"\xff\xd8\xff broken")
     args = ["train", "--config", "toy-remap", f"data.root={root}", "data.toy_size=tiny", f"run.dir={tmp_path}/runs",
-            "run.workers=0", "train.epochs=2", "train.tuples_per_epoch=12", "train.batch_tuples=2",
+            "run.workers=0", "train.epochs=2", "train.tuples_per_epoch=12", "train.tuples_per_step=2",
             "train.neg_num=2", "train.pool_size=40", "train.val_landmarks=0", "train.eval_before=false",
             "train.image_size=64", "infer.image_size=64", "model.kl.images=40", "model.kl.pairs=100",
             "model.kl.image_size=64", "model.whiten_dim=8"]
