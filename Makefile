@@ -35,7 +35,7 @@ else
 TRAIN := $(PY) -m torch.distributed.run --standalone --nproc_per_node $(GPUS) -m solution train
 endif
 
-.PHONY: plan setup data viz-data viz-retrieval extract ablate ablate-heads ensemble transfer train kl export submit evaluate validate bench gpu-check kernel kernel-dryrun kernel-push submit-kaggle test lint clean help
+.PHONY: plan gpu-verify setup data viz-data viz-retrieval extract ablate ablate-heads ensemble transfer train kl export submit evaluate validate bench gpu-check kernel kernel-dryrun kernel-push submit-kaggle test lint clean help
 
 help:
 	@echo "make train | submit | test | data | viz-data | kl | export | bench | evaluate | validate | setup | lint | clean"
@@ -114,6 +114,11 @@ submit-kaggle: $(SETUP)
 # A recipe's steps, peak GPU memory (measured on fake tensors) and projected hours on T4/V100/A100/H100.
 plan: $(SETUP)
 	$(RUN) plan --config $(CONFIG) $(OVERRIDES)
+
+# The first GPU's one command: plan + synthetic kernel path (also without a GPU), then gpu-check, the toy's
+# train and submit on cuda and the kernel's run, in one table.
+gpu-verify: $(SETUP)
+	$(RUN) gpu-verify
 
 gpu-check: $(SETUP)
 	$(RUN) gpu-check

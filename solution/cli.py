@@ -612,6 +612,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gpu_verify(args: argparse.Namespace) -> int:
+    from .gpu_verify import RECIPES, run
+
+    report, ok = run(tuple(args.recipes or RECIPES))
+    print(report)
+    return 0 if ok else 1
+
+
 def cmd_gpu_check(args: argparse.Namespace) -> int:
     from .gpu_check import run
 
@@ -790,6 +798,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decode-images", type=int, default=200, help="generated JPEGs (decode section)")
     p.add_argument("--out", default="runs/bench")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("gpu-verify", help="the first GPU's script: plan, gpu-check, train + submit + kernel on cuda")
+    p.add_argument("--recipes", nargs="+", help="recipes whose plan is checked (default: the GLDv2 recipes)")
+    p.set_defaults(func=cmd_gpu_verify)
 
     p = sub.add_parser("gpu-check", help="AMP training steps, extraction img/s and faiss on a GPU")
     p.set_defaults(func=cmd_gpu_check)
