@@ -74,6 +74,30 @@ def main_only(info: Dist, work: Callable[..., T], *args, **kwargs) -> T | None:
     return result
 
 
+def guarded(info: Dist, work: Callable[..., T], *args, **kwargs) -> T:
+    """``work`` on every rank (its share of a job whose result is then gathered), then one all-reduce of a
+    failure flag before any rank enters the gather: when one rank fails, every rank stops at once (the
+    failed one with its own error, the others with one line) instead of waiting in the gather."""
+    result, error = None, None
+    try:
+        result = work(*args, **kwargs)
+    except Exception as exc:  # re-raised below, after the others were told
+        if not info.active:
+            raise
+        error = exc
+    if info.active:
+        nccl = dist.get_backend() == "nccl"
+        flag = torch.tensor([0.0 if error is None else 1.0 + info.rank],
+                            device=torch.device("cuda", torch.cuda.current_device()) if nccl else "cpu")
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if error is not None:
+            raise error
+        if flag.item() > 0:
+            raise RankFailed(f"rank {int(flag.item()) - 1} failed (its own error is in its log); rank {info.rank} "
+                             "stops with it")
+    return result
+
+
 def shutdown(info: Dist) -> None:
     if info.active and dist.is_initialized():
         dist.destroy_process_group()

@@ -34,7 +34,16 @@ from ..metrics import format_interval, map_at_k, paired_bootstrap
 from ..model.net import RetrievalNet, build_net, load_checkpoint, place, save_checkpoint
 from ..runtime import data_workers, resolve_device, seed_everything
 from ..viz import training_curves, tuple_preview
-from .distributed import Dist, RankFailed, broadcast_object, gather_rows, init_distributed, main_only, shutdown
+from .distributed import (
+    Dist,
+    RankFailed,
+    broadcast_object,
+    gather_rows,
+    guarded,
+    init_distributed,
+    main_only,
+    shutdown,
+)
 from .initialise import initialise
 from .loss import triplet_loss, triplet_stats
 from .tuples import (
@@ -150,9 +159,13 @@ class Trainer:
                  batch_size: int = 32) -> np.ndarray:
         """Descriptors of ``paths`` with each rank doing every world-th image, gathered on all ranks."""
         mine = paths[self.info.rank::self.info.world]
-        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-            part, _ = extract_descriptors(net, mine, image_size or self.tcfg["image_size"], batch_size, self.device,
-                                          self.workers, desc=desc, warned=self.warned)
+
+        def my_share():
+            with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+                return extract_descriptors(net, mine, image_size or self.tcfg["image_size"], batch_size, self.device,
+                                           self.workers, desc=desc, warned=self.warned)[0]
+
+        part = guarded(self.info, my_share)  # a rank that fails here stops the others before the gather
         if self.info.active:
             log.info("%s: rank %d described %d of %d images", desc, self.info.rank, len(mine), len(paths))
         return gather_rows(self.info, part, len(paths))
