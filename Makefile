@@ -38,7 +38,7 @@ endif
 .PHONY: plan gpu-verify setup data viz-data viz-retrieval extract ablate ablate-heads ensemble transfer train kl export submit evaluate validate bench gpu-check kernel kernel-dryrun kernel-push submit-kaggle test lint clean help
 
 help:
-	@echo "make train | submit | test | data | viz-data | kl | export | bench | evaluate | validate | setup | lint | clean"
+	@echo "make train | submit | test | data | viz-data | kl | export | bench | plan | gpu-check | gpu-verify | kernel | kernel-dryrun | evaluate | validate | setup | lint | clean"
 	@echo "  CONFIG=<yaml name or path> OVERRIDES=\"train.epochs=2 ...\" VENV=<dir or empty> PYTHON=<interpreter>"
 
 $(VENV)/.requirements-stamp: requirements.txt
