@@ -605,9 +605,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print("\n".join([*TABLE_HEADER, *plan_table(Path(args.config).stem, plans)]))
     named = cfg["hardware"]["gpu"]
     for plan in plans:
-        if plan.gpu == named and not plan.fits(plan.train.peak_gb):
+        if plan.gpu == named and not plan.fits_card:
             print(f"plan: {args.config} does not fit the {named} its hardware.gpu names: lower "
-                  "train.tuples_per_forward or train.image_size", file=sys.stderr)
+                  "train.tuples_per_forward, train.image_size or infer.batch_size", file=sys.stderr)
             return 1
     return 0
 

@@ -302,17 +302,29 @@ def isolated(name: str, check, *args, device: torch.device | None = None) -> lis
     return result if isinstance(result, list) else [result]
 
 
-def run() -> str:
-    if not torch.cuda.is_available():
-        return "gpu-check: no GPU found (torch.cuda.is_available() is False); nothing to check on this machine"
-    device = torch.device("cuda", 0)
+def device_line() -> str:
     name, count = torch.cuda.get_device_name(0), torch.cuda.device_count()
     capability = ".".join(map(str, torch.cuda.get_device_capability(0)))
+    return f"device: {count} x {name} (compute capability {capability})"
+
+
+def check_rows() -> list[dict]:
+    """Every check's rows on ``cuda:0`` (the table's body; ``ok`` is True, False or n/a)."""
+    device = torch.device("cuda", 0)
     rows = []
     for backbone in MODELS:
         rows += isolated(f"train step {backbone}", check_training, backbone, device, device=device)
         rows += isolated(f"extract {backbone}", check_extraction, backbone, device, device=device)
     rows += isolated("search", check_search, device=device)
-    rows += isolated("ddp", check_ddp) if count >= 2 else [{"check": "ddp", "ok": "n/a", "note": "one GPU"}]
+    if torch.cuda.device_count() >= 2:
+        rows += isolated("ddp", check_ddp)
+    else:
+        rows.append({"check": "ddp", "ok": "n/a", "note": "one GPU"})
     rows += isolated("kernel run", check_kernel, device, device=device)
-    return f"device: {count} x {name} (compute capability {capability})\n{format_table(rows)}"
+    return rows
+
+
+def run() -> str:
+    if not torch.cuda.is_available():
+        return "gpu-check: no GPU found (torch.cuda.is_available() is False); nothing to check on this machine"
+    return f"{device_line()}\n{format_table(check_rows())}"

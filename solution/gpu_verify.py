@@ -40,7 +40,7 @@ def _plan_rows(recipes: tuple[str, ...]) -> list[dict]:
         rows.append({"what": f"plan {name} on {plan.gpus} x {gpu}",
                      "figure": f"train step {plan.train.peak_gb:.1f} GB (+{OVERHEAD_GB}) of {plan.memory_gb:.0f}; "
                                f"{plan.steps:,} steps; {plan.train_hours:.1f} h",
-                     "ok": plan.fits(plan.train.peak_gb) and plan.fits(plan.extract.peak_gb)})
+                     "ok": plan.fits_card})
     return rows
 
 
@@ -81,12 +81,13 @@ def run(recipes: tuple[str, ...] = RECIPES, gpu: bool | None = None) -> tuple[st
         if not gpu:
             return (f"{format_table(rows)}\ngpu-verify: no GPU found (torch.cuda.is_available() is False); the CPU "
                     "rows above ran, the GPU rows did not", all(r["ok"] for r in rows))
-        from .gpu_check import run as gpu_check
+        from .gpu_check import check_rows, device_line
 
         started = time.perf_counter()
-        check = gpu_check()
-        failed = [line for line in check.splitlines() if line.rstrip().endswith("| False |")]
-        rows.append({"what": "gpu-check", "figure": f"{len(check.splitlines()) - 3} rows, {len(failed)} failed",
+        checks = check_rows()
+        failed = [r for r in checks if r["ok"] is False]
+        check = f"{device_line()}\n{format_table(checks)}"
+        rows.append({"what": "gpu-check", "figure": f"{len(checks)} rows, {len(failed)} failed",
                      "seconds": round(time.perf_counter() - started), "ok": not failed})
         common = ["--config", "toy", "run.device=cuda", "run.name=gpu-verify", f"run.dir={tmp / 'runs'}"]
         data = subprocess.run([sys.executable, "-m", "solution", "data", "--config", "toy"], capture_output=True,

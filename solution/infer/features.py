@@ -70,6 +70,10 @@ def _write_shard(folder: Path, index: int, descriptors: np.ndarray, ids: list[st
         stem.with_suffix(".bad.txt").write_text("".join(f"{i}\n" for i in bad))
 
 
+def _shard_written(folder: Path, j: int) -> bool:
+    return (folder / f"part-{j:05d}.npy").is_file()  # renamed last: a complete shard
+
+
 def extract_split(net: RetrievalNet, comp: Competition, data_root: str | Path, split: str, out_root: Path,
                   infer_cfg: dict, device: torch.device, workers: int, shard: tuple[int, int] = (0, 1),
                   info: Dist | None = None) -> Path:
@@ -101,20 +105,16 @@ def extract_split(net: RetrievalNet, comp: Competition, data_root: str | Path, s
     n_shards = math.ceil(len(ids) / size)
     if distributed:
         barrier(info)
-        todo = broadcast_object(info, [j for j in range(n_shards) if not (folder / f"part-{j:05d}.npy").is_file()])
-        mine = todo[shard[0]::shard[1]]
-        done: list[int] = []
+        left = broadcast_object(info, [j for j in range(n_shards) if not _shard_written(folder, j)])
+        mine = left[shard[0]::shard[1]]
     else:
-        mine = [j for j in range(n_shards) if j % shard[1] == shard[0]]
-        done = [j for j in mine if (folder / f"part-{j:05d}.npy").is_file()]
-    if done or (distributed and len(todo) < n_shards):
-        log.info("%s: %d of %d shards already done; resuming", split, n_shards - len(todo) if distributed else
-                 len(done), n_shards)
+        left = [j for j in range(n_shards) if not _shard_written(folder, j)]
+        mine = [j for j in left if j % shard[1] == shard[0]]
+    if len(left) < n_shards:
+        log.info("%s: %d of %d shards already done; resuming", split, n_shards - len(left), n_shards)
     model = describer(net, infer_cfg).to(device)
     autocast = device.type == "cuda"
     for j in mine:
-        if j in done:
-            continue
         chunk = ids[j * size:(j + 1) * size]
         paths = [image_path(comp.data_dir(data_root), split, i) for i in chunk]
         with torch.autocast(device.type, enabled=autocast):

@@ -30,7 +30,7 @@ from ..infer.ensemble import ensemble_descriptors, load_whitening
 from ..infer.extract import extract_descriptors
 from ..infer.features import describer, tta_tag
 from ..infer.pipeline import id_rankings
-from ..infer.retrieve import retrieve
+from ..infer.retrieve import STEPS, retrieve
 from ..infer.search import knn
 from ..infer.submission import validate_submission, write_submission
 from ..model.net import load_checkpoint, place
@@ -104,6 +104,13 @@ def _describe(net, paths: list[Path], infer_cfg: dict, device: torch.device, wor
                                    desc=desc, forward=model)[0]
 
 
+def extraction_key(infer_cfg: dict) -> str:
+    """Everything in ``infer_cfg`` that can change a descriptor: the whole section but the search steps, so
+    a setting added later (or the plan's dropped ensemble members, or a scale's value) is never missed."""
+    return json.dumps({k: v for k, v in infer_cfg.items() if k not in (*STEPS, "topk", "index")},
+                      sort_keys=True, default=str)
+
+
 class Prober:
     """Times TTA settings on fresh images: each probe takes images no earlier probe has read, so the page
     cache cannot flatter it; the descriptors of the last probe are kept for reuse."""
@@ -112,7 +119,7 @@ class Prober:
                  warmup: int, clock: Callable[[], float]):
         self.describe, self.pool, self.probe, self.warmup, self.clock = describe, pool, probe, warmup, clock
         self.cursor = 0
-        self.kept: tuple[str, int, np.ndarray] | None = None  # (tta tag, first pool position, descriptors)
+        self.kept: tuple[str, int, np.ndarray] | None = None  # (extraction key, first pool position, descriptors)
 
     def _take(self, count: int) -> tuple[int, list[Path]]:
         if self.cursor >= len(self.pool):  # every image was read already: nothing fresh is left
@@ -128,7 +135,7 @@ class Prober:
         started = self.clock()
         descriptors = self.describe(paths, infer_cfg, "probe")
         seconds = self.clock() - started
-        self.kept = (tta_tag(infer_cfg), start, descriptors)
+        self.kept = (extraction_key(infer_cfg), start, descriptors)
         log.info("probe: %d fresh images in %.1fs with scales=%s flip=%s", len(paths), seconds,
                  infer_cfg["scales"], infer_cfg["flip"])
         return seconds / max(1, len(paths))
@@ -138,7 +145,7 @@ class Prober:
         """Descriptors of the whole pool under ``infer_cfg`` in one preallocated ``dtype`` array, described
         ``chunk`` images at a time (so no full-size float32 array and no concatenated copy ever exist),
         reusing the last probe when it matches."""
-        kept = self.kept if self.kept is not None and self.kept[0] == tta_tag(infer_cfg) else None
+        kept = self.kept if self.kept is not None and self.kept[0] == extraction_key(infer_cfg) else None
         probed = range(0) if kept is None else range(kept[1], kept[1] + len(kept[2]))
         out: np.ndarray | None = None
         if kept is not None:
@@ -258,8 +265,7 @@ def run(input_root: Path, working: Path, limit_s: float, full: bool = False, pub
     index, test = described[:len(index_paths)], described[len(index_paths):]
     log.info("stage extract: %.0fs for %d images (%s), after %.0fs of probes", clock() - t0, len(pool),
              tta_tag(infer_cfg), t0 - started)
-    planned = search_s(infer_cfg) if not public else \
-        compared_pairs(len(test_paths), len(index_paths), n_train, infer_cfg) * dim * unit
+    planned = compared_pairs(len(test_paths), len(index_paths), n_train, infer_cfg) * dim * unit  # this run's
     out = search_and_write(test, index, test_ids, index_ids, infer_cfg, train, working, planned, clock)
     log.info("wrote %s (%d rows, %s run) in %.0fs; %.0fs since the notebook started", out, len(test_ids),
              "public" if public else "full", clock() - started, elapsed())

@@ -59,7 +59,7 @@ def region_max_pool(x: torch.Tensor, cells: np.ndarray) -> torch.Tensor:
     if type(x) is torch.Tensor:
         rows, cols = _cell_index_tensors(key, x.device)
     else:  # fake tensors (`plan`) belong to one fake mode: never cache them for later real forwards
-        rows, cols = (torch.tensor(index, dtype=torch.long, device=x.device) for index in _cell_ranges(key)[2:])
+        rows, cols = _cell_index_tensors.__wrapped__(key, x.device)
     by_cols = torch.stack([x[..., a:b].amax(dim=-1) for a, b in col_ranges], dim=-1)       # N C H Xu
     grid = torch.stack([by_cols[..., a:b, :].amax(dim=-2) for a, b in row_ranges], dim=-2)  # N C Yu Xu
     return grid[:, :, rows, cols].transpose(1, 2)

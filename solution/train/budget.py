@@ -133,6 +133,11 @@ class RecipePlan:
         return peak_gb + OVERHEAD_GB <= self.memory_gb
 
     @property
+    def fits_card(self) -> bool:
+        """Both the training step and the extraction batch fit the card with the allowance."""
+        return self.fits(self.train.peak_gb) and self.fits(self.extract.peak_gb)
+
+    @property
     def train_hours(self) -> float:
         """Wall hours on ``gpus`` GPUs: each step's forwards and mining's forwards split over them."""
         per_epoch = (self.train.tflop * self.forwards_per_step * self.steps_per_epoch

@@ -54,24 +54,40 @@ class RankFailed(RuntimeError):
     """Another rank failed in work only it does; this rank stops too instead of waiting in a collective."""
 
 
+def _failure(error: BaseException | None) -> str | None:
+    return None if error is None else " ".join(f"{type(error).__name__}: {error}".split())
+
+
+def rank0_outcome(info: Dist, result: T | None, error: BaseException | None, share: bool = False) -> T | None:
+    """Tell every rank how rank 0's own work ended (one broadcast of its result when ``share``, and of its
+    failure): rank 0 re-raises its error, the others stop with one line instead of waiting in their next
+    collective until ``train.dist_timeout_min`` (NCCL never notices a peer that died)."""
+    if info.active:
+        sent, failed = broadcast_object(info, (result if share else None, _failure(error)))
+        if failed is not None and not info.main:
+            raise RankFailed(f"rank 0 failed ({failed}); rank {info.rank} stops with it")
+        if share:
+            result = sent
+    if error is not None:
+        raise error
+    return result
+
+
 def main_only(info: Dist, work: Callable[..., T], *args, **kwargs) -> T | None:
-    """``work`` on rank 0 only (saving, plotting, validation, KL initialisation), then one broadcast telling
-    every rank whether it failed: the others stop with one line at once instead of waiting in their next
-    collective until ``train.dist_timeout_min`` (NCCL never notices a peer that died). Returns ``work``'s
-    result on rank 0, None elsewhere."""
+    """``work`` on rank 0 only (saving, plotting, validation, KL initialisation), then :func:`rank0_outcome`.
+    Returns ``work``'s result on rank 0, None elsewhere."""
     result, error = None, None
     if info.main:
         try:
             result = work(*args, **kwargs)
-        except Exception as exc:  # re-raised below, after the others were told
+        except Exception as exc:  # re-raised by rank0_outcome, after the others were told
             error = exc
-    if info.active:
-        failed = broadcast_object(info, None if error is None else f"{type(error).__name__}: {error}")
-        if failed is not None and not info.main:
-            raise RankFailed(f"rank 0 failed ({' '.join(failed.split())}); rank {info.rank} stops with it")
-    if error is not None:
-        raise error
-    return result
+    return rank0_outcome(info, result, error)
+
+
+def _collective_device() -> torch.device:
+    """Where a collective's tensors must live: this process's GPU under NCCL, else the CPU (gloo)."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
 def guarded(info: Dist, work: Callable[..., T], *args, **kwargs) -> T:
@@ -86,9 +102,7 @@ def guarded(info: Dist, work: Callable[..., T], *args, **kwargs) -> T:
             raise
         error = exc
     if info.active:
-        nccl = dist.get_backend() == "nccl"
-        flag = torch.tensor([0.0 if error is None else 1.0 + info.rank],
-                            device=torch.device("cuda", torch.cuda.current_device()) if nccl else "cpu")
+        flag = torch.tensor([0.0 if error is None else 1.0 + info.rank], device=_collective_device())
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         if error is not None:
             raise error
@@ -118,8 +132,7 @@ def gather_rows(info: Dist, part: np.ndarray, total: int, chunk_rows: int = 8192
     if not info.active:
         return part
     world = info.world
-    nccl = dist.get_backend() == "nccl"
-    device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+    device = _collective_device()
     per_rank = -(-total // world)
     out = np.zeros((total, part.shape[1]), part.dtype)
     for start in range(0, per_rank, chunk_rows):

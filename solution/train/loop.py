@@ -36,12 +36,12 @@ from ..runtime import data_workers, resolve_device, seed_everything
 from ..viz import training_curves, tuple_preview
 from .distributed import (
     Dist,
-    RankFailed,
     broadcast_object,
     gather_rows,
     guarded,
     init_distributed,
     main_only,
+    rank0_outcome,
     shutdown,
 )
 from .initialise import initialise
@@ -201,17 +201,12 @@ class Trainer:
         """``map_<when>``, its interval over queries and the per-query APs (for the paired gain) into ``summary``."""
         result, error = None, None
         try:
-            result = self.test_map(net)
-        except Exception as exc:  # rank 0's scoring: tell the others before raising, or they wait forever
+            result = self.test_map(net)  # every rank describes a share; rank 0 alone scores
+        except Exception as exc:
             if not (self.info.active and self.info.main):
                 raise
             error = exc
-        result, failed = broadcast_object(self.info, (result, None if error is None else f"{type(error).__name__}: "
-                                                      f"{error}"))
-        if error is not None:
-            raise error
-        if failed is not None:
-            raise RankFailed(f"rank 0 failed ({' '.join(failed.split())}); rank {self.info.rank} stops with it")
+        result = rank0_outcome(self.info, result, error, share=True)
         if result is None:
             summary[f"map_{when}"] = None
             return
