@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import math
 import os
 import sys
 import time
 from pathlib import Path
 
+from .atomic import run_lock
 from .config import ConfigError, load_config, run_dir
 from .runtime import data_workers
 
@@ -20,6 +23,43 @@ DRYRUN_WORK = "runs/kernel-dryrun"
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="toy", help="experiment YAML: a path or a name in solution/configs")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=2")
+
+
+def whole(minimum: int):
+    """An argparse type: a whole number >= ``minimum`` (a size, a count), else argparse's one-line error."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        return value
+    parse.__name__ = f"whole number >= {minimum}"
+    return parse
+
+
+def number(above: float | None = None, at_least: float | None = None, at_most: float | None = None):
+    """An argparse type: a finite number in the given range."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+        if not math.isfinite(value) or (above is not None and value <= above) or (
+                at_least is not None and value < at_least) or (at_most is not None and value > at_most):
+            bounds = [f"> {above}" if above is not None else "", f">= {at_least}" if at_least is not None else "",
+                      f"<= {at_most}" if at_most is not None else ""]
+            raise argparse.ArgumentTypeError(f"{value} is not {' and '.join(b for b in bounds if b)}")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
+def _add_common_args(parser: argparse.ArgumentParser, default) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", default=default)
+    parser.add_argument("--debug", action="store_true", default=default,
+                        help="show the full traceback of an error (also SOLUTION_DEBUG=1, true or yes)")
 
 
 def _config(args: argparse.Namespace) -> dict:
@@ -75,10 +115,10 @@ def cmd_viz(args: argparse.Namespace) -> int:
         print(f"viz data: wrote {data_contact_sheet(target, target / 'contact_sheet.png')}")
         return 0
     ranking = run_dir(cfg) / "ranking.npz"
-    if not ranking.is_file():
-        raise FileNotFoundError(f"{ranking} does not exist; run `make submit` first")
     solution_path = comp.csv_path(cfg["data"]["root"], "solution_csv")
     solution = read_solution(solution_path) if solution_path.is_file() else None
+    if args.queries < 1 or args.topk < 1:
+        raise ConfigError(f"--queries {args.queries} --topk {args.topk}: both must be at least 1")
     out = retrieval_gallery(target, ranking, run_dir(cfg) / "plots" / "retrieval.png", solution, args.queries,
                             args.topk)
     print(f"viz retrieval: wrote {out}")
@@ -129,7 +169,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
                                    data_workers(cfg["run"]["workers"]), (index, count), info)
             barrier(info)
             if info.main and (count == 1 or args.merge or info.active):
-                descriptors, ids, bad = merge_split(folder, split_ids(comp, cfg["data"]["root"], split))
+                descriptors, ids, bad = merge_split(folder, split_ids(comp, cfg["data"]["root"], split),
+                                                    dim=net.dim, stored=cfg["infer"]["dtype"])
                 print(f"extract: {split}: {descriptors.shape[0]} x {descriptors.shape[1]} descriptors, {len(bad)} "
                       f"unreadable; wrote {folder.parent / split}.npy")
             elif not info.active:
@@ -158,8 +199,9 @@ def cmd_evaluate_revisitop(args: argparse.Namespace) -> int:
 
 
 def cmd_kernel(args: argparse.Namespace) -> int:
+    from .atomic import check_replaceable
     from .competition import load_competition
-    from .kernel.build import KAGGLE_PLATFORMS, KAGGLE_PYTHONS, build
+    from .kernel.build import KAGGLE_PLATFORMS, KAGGLE_PYTHONS, build, check_checkpoint
     from .kernel.contract import infer_summary
 
     cfg = load_config(args.config or "toy", args.overrides)
@@ -169,6 +211,7 @@ def cmd_kernel(args: argparse.Namespace) -> int:
     if cfg["ensemble"]["members"] and args.train_features:
         raise ConfigError("--train-features describes train with one checkpoint; an ensemble kernel has no "
                           "label re-ranking yet: drop TRAIN_FEATURES=1")
+    check_replaceable(args.out, "kernel --out")  # before any work: a user's folder is never replaced
     ensemble = _kernel_ensemble(cfg) if cfg["ensemble"]["members"] else None
     checkpoint = Path(ensemble["members"][0]["checkpoint"] if ensemble else
                       args.checkpoint or run_dir(cfg) / "checkpoint.pt")
@@ -176,12 +219,19 @@ def cmd_kernel(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist; train first or pass CHECKPOINT=...")
     infer_cfg, source = _kernel_infer(cfg, args, checkpoint, comp.slug)
     print(f"kernel: inference settings from {source}: {infer_summary(infer_cfg)}")
+    shipped = [Path(m["checkpoint"]) for m in ensemble["members"]] if ensemble else [checkpoint]
+    dims = [check_checkpoint(path, infer_cfg) for path in shipped]  # each loads and describes, as on Kaggle
+    if ensemble:
+        from .infer.ensemble import check_whitening
+
+        check_whitening(ensemble["whitening"], ensemble["saved"], ensemble["listed"], dims, cfg["ensemble"])
     train_features = _train_features({**cfg, "infer": infer_cfg}, checkpoint) if args.train_features else None
     folders = build(args.out, comp.slug, checkpoint, args.user, infer_cfg, source,
                     download_deps=not args.no_download, python_versions=args.python_version or KAGGLE_PYTHONS,
                     platforms=args.platform or KAGGLE_PLATFORMS, faiss=tuple(args.faiss or ("gpu", "cpu")),
                     train_features=train_features, ensemble=ensemble)
-    print(f"kernel: wrote {', '.join(str(f) for f in folders.values())} with faiss for Python "
+    print(f"kernel: checked {len(shipped)} checkpoint(s) (loaded weights-only, one image described: {dims[0]}-D); "
+          f"wrote {', '.join(str(f) for f in folders.values())} with faiss for Python "
           f"{', '.join(args.python_version or KAGGLE_PYTHONS)}; push with `make kernel-push`")
     return 0
 
@@ -207,17 +257,14 @@ def _kernel_infer(cfg: dict, args: argparse.Namespace, checkpoint: Path, slug: s
 
 
 def _kernel_ensemble(cfg: dict) -> dict:
-    """The members' checkpoints and the whitening `ensemble` saved for this config, checked against it."""
+    """The members' checkpoints and the whitening `ensemble` saved for this config (checked against it once
+    the members' dimensions are known)."""
     from .infer.ensemble import load_whitening, members
 
     listed = members(cfg)
     path = run_dir(cfg) / "whitening.npz"
-    names, weights, _ = load_whitening(path)
-    if names != [run for run, _ in listed] or weights != [w for _, w in listed]:
-        raise ConfigError(f"{path} was fitted for members {names} with weights {weights}, not for this config's "
-                          f"{listed}; run `make ensemble CONFIG=...` again")
     return {"members": [{"run": run, "weight": weight, "checkpoint": Path(cfg["run"]["dir"]) / run / "checkpoint.pt"}
-                        for run, weight in listed], "whitening": path}
+                        for run, weight in listed], "whitening": path, "saved": load_whitening(path), "listed": listed}
 
 
 def _train_features(cfg: dict, checkpoint: Path) -> dict:
@@ -241,6 +288,7 @@ def _train_features(cfg: dict, checkpoint: Path) -> dict:
 def cmd_kernel_dryrun(args: argparse.Namespace) -> int:
     import shutil
 
+    from .atomic import OWNED_MARKER, check_replaceable
     from .competition import load_competition
     from .infer.submission import validate_submission
     from .kernel.run import list_images
@@ -253,9 +301,11 @@ def cmd_kernel_dryrun(args: argparse.Namespace) -> int:
     if not (kaggle_dir / "kernel" / "entry.py").is_file():
         raise FileNotFoundError(f"{kaggle_dir}/kernel/entry.py does not exist; run `make kernel` first")
     competition_dir = Path(args.competition_dir or load_competition(cfg["competition"]).data_dir(cfg["data"]["root"]))
-    work = Path(args.work)
+    work = check_replaceable(args.work, "kernel-dryrun --work")  # only a dry run's own folder is replaced
     if work.exists():
         shutil.rmtree(work)
+    work.mkdir(parents=True)
+    (work / OWNED_MARKER).write_text("a kernel dry run, written by `python -m solution kernel-dryrun`\n")
     root = mount(kaggle_dir, competition_dir, work / "input", args.layout, args.test_images)
     python, env, _ = notebook_python(work / "notebook")
     settings = {"KERNEL_FULL": "1"} if args.full else {}
@@ -281,8 +331,6 @@ def _synthetic_dryrun(cfg: dict, args: argparse.Namespace) -> int:
     from .kernel.contract import infer_summary
     from .kernel.synthetic import run_synthetic
 
-    if args.slice_rows < 1 or not 0 < args.scale <= 1:
-        raise ConfigError("--slice-rows must be at least 1 and --scale in (0, 1]")
     work = Path(args.work if args.work != DRYRUN_WORK else f"{DRYRUN_WORK}-synthetic")
     print(f"kernel-dryrun: synthetic {args.synthetic} with {infer_summary(cfg['infer'])} + label re-ranking, "
           f"in {work}")
@@ -340,12 +388,15 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate_heads(args: argparse.Namespace) -> int:
-    from .train.head_ablation import VARIANTS, ablate_heads
+    from .train.head_ablation import REFERENCE, VARIANTS, ablate_heads
 
     cfg = _config(args)
     unknown = [v for v in args.variants or [] if v not in VARIANTS]
     if unknown:
         raise ConfigError(f"unknown head variant '{unknown[0]}'; choose from {', '.join(VARIANTS)}")
+    if args.variants and set(args.variants) <= {REFERENCE}:
+        raise ConfigError(f"--variants {' '.join(args.variants)}: REMAP always runs and is compared with the others; "
+                          f"name at least one other ({', '.join(v for v in VARIANTS if v != REFERENCE)})")
     started = time.perf_counter()
     result = ablate_heads(cfg, args.variants or list(VARIANTS), args.seeds or [cfg["run"]["seed"]])
     print(result["path"].read_text().rstrip())
@@ -359,7 +410,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     started = time.perf_counter()
-    result = train(cfg)
+    with run_lock(run_dir(cfg), "train"):
+        result = train(cfg)
     state = "already finished" if result["finished"] else f"trained in {time.perf_counter() - started:.0f}s"
     print(f"train: {state}; test mAP@100 {_before_after(result)}; "
           f"wrote {result['checkpoint']} and {run_dir(cfg) / 'metrics.csv'}")
@@ -417,10 +469,11 @@ def cmd_kl(args: argparse.Namespace) -> int:
     comp = load_competition(cfg["competition"])
     train_set = load_train_set(comp, cfg["data"]["root"], cfg["data"]["train_list"])
     started = time.perf_counter()
-    fit_region_weights(net, train_set.paths, train_set.labels, cfg["model"]["kl"], device,
-                       data_workers(cfg["run"]["workers"]), np.random.default_rng([cfg["run"]["seed"], 7]),
-                       out / "plots")
-    save_checkpoint(checkpoint, net, **{k: v for k, v in state.items() if k not in ("meta", "state_dict")})
+    with run_lock(out, "kl"):
+        fit_region_weights(net, train_set.paths, train_set.labels, cfg["model"]["kl"], device,
+                           data_workers(cfg["run"]["workers"]), np.random.default_rng([cfg["run"]["seed"], 7]),
+                           out / "plots")
+        save_checkpoint(checkpoint, net, **{k: v for k, v in state.items() if k not in ("meta", "state_dict")})
     print(f"kl: region weights estimated in {time.perf_counter() - started:.0f}s; wrote {checkpoint}, "
           f"{out / 'plots' / 'kl_heatmap.png'} and {out / 'plots' / 'kl_regions.png'}")
     return 0
@@ -444,7 +497,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
-    _ensemble(_config(args), args.out)
+    cfg = _config(args)
+    with run_lock(run_dir(cfg), "ensemble"):
+        _ensemble(cfg, args.out)
     return 0
 
 
@@ -483,10 +538,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
             raise ConfigError(f"'{comp.slug}' is a code competition: Kaggle scores a kernel version, not a CSV; "
                               "run `make kernel CONFIG=... CHECKPOINT=...`, `make kernel-push`, then "
                               "`make submit-kaggle KERNEL_VERSION=N`")
-    if cfg["ensemble"]["members"]:  # an ensemble YAML: `make submit CONFIG=<it>` runs the ensemble stage
-        result = _ensemble(cfg, args.out)
-    else:
-        result = make_submission(cfg, args.out)
+    with run_lock(run_dir(cfg), "submit"):
+        if cfg["ensemble"]["members"]:  # an ensemble YAML: `make submit CONFIG=<it>` runs the ensemble stage
+            result = _ensemble(cfg, args.out)
+        else:
+            result = make_submission(cfg, args.out)
     scores = " ".join(f"{k}={v:.4f}" for k, v in result["scores"].items()) or "no ground truth to score"
     print(f"submit: wrote {result['submission']} ({result['rows']} rows, validated); mAP@100 {scores}")
     if args.kaggle:
@@ -632,13 +688,16 @@ def cmd_gpu_check(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m solution", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    parser.add_argument("--debug", action="store_true",
-                        help="show the full traceback of an error (also SOLUTION_DEBUG=1)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="python -m solution", description=__doc__)
+    _add_common_args(parser, False)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    common = Parser(add_help=False)
+    _add_common_args(common, argparse.SUPPRESS)  # before or after the stage's name, without resetting it
 
-    p = sub.add_parser("data", help="fetch or generate a competition's data")
+    def stage(name: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kwargs)
+
+    p = stage("data", help="fetch or generate a competition's data")
     _add_config_args(p)
     p.add_argument("--competition", help="slug (default: the config's)")
     p.add_argument("--size", choices=["default", "tiny"], help="toy set size (default: data.toy_size)")
@@ -646,19 +705,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GLDv2 splits to download (default: index test)")
     p.add_argument("--shards", help="GLDv2 shard subset, e.g. 0-9 or 0-4,7 (default: all)")
     p.add_argument("--train-clean", action="store_true", help="keep only train_clean.csv's train images")
-    p.add_argument("--workers", type=int, default=6, help="parallel shard downloads")
+    p.add_argument("--workers", type=whole(1), default=6, help="parallel shard downloads")
     p.add_argument("--keep-tars", action="store_true", help="keep the verified tars after extraction")
     p.add_argument("--files", nargs="+", help="Kaggle competitions: only these files (default: everything)")
     p.set_defaults(func=cmd_data)
 
-    p = sub.add_parser("viz", help="pictures: data (contact sheet) or retrieval (queries beside their hits)")
+    p = stage("viz", help="pictures: data (contact sheet) or retrieval (queries beside their hits)")
     p.add_argument("kind", choices=["data", "retrieval"])
     _add_config_args(p)
-    p.add_argument("--queries", type=int, default=8)
-    p.add_argument("--topk", type=int, default=8)
+    p.add_argument("--queries", type=whole(1), default=8)
+    p.add_argument("--topk", type=whole(1), default=8)
     p.set_defaults(func=cmd_viz)
 
-    p = sub.add_parser("extract", help="descriptors of a split, in shards that resume")
+    p = stage("extract", help="descriptors of a split, in shards that resume")
     _add_config_args(p)
     p.add_argument("--split", action="append", choices=["index", "test", "train"],
                    help="repeatable (default: index and test)")
@@ -666,7 +725,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--merge", action="store_true", help="merge and check the shards after extracting")
     p.set_defaults(func=cmd_extract)
 
-    p = sub.add_parser("evaluate-revisitop", help="mAP on Revisited Oxford/Paris, Easy/Medium/Hard")
+    p = stage("evaluate-revisitop", help="mAP on Revisited Oxford/Paris, Easy/Medium/Hard")
     _add_config_args(p)
     p.add_argument("--dataset", required=True, choices=["roxford5k", "rparis6k"])
     p.add_argument("--checkpoint", help="default: the run's checkpoint.pt")
@@ -674,7 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--download", action="store_true", help="fetch images and ground truth first")
     p.set_defaults(func=cmd_evaluate_revisitop)
 
-    p = sub.add_parser("kernel", help="wheels, model and kernel folders for an offline Kaggle GPU kernel")
+    p = stage("kernel", help="wheels, model and kernel folders for an offline Kaggle GPU kernel")
     _add_config_args(p)
     p.set_defaults(config=None)  # no --config: the checkpoint's own inference settings
     p.add_argument("--competition", default="landmark-retrieval-2021")
@@ -692,123 +751,125 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also describe train(-clean) and ship it for label re-ranking (a third dataset)")
     p.set_defaults(func=cmd_kernel)
 
-    p = sub.add_parser("kernel-dryrun", help="run `make kernel`'s output as a Kaggle notebook would: a fake "
+    p = stage("kernel-dryrun", help="run `make kernel`'s output as a Kaggle notebook would: a fake "
                        "/kaggle/input, no network, no faiss or project but what the wheels install")
     _add_config_args(p)
     p.add_argument("--kaggle", default="kaggle", help="the folder `make kernel` wrote")
     p.add_argument("--competition-dir", help="images to mount (default: the config's competition data)")
     p.add_argument("--layout", choices=["old", "new"], default="new", help="Kaggle's mounts: old or current")
-    p.add_argument("--test-images", type=int, help="pad the test set to this many images (1129: the public one)")
+    p.add_argument("--test-images", type=whole(1), help="pad the test set to this many images (1129: the public one)")
     p.add_argument("--full", action="store_true", help="KERNEL_FULL=1: the full run even on a small test set")
-    p.add_argument("--time-limit", type=float, help="KERNEL_TIME_LIMIT_S (default: the notebook's 9 hours)")
+    p.add_argument("--time-limit", type=number(above=0), help="KERNEL_TIME_LIMIT_S (default: the notebook's 9 hours)")
     p.add_argument("--work", default=DRYRUN_WORK, help="where the input, notebook and output go")
     p.add_argument("--synthetic", choices=["2021"], help="no images: the kernel's path after extraction on "
                    "synthetic descriptors of the 2021 counts, to measure memory and time at the real size")
-    p.add_argument("--slice-rows", type=int, default=2000,
+    p.add_argument("--slice-rows", type=whole(1), default=2000,
                    help="--synthetic: query rows each all-pairs product really computes (the rest projected)")
-    p.add_argument("--scale", type=float, default=1.0, help="--synthetic: a fraction of the real counts")
+    p.add_argument("--scale", type=number(above=0, at_most=1), default=1.0,
+                   help="--synthetic: a fraction of the real counts")
     p.set_defaults(func=cmd_kernel_dryrun)
 
-    p = sub.add_parser("kaggle", help="push the kernel's datasets and notebook, or submit a kernel version")
+    p = stage("kaggle", help="push the kernel's datasets and notebook, or submit a kernel version")
     p.add_argument("action", choices=["push", "submit"])
     p.add_argument("--dir", default="kaggle", help="push: the folder `make kernel` wrote")
-    p.add_argument("--wait", type=float, default=1800, help="push: seconds to wait for the datasets to be ready")
+    p.add_argument("--wait", type=number(at_least=0), default=1800,
+                   help="push: seconds to wait for the datasets to be ready")
     p.add_argument("--competition", default="landmark-retrieval-2021", help="submit: the competition")
     p.add_argument("--kernel", help="submit: owner/slug of the notebook")
-    p.add_argument("--version", type=int, help="submit: the notebook version to submit")
+    p.add_argument("--version", type=whole(1), help="submit: the notebook version to submit")
     p.add_argument("--message", default="REMAP kernel", help="submit: the submission's description")
     p.set_defaults(func=cmd_kaggle)
 
-    p = sub.add_parser("preprocess", help="a pre-resized copy of the competition's images (optional cache)")
+    p = stage("preprocess", help="a pre-resized copy of the competition's images (optional cache)")
     _add_config_args(p)
-    p.add_argument("--size", type=int, default=512, help="longest side in the cache")
+    p.add_argument("--size", type=whole(1), default=512, help="longest side in the cache")
     p.add_argument("--splits", nargs="+", default=["train", "index", "test"], choices=["train", "index", "test"])
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--workers", type=whole(1), default=os.cpu_count() or 1)
     p.set_defaults(func=cmd_preprocess)
 
-    p = sub.add_parser("ablate", help="the quality table: each TTA / post-processing step on the same features")
+    p = stage("ablate", help="the quality table: each TTA / post-processing step on the same features")
     _add_config_args(p)
     p.add_argument("--skip", nargs="+", metavar="STEP", help="steps to leave out: multiscale flip qe dba diffusion "
                    "superglobal label_rerank")
     p.set_defaults(func=cmd_ablate)
 
-    p = sub.add_parser("ablate-heads", help="every pooling head fine-tuned at equal budget, compared with REMAP "
+    p = stage("ablate-heads", help="every pooling head fine-tuned at equal budget, compared with REMAP "
                        "through paired bootstrap intervals")
     _add_config_args(p)
     p.add_argument("--variants", nargs="+", metavar="NAME", help="a subset (default: all; REMAP always runs)")
-    p.add_argument("--seeds", nargs="+", type=int, metavar="N", help="training seeds (default: run.seed)")
+    p.add_argument("--seeds", nargs="+", type=whole(0), metavar="N", help="training seeds (default: run.seed)")
     p.set_defaults(func=cmd_ablate_heads)
 
-    p = sub.add_parser("transfer", help="real photographs (scikit-image / scikit-learn samples): mAP@100 off the "
+    p = stage("transfer", help="real photographs (scikit-image / scikit-learn samples): mAP@100 off the "
                        "shelf against fine-tuned")
     _add_config_args(p)
     p.add_argument("--photos", help="where the photo views go (default: <data.root>/photos)")
     p.set_defaults(func=cmd_transfer)
 
-    p = sub.add_parser("train", help="fine-tune a descriptor; prints test mAP@100 before and after")
+    p = stage("train", help="fine-tune a descriptor; prints test mAP@100 before and after")
     _add_config_args(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("kl", help="estimate REMAP's KL region weights into the run's checkpoint, with pictures")
+    p = stage("kl", help="estimate REMAP's KL region weights into the run's checkpoint, with pictures")
     _add_config_args(p)
     p.set_defaults(func=cmd_kl)
 
-    p = sub.add_parser("export", help="trace the run's checkpoint to TorchScript, one file per input size")
+    p = stage("export", help="trace the run's checkpoint to TorchScript, one file per input size")
     _add_config_args(p)
     p.add_argument("--size", action="append", metavar="HxW", help="input size (default: the common buckets)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("submit", help="extract, search and write a validated submission")
+    p = stage("submit", help="extract, search and write a validated submission")
     _add_config_args(p)
     p.add_argument("--out", default="submissions", help="folder for the CSV")
     p.add_argument("--kaggle", action="store_true", help="also upload it with the kaggle API")
     p.set_defaults(func=cmd_submit)
 
-    p = sub.add_parser("ensemble", help="several runs' descriptors, weighted, concatenated and PCA-whitened "
+    p = stage("ensemble", help="several runs' descriptors, weighted, concatenated and PCA-whitened "
                        "(ensemble.members), searched and compared with each member alone")
     _add_config_args(p)
     p.add_argument("--out", default="submissions", help="folder for the CSV")
     p.set_defaults(func=cmd_ensemble)
 
-    p = sub.add_parser("plan", help="a recipe's steps, peak GPU memory (fake tensors) and projected hours per GPU")
+    p = stage("plan", help="a recipe's steps, peak GPU memory (fake tensors) and projected hours per GPU")
     _add_config_args(p)
-    p.add_argument("--gpus", type=int, help="GPUs that share the run (default: the recipe's hardware.gpus)")
+    p.add_argument("--gpus", type=whole(1), help="GPUs that share the run (default: the recipe's hardware.gpus)")
     p.add_argument("--gpu", choices=["t4", "v100", "a100", "h100"], help="one GPU type (default: all four)")
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("bench", help="measured ratios: heads vs bare backbone, training loop vs bare steps")
+    p = stage("bench", help="measured ratios: heads vs bare backbone, training loop vs bare steps")
     p.add_argument("sections", nargs="*", help="model, train, search, extract, decode; scale (only when named)")
-    p.add_argument("--index-size", type=int, default=50_000, help="synthetic index rows (search section)")
-    p.add_argument("--queries", type=int, default=5_000, help="synthetic queries (search section)")
+    p.add_argument("--index-size", type=whole(1), default=50_000, help="synthetic index rows (search section)")
+    p.add_argument("--queries", type=whole(1), default=5_000, help="synthetic queries (search section)")
     p.add_argument("--config", default="toy", help="experiment YAML for the train section")
     p.add_argument("--set", nargs="*", default=[], metavar="key=value", help="config overrides (train section)")
-    p.add_argument("--steps", type=int, default=12, help="training steps timed (train section)")
-    p.add_argument("--images", type=int, default=160, help="index images described (extract section)")
-    p.add_argument("--scale-index", type=int, default=1_000_000, help="synthetic index rows (scale section)")
-    p.add_argument("--scale-queries", type=int, default=2_000, help="synthetic queries (scale section)")
-    p.add_argument("--dim", type=int, default=4096, help="descriptor dimensions (scale section)")
+    p.add_argument("--steps", type=whole(1), default=12, help="training steps timed (train section)")
+    p.add_argument("--images", type=whole(1), default=160, help="index images described (extract section)")
+    p.add_argument("--scale-index", type=whole(1), default=1_000_000, help="synthetic index rows (scale section)")
+    p.add_argument("--scale-queries", type=whole(1), default=2_000, help="synthetic queries (scale section)")
+    p.add_argument("--dim", type=whole(1), default=4096, help="descriptor dimensions (scale section)")
     p.add_argument("--dtype", choices=["float16", "float32"], default="float16",
                    help="how the index is stored and searched (scale section; infer.index.dtype)")
-    p.add_argument("--dba-slice", type=int, default=100_000, help="rows DBA is timed on, then projected (scale)")
+    p.add_argument("--dba-slice", type=whole(1), default=100_000, help="rows DBA is timed on, then projected (scale)")
     p.add_argument("--backbones", nargs="+", default=["tf_efficientnet_lite0", "resnet50"])
-    p.add_argument("--height", type=int, default=384)
-    p.add_argument("--width", type=int, default=512)
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--repeats", type=int, default=15, help="interleaved repeats (model section)")
-    p.add_argument("--decode-images", type=int, default=200, help="generated JPEGs (decode section)")
+    p.add_argument("--height", type=whole(1), default=384)
+    p.add_argument("--width", type=whole(1), default=512)
+    p.add_argument("--batch", type=whole(1), default=4)
+    p.add_argument("--repeats", type=whole(1), default=15, help="interleaved repeats (model section)")
+    p.add_argument("--decode-images", type=whole(1), default=200, help="generated JPEGs (decode section)")
     p.add_argument("--out", default="runs/bench")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("gpu-verify", help="the first GPU's script: plan, gpu-check, train + submit + kernel on cuda")
+    p = stage("gpu-verify", help="the first GPU's script: plan, gpu-check, train + submit + kernel on cuda")
     p.add_argument("--recipes", nargs="+", help="recipes whose plan is checked (default: the GLDv2 recipes)")
     p.set_defaults(func=cmd_gpu_verify)
 
-    p = sub.add_parser("gpu-check", help="AMP training steps, extraction img/s and faiss on a GPU")
+    p = stage("gpu-check", help="AMP training steps, extraction img/s and faiss on a GPU")
     p.set_defaults(func=cmd_gpu_check)
 
     for name, func, helptext in (("validate", cmd_validate, "check a submission file"),
                                  ("evaluate", cmd_evaluate, "score a submission against the solution file")):
-        p = sub.add_parser(name, help=helptext)
+        p = stage(name, help=helptext)
         p.add_argument("--competition", default="toy")
         p.add_argument("--data-root", default="inputs")
         if name == "evaluate":
@@ -823,10 +884,62 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class UsageError(ConfigError):
+    """A command line argparse rejects: reported as one ``error:`` line, like every other user error."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors raised, not printed with a usage block: main() gives them one ``error:`` line."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{message}; see `{self.prog} --help`")
+
+
+def debug_requested(args: argparse.Namespace | None, env: dict | os._Environ = os.environ) -> bool:
+    """``--debug`` anywhere on the line, or SOLUTION_DEBUG set to 1, true or yes (any case)."""
+    return bool(getattr(args, "debug", False)) or env.get("SOLUTION_DEBUG", "").strip().lower() in ("1", "true", "yes")
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
     from .runtime import setup_logging
 
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    interrupted = threading.Event()
+    previous = None
+
+    def on_interrupt(signum, frame):
+        # Set first: an interrupt that lands where Python swallows exceptions (a DataLoader worker's fork,
+        # a __del__) still ends the command as interrupted.
+        interrupted.set()
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, on_interrupt)
+    args = None
+    try:
+        args = _parse(build_parser(), argv)
+        setup_logging(args.verbose)
+        code = args.func(args)
+    except KeyboardInterrupt:
+        interrupted.set()
+    except user_errors() as exc:
+        if debug_requested(args, os.environ) or (args is None and "--debug" in argv):
+            raise
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if interrupted.is_set():
+        print("interrupted: completed files are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+    return code
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     # argparse cannot give a nargs="*" positional the key=value pairs that follow an option
     # (`viz retrieval --config toy a=b`); collect those leftovers as overrides instead.
     args, extra = parser.parse_known_args(argv)
@@ -834,27 +947,41 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "overrides") or any(x.startswith("-") or "=" not in x for x in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
-    setup_logging(args.verbose)
-    debug = args.debug or os.environ.get("SOLUTION_DEBUG", "") not in ("", "0")
-    try:
-        return args.func(args)
-    except user_errors() as exc:
-        if debug:
-            raise
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: completed files are kept; run the same command again to resume", file=sys.stderr)
-        return 130
+    return args
+
+
+def one_line(exc: BaseException) -> str:
+    """The error's message on one line; an OSError names its path and says what the errno means and what to do."""
+    if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError) and exc.errno in OS_HINTS:
+        path = exc.filename or "a file"
+        return f"{path}: {os.strerror(exc.errno).lower()} ({errno.errorcode[exc.errno]}); {OS_HINTS[exc.errno]}"
+    return " ".join(str(exc).split())
+
+
+OS_HINTS = {
+    errno.EROFS: "the filesystem is read-only: point the output (run.dir, --out, infer.index.spill_dir) elsewhere",
+    errno.ENOSPC: "the disk is full: free space, or point the output (run.dir, --out, spill_dir) at another disk; "
+                  "completed files are kept, so the same command resumes",
+    errno.EDQUOT: "the disk quota is used up: free space or point the output at another disk",
+    errno.EACCES: "permission denied: check the owner and mode of the file or folder, or choose another",
+    errno.EPERM: "operation not permitted: check the owner and mode of the file or folder, or choose another",
+    errno.EISDIR: "a folder stands where a file must be written: remove it or choose another path",
+    errno.ENOTDIR: "a file stands where a folder must be: remove it or choose another path",
+    errno.EEXIST: "it already exists: remove it or choose another path",
+    errno.ENAMETOOLONG: "the name is too long: choose a shorter path",
+    errno.EMFILE: "too many open files: raise `ulimit -n` or lower run.workers",
+}
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """The exceptions that report a user's mistake or a bad input, each with a message that names the file or
-    key and the fix: they end in one ``error:`` line. Anything else is a bug and keeps its traceback."""
+    """The exceptions that report a user's mistake, a bad input or a fault of the machine (a full disk, a
+    read-only folder), each with a message that names the file or key and the fix: they end in one ``error:``
+    line. Anything else is a bug and keeps its traceback."""
+    from .atomic import FolderNotOurs, RunBusy
     from .data.gldv2 import DataError
     from .data.images import ImageLoadError
     from .data.revisitop import UnsafePickle
-    from .infer.features import MergeError
+    from .infer.features import CacheError, MergeError
     from .infer.submission import SubmissionError
     from .kaggle_api import KaggleError
     from .kernel.contract import KernelError
@@ -862,8 +989,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from .train.distributed import RankFailed
     from .train.loop import TrainingDiverged
 
-    return (ConfigError, RankFailed, DataError, ImageLoadError, SubmissionError, WeightError, FileNotFoundError,
-            MergeError, KaggleError, KernelError, UnsafePickle, TrainingDiverged)
+    return (ConfigError, RankFailed, DataError, ImageLoadError, SubmissionError, WeightError, OSError, MergeError,
+            CacheError, KaggleError, KernelError, UnsafePickle, TrainingDiverged, FolderNotOurs, RunBusy)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import ConfigError
+from .config import ConfigError, plain_name
 
 COMPETITION_ROOT = Path(__file__).resolve().parent.parent / "competition"
 SOURCES = ("toy", "kaggle", "gldv2")
@@ -37,6 +37,8 @@ def available() -> list[str]:
 
 
 def load_competition(slug: str, root: Path = COMPETITION_ROOT) -> Competition:
+    if not plain_name(slug):  # a slug is a folder name under competition/, never a path out of it
+        raise ConfigError(f"competition '{slug}' is not a plain name; available: {', '.join(available()) or 'none'}")
     path = root / slug / "competition.yaml"
     if not path.is_file():
         raise ConfigError(f"unknown competition '{slug}'; available: {', '.join(available()) or 'none'}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import os
 import re
 from pathlib import Path
@@ -193,6 +194,28 @@ def _one_of(*choices: str):
     return lambda v: v in choices
 
 
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def plain_name(v: Any) -> bool:
+    """A file name of its own: no separator, no leading dot, so ``run.dir/<name>`` stays inside run.dir."""
+    return isinstance(v, str) and PLAIN_NAME.fullmatch(v) is not None and ".." not in v
+
+
+def _members(v: Any) -> bool:
+    if not isinstance(v, list):
+        return False
+    names = []
+    for entry in v:
+        if not isinstance(entry, dict) or set(entry) - {"run", "weight"} or not plain_name(entry.get("run")):
+            return False
+        weight = entry.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
+            return False
+        names.append(entry["run"])
+    return len(set(names)) == len(names)
+
+
 # key -> (check, what a valid value is); applied to the resolved config, so a bad value anywhere (YAML or
 # key=value) stops the command before any work, naming the key.
 VALUE_RULES: dict[str, tuple[Any, str]] = {
@@ -236,6 +259,9 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
     "infer.diffusion.k": (lambda v: v is None or _positive_int(v), "null (scaled to the index) or a whole number > 0"),
     **{key: (lambda v: isinstance(v, bool), "true or false") for key in (
         "model.final_map", "model.tap_relu", "model.kl.enabled")},
+    "run.name": (plain_name, "a plain name (letters, digits, '.', '_', '-'; no '/' and no '..')"),
+    "competition": (plain_name, "a competition folder's name under competition/, e.g. toy"),
+    "ensemble.members": (_members, "a list of {run: <plain run name>, weight: <finite number > 0>}, each run once"),
     "infer.scales": (lambda v: isinstance(v, list) and len(v) > 0 and all(_scale(x) for x in v),
                      "a non-empty list of numbers > 0, 1/sqrt2 or sqrt2, e.g. [1] or [0.7071,1,1.4142]"),
     "train.crop_scale": (lambda v: isinstance(v, list) and len(v) == 2 and all(_positive(x) for x in v)
@@ -245,12 +271,28 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
 }
 
 
+# Rules between keys: (check on the flat config, the message when it fails).
+PAIR_RULES: list[tuple[Any, str]] = [
+    (lambda c: c["train.neg_num"] <= c["train.pool_size"],
+     "train.neg_num={train.neg_num} negatives cannot be drawn from a pool of train.pool_size={train.pool_size} "
+     "images; raise train.pool_size or lower train.neg_num"),
+]
+
+
 def check_values(cfg: dict) -> None:
-    """Every rule of VALUE_RULES on the resolved config; the first violation is a ConfigError naming the key."""
+    """Every rule of VALUE_RULES, then PAIR_RULES, on the resolved config; the first violation is a ConfigError
+    naming the key."""
     items = _flat_items(cfg)
     for key, (valid, want) in VALUE_RULES.items():
         if key in items and not valid(items[key]):
             raise ConfigError(f"config key '{key}' must be {want}, got {items[key]!r}")
+    for valid, message in PAIR_RULES:
+        try:
+            ok = valid(items)
+        except KeyError:  # a partial config (a test's, or a section of one): nothing to compare
+            continue
+        if not ok:
+            raise ConfigError(re.sub(r"\{([\w.]+)\}", lambda m: str(items[m.group(1)]), message))
 
 
 def save_config(cfg: dict, path: Path) -> None:
@@ -300,11 +342,18 @@ def run_dir(cfg: dict) -> Path:
 
 
 def writable_folder(path: str | Path, what: str) -> Path:
-    """``path`` as an output folder: checked before the work that fills it starts."""
+    """``path`` as an output folder: created, and a file written and removed in it, before the work that fills
+    it starts (a read-only or full disk fails here as an OSError, with nothing else written or replaced)."""
+    import tempfile
+
     path = Path(path)
     for folder in (path, *path.parents):
         if folder.exists():
             if not folder.is_dir():
                 raise ConfigError(f"{what} {path}: {folder} is a file, not a folder; choose another {what}")
             break
+    path.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-") as probe:
+        probe.write(b"x" * 4096)
+        probe.flush()
     return path

@@ -94,12 +94,25 @@ def check_kaggle_json(path: Path) -> None:
         raise KaggleError(f"{path} lacks \"username\" and \"key\"; download a new token: {HOW_TO}")
 
 
+def check_access_token(path: Path) -> None:
+    """A token file the package would choke on (not text, empty) is our one line; its value is never shown."""
+    try:
+        token = path.read_bytes().decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KaggleError(f"{path} is not a readable UTF-8 token ({type(exc).__name__}); download a new token: "
+                          f"{HOW_TO}") from None
+    if not token or any(c.isspace() for c in token):
+        raise KaggleError(f"{path} does not hold one token on one line; download a new token: {HOW_TO}")
+
+
 def client():
     source = credentials_source()
     if source is None:
         raise KaggleError(f"no Kaggle credentials found: {HOW_TO}")
     if source.endswith("kaggle.json"):
         check_kaggle_json(Path(source))
+    elif source.endswith(("access_token", "access_token.txt")):
+        check_access_token(Path(source))
     quiet = io.StringIO()
     try:
         # The package prints a multi-line notice on import and again when authentication fails; our
@@ -108,6 +121,24 @@ def client():
             return _make_client()
     except SystemExit:
         raise KaggleError(f"Kaggle rejected the credentials in {source}: {HOW_TO}") from None
+    except Exception as exc:  # no network, a proxy, a token the package cannot parse: one line, no secret
+        raise _failure(f"authenticating with Kaggle ({source})", exc) from None
+
+
+def read_metadata(path: Path, keys: tuple[str, ...]) -> dict:
+    """A ``*-metadata.json`` that `make kernel` writes, checked to be a JSON object with ``keys``."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise KaggleError(f"{path} does not exist; run `make kernel` first") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise KaggleError(f"{path} is not valid JSON ({type(exc).__name__}); run `make kernel` again to "
+                          "rewrite it") from None
+    missing = [key for key in keys if not isinstance(data, dict) or key not in data]
+    if missing:
+        raise KaggleError(f"{path} lacks {', '.join(repr(k) for k in missing)}; run `make kernel` again to "
+                          "rewrite it")
+    return data
 
 
 def _redact(text: str) -> str:
@@ -195,7 +226,7 @@ def dataset_status(api, ref: str) -> str | None:
 def publish_dataset(api, folder: Path, notes: str = "update") -> str:
     """Create the dataset in ``folder`` when Kaggle has none under its id, else add a version. Subfolders are
     zipped (the package skips them by default)."""
-    ref = json.loads((folder / "dataset-metadata.json").read_text())["id"]
+    ref = read_metadata(folder / "dataset-metadata.json", ("id", "title"))["id"]
     if dataset_status(api, ref) is None:
         what = f"creating dataset {ref}"
         response = _call(what, api.dataset_create_new, str(folder), public=False, quiet=True, dir_mode="zip")
@@ -227,7 +258,7 @@ def wait_ready(api, refs: list[str], timeout_s: float, poll_s: float = 15.0,
 
 def push_kernel(api, folder: Path) -> tuple[str, int | None]:
     """Push the notebook in ``folder``; returns (owner/slug, version number)."""
-    ref = json.loads((folder / "kernel-metadata.json").read_text())["id"]
+    ref = read_metadata(folder / "kernel-metadata.json", ("id", "code_file", "dataset_sources"))["id"]
     what = f"pushing kernel {ref}"
     response = _call(what, api.kernels_push, str(folder))
     _check_response(what, response)
@@ -253,7 +284,9 @@ def push(folder: Path, wait_s: float = 1800, poll_s: float = 15.0, sleep: Callab
     if not (kernel / "kernel-metadata.json").is_file():
         raise KaggleError(f"{kernel}/kernel-metadata.json does not exist; run `make kernel` first")
     datasets = [p for p in sorted(folder.iterdir()) if (p / "dataset-metadata.json").is_file()]
-    wanted = json.loads((kernel / "kernel-metadata.json").read_text())["dataset_sources"]
+    wanted = read_metadata(kernel / "kernel-metadata.json", ("id", "code_file", "dataset_sources"))["dataset_sources"]
+    for dataset in datasets:  # every file checked before anything is sent
+        read_metadata(dataset / "dataset-metadata.json", ("id", "title"))
     api = client()
     refs = [publish_dataset(api, d) for d in datasets]
     missing = sorted(set(wanted) - set(refs))

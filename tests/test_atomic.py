@@ -1,6 +1,17 @@
+import os
+
 import pytest
 
-from solution.atomic import atomic_path
+from solution.atomic import (
+    OWNED_MARKER,
+    FolderNotOurs,
+    RunBusy,
+    atomic_path,
+    check_replaceable,
+    copy_tree,
+    run_lock,
+    staged_folder,
+)
 
 
 def test_replaces_on_success_and_leaves_nothing_on_failure(tmp_path):
@@ -13,3 +24,65 @@ def test_replaces_on_success_and_leaves_nothing_on_failure(tmp_path):
         tmp.write_text("half")
         raise RuntimeError("killed mid-write")
     assert target.read_text() == "new" and list(target.parent.iterdir()) == [target]
+
+
+def test_a_failed_build_leaves_the_last_one_and_no_staging(tmp_path):
+    target = tmp_path / "kaggle"
+    with staged_folder(target, "--out") as staging:
+        (staging / "model").mkdir()
+        (staging / "model" / "a.pt").write_text("first")
+    assert (target / "model" / "a.pt").read_text() == "first" and (target / OWNED_MARKER).is_file()
+    with pytest.raises(RuntimeError), staged_folder(target, "--out") as staging:
+        (staging / "model").mkdir()
+        (staging / "model" / "a.pt").write_text("half")
+        raise RuntimeError("pip failed")
+    assert (target / "model" / "a.pt").read_text() == "first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kaggle"]  # no staging or .old left behind
+    with staged_folder(target, "--out") as staging:
+        (staging / "wheels").mkdir()
+    assert not (target / "model").exists() and (target / "wheels").is_dir()  # replaced whole
+
+
+def test_a_folder_not_built_here_is_never_replaced(tmp_path):
+    users = tmp_path / "runs"
+    (users / "a-run").mkdir(parents=True)
+    (users / "a-run" / "checkpoint.pt").write_text("weeks of training")
+    with pytest.raises(FolderNotOurs, match="did not build"), staged_folder(users, "--work"):
+        pass
+    assert (users / "a-run" / "checkpoint.pt").read_text() == "weeks of training"
+    file = tmp_path / "file"
+    file.write_text("x")
+    with pytest.raises(FolderNotOurs, match="is a file"):
+        check_replaceable(file, "--out")
+    (tmp_path / "empty").mkdir()
+    assert check_replaceable(tmp_path / "empty", "--out") == tmp_path / "empty"
+
+
+def test_copy_tree_never_loops_or_leaves_its_tree(tmp_path):
+    source = tmp_path / "competition"
+    (source / "index" / "a").mkdir(parents=True)
+    (source / "index" / "a" / "x.jpg").write_bytes(b"jpeg")
+    (source / "index" / "a" / "loop").symlink_to(source, target_is_directory=True)  # a folder loop
+    (source / "index" / "self").symlink_to(source / "index" / "self")  # a link to itself
+    (tmp_path / "secret").write_text("outside")
+    (source / "index" / "out.jpg").symlink_to(tmp_path / "secret")  # a file outside the tree
+    (source / "index" / "in.jpg").symlink_to(source / "index" / "a" / "x.jpg")  # a file inside it
+    skipped = copy_tree(source, tmp_path / "copy")
+    copied = sorted(str(p.relative_to(tmp_path / "copy")) for p in (tmp_path / "copy").rglob("*") if p.is_file())
+    assert copied == ["index/a/x.jpg", "index/in.jpg"] and skipped == 3
+
+
+def test_one_writer_per_run(tmp_path):
+    with run_lock(tmp_path / "run", "train"):
+        with pytest.raises(RunBusy, match=r"in use by `train` \(pid"), run_lock(tmp_path / "run", "submit"):
+            pass
+    with run_lock(tmp_path / "run", "submit"):  # released when the first ended
+        pass
+
+
+def test_only_the_first_rank_takes_the_lock(tmp_path, monkeypatch):
+    with run_lock(tmp_path / "run", "train"):
+        monkeypatch.setenv("RANK", "1")
+        with run_lock(tmp_path / "run", "train"):  # rank 1 of the same job: no second lock
+            pass
+    assert os.environ["RANK"] == "1"

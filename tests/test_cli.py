@@ -78,3 +78,38 @@ def test_make_ablate_heads_passes_overrides_seeds_and_variants_apart():
     args = build_parser().parse_args(shlex.split(line)[3:])
     assert args.overrides == ["run.name=q", "train.epochs=2"]
     assert args.seeds == [0, 1] and args.variants == ["rmac", "mac"]
+
+
+@pytest.mark.parametrize("value, debug", [("1", True), ("true", True), ("YES", True), ("0", False),
+                                          ("false", False), ("no", False), ("", False)])
+def test_solution_debug_is_on_only_for_yes_values(value, debug):
+    from solution.cli import debug_requested
+
+    assert debug_requested(None, {"SOLUTION_DEBUG": value}) is debug
+
+
+def test_debug_after_the_stage_name_shows_the_traceback(tmp_path, monkeypatch):
+    monkeypatch.delenv("SOLUTION_DEBUG", raising=False)
+    with pytest.raises(Exception, match="train.image_size"):
+        main(["train", "--debug", f"run.dir={tmp_path}", "train.image_size=0"])
+    with pytest.raises(Exception, match="unrecognized arguments"):
+        main(["--debug", "train", "--nope"])
+
+
+@pytest.mark.parametrize("code, words", [(28, "no space left on device (ENOSPC); the disk is full"),
+                                         (30, "read-only file system (EROFS)"),
+                                         (13, "permission denied (EACCES)"),
+                                         (21, "is a directory (EISDIR)")])
+def test_os_errors_are_one_line_with_the_path_and_the_errno_in_words(code, words):
+    import os
+
+    from solution.cli import one_line
+
+    line = one_line(OSError(code, os.strerror(code), "/data/runs/x/part-00001.npy"))
+    assert line.startswith("/data/runs/x/part-00001.npy: ") and words in line and "\n" not in line
+
+
+def test_argparse_errors_are_one_error_line(capsys):
+    assert main(["submit", "--out"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: argument --out: expected one argument")

@@ -25,7 +25,8 @@ from joblib import Parallel, delayed
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_path
+from ..atomic import OWNED_MARKER, atomic_path, owned
+from ..config import ConfigError
 from .gldv2 import image_path
 
 log = logging.getLogger(__name__)
@@ -461,6 +462,10 @@ def _clear_stale(root: Path, stamp: dict) -> None:
         return
     if not marker.is_file() and not any((root / split).is_dir() for split in ("train", "index", "test")):
         return
+    if not marker.is_file() and not owned(root):  # images this generator never wrote: never deleted
+        raise ConfigError(f"{root} holds train/index/test folders but neither {MARKER} nor {OWNED_MARKER}: they "
+                          "are not a toy set this project wrote, so they are not replaced; move them, or set "
+                          "data.root to another folder")
     log.warning("toy set at %s was written by another generator, size or seed; regenerating it", root)
     for split in ("train", "index", "test"):
         shutil.rmtree(root / split, ignore_errors=True)
@@ -478,6 +483,7 @@ def generate(root: str | Path, size: str = "default", seed: int = 0, workers: in
     root.mkdir(parents=True, exist_ok=True)
     stamp = {"generator": GENERATOR, "size": size, "seed": seed, "spec": json.loads(json.dumps(asdict(spec)))}
     _clear_stale(root, stamp)
+    (root / OWNED_MARKER).write_text("the toy competition, written by `python -m solution data`\n")
     images = plan(seed, spec)
     batches = [images[i:i + 32] for i in range(0, len(images), 32)]
     bar = tqdm(batches, desc="toy images", unit="batch")

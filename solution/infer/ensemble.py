@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import copy
 import json
+import zipfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -23,7 +25,7 @@ from ..config import ConfigError, run_dir, writable_folder
 from ..metrics import paired_bootstrap
 from ..model.whitening import fit_pca_whitening
 from ..runtime import data_workers
-from .features import features
+from .features import CacheError, features
 from .pipeline import id_rankings, run_net, solution_intervals, train_labels
 from .rerank import l2_normalise
 from .retrieve import needs_train, retrieve
@@ -38,17 +40,12 @@ def members(cfg: dict) -> list[tuple[str, float]]:
         raise ConfigError("ensemble.members is empty; list the runs to combine, e.g. "
                           "[{run: toy, weight: 1.0}, {run: toy-heads-rmac-s0, weight: 0.5}]")
     out = []
-    for entry in listed:
-        if not isinstance(entry, dict) or "run" not in entry or set(entry) - {"run", "weight"}:
-            raise ConfigError(f"ensemble member {entry!r} must be {{run: <run name>, weight: <number>}}")
-        weight = float(entry.get("weight", 1.0))
-        if weight <= 0:
-            raise ConfigError(f"ensemble member {entry['run']} has weight {weight}; weights must be > 0")
+    for entry in listed:  # their form (plain run names, finite weights > 0, no repeats) is a config rule
         checkpoint = Path(cfg["run"]["dir"]) / entry["run"] / "checkpoint.pt"
         if not checkpoint.is_file():
             raise FileNotFoundError(f"ensemble member {entry['run']}: {checkpoint} does not exist; train that run "
                                     "first (or fix its name in ensemble.members)")
-        out.append((entry["run"], weight))
+        out.append((entry["run"], float(entry.get("weight", 1.0))))
     return out
 
 
@@ -94,16 +91,54 @@ def ensemble_descriptors(parts: list[np.ndarray], weights: list[float],
     return whiten(combine([l2_normalise(p.astype(np.float32)) for p in parts], weights), whitening)
 
 
-def load_whitening(path: str | Path) -> tuple[list[str], list[float], tuple[np.ndarray, np.ndarray] | None]:
-    """(member runs, weights, whitening or None) as ``ensemble`` saved them in ``whitening.npz``."""
+class SavedWhitening(NamedTuple):
+    """What ``ensemble`` saved in ``whitening.npz``."""
+    members: list[str]
+    weights: list[float]
+    whitening: tuple[np.ndarray, np.ndarray] | None  # (weight, bias); None: whiten_dim 0
+    fitted_on: str
+
+
+def load_whitening(path: str | Path) -> SavedWhitening:
+    """``whitening.npz`` as ``ensemble`` saved it, each part checked; a damaged file is a CacheError that
+    says how to rebuild it."""
     path = Path(path)
+    fix = "run `make ensemble CONFIG=<ensemble yaml>` again to rewrite it"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; run `make ensemble CONFIG=<ensemble yaml>` first")
-    with np.load(path) as saved:
-        names = [str(n) for n in saved["members"]]
-        weights = [float(w) for w in saved["weights"]]
-        whitening = (saved["weight"], saved["bias"]) if saved["weight"].size else None
-    return names, weights, whitening
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            names = [str(n) for n in saved["members"]]
+            weights = [float(w) for w in saved["weights"]]
+            weight, bias = np.asarray(saved["weight"]), np.asarray(saved["bias"])
+            fitted_on = str(saved["fitted_on"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise CacheError(f"{path} is not a whitening file written by `ensemble` "
+                         f"({' '.join(str(exc).split())[:100]}); {fix}") from None
+    if len(names) != len(weights) or weight.ndim != 2 or bias.shape != (weight.shape[0],) or \
+            not (np.isfinite(weight).all() and np.isfinite(bias).all()):
+        raise CacheError(f"{path} holds {len(names)} members, {len(weights)} weights and a whitening of shape "
+                         f"{weight.shape} with a bias of shape {bias.shape}, or values that are not finite; {fix}")
+    return SavedWhitening(names, weights, (weight, bias) if weight.size else None, fitted_on)
+
+
+def check_whitening(path: Path, saved: SavedWhitening, listed: list[tuple[str, float]], member_dims: list[int],
+                    ens: dict) -> None:
+    """``saved`` (from ``path``) is the whitening these members and ``ens`` (the ensemble section) call for:
+    the same runs and weights, fitted on the same split, ``whiten_dim`` rows over the members' concatenated
+    dimensions (none when ``whiten_dim`` is 0)."""
+    if saved.members != [run for run, _ in listed] or saved.weights != [w for _, w in listed] or \
+            saved.fitted_on != ens["whiten_on"]:
+        raise CacheError(f"{path} was fitted on {saved.fitted_on} for members {saved.members} with weights "
+                         f"{saved.weights}, not on {ens['whiten_on']} for this config's {listed}; run "
+                         "`make ensemble CONFIG=<ensemble yaml>` again")
+    whitening = saved.whitening
+    rows = 0 if whitening is None else whitening[0].shape[0]
+    columns = sum(member_dims) if whitening is None else whitening[0].shape[1]
+    if rows != ens["whiten_dim"] or columns != sum(member_dims):
+        raise CacheError(f"{path} whitens {columns} dimensions to {rows}, but this config's members give "
+                         f"{sum(member_dims)} and ensemble.whiten_dim is {ens['whiten_dim']}; run "
+                         "`make ensemble CONFIG=<ensemble yaml>` again to fit it for this config")
 
 
 def run_ensemble(cfg: dict, out_dir: str | Path = "submissions") -> dict:

@@ -3,7 +3,9 @@
     runs/<run>/features/<tag>/<split>/part-00000.{npy,ids.txt,bad.txt}   one per ``shard_size`` images
     runs/<run>/features/<tag>/<split>.{npy,ids.txt,bad.txt}              after the merge
 
-``tag`` names the TTA setting (e.g. ``s3-flip``), so different settings never mix.
+``tag`` names the extraction settings (e.g. ``512px-s3-flip-mean-3f2a9c01e4``): a readable prefix and a hash of
+every ``infer`` key that can change a descriptor (all of them but the search steps), so no two settings
+share a folder, and a key added later is covered without anyone listing it.
 A killed extraction restarts at the first missing shard; a finished split is
 skipped. Shards can be spread over processes or machines (``--shard i/n``, or
 the ranks of ``torchrun``); the merge checks every id is present exactly once.
@@ -11,6 +13,7 @@ the ranks of ``torchrun``); the merge checks every id is present exactly once.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -21,17 +24,26 @@ import torch
 
 from ..atomic import atomic_path
 from ..competition import Competition
-from ..data.gldv2 import check_images_exist, image_path, read_ids, read_train, read_train_clean
+from ..data.gldv2 import DataError, check_images_exist, image_path, read_ids, read_train, read_train_clean
 from ..model.net import RetrievalNet
 from ..train.distributed import Dist, barrier, broadcast_object
 from .extract import extract_descriptors
+from .retrieve import STEPS
 from .tta import MultiScale, parse_scales
 
 log = logging.getLogger(__name__)
 
 
+# Keys of ``infer`` that only steer the search or the bookkeeping: everything else keys the features.
+SEARCH_ONLY = (*STEPS, "topk", "index", "batch_size", "shard_size")
+
+
 class MergeError(ValueError):
     """Shards that do not add up to the split: missing or duplicated ids."""
+
+
+class CacheError(ValueError):
+    """A cached file (features, shards) that is not what this checkpoint and these settings would write."""
 
 
 def split_ids(comp: Competition, data_root: str | Path, split: str) -> list[str]:
@@ -43,14 +55,34 @@ def split_ids(comp: Competition, data_root: str | Path, split: str) -> list[str]
     else:
         path = comp.csv_path(data_root, f"{split}_csv")
         ids = read_ids(path)
+    if not ids:
+        raise DataError(f"{path} lists no images (a header alone); restore the competition's file, or run "
+                        "`make data` again")
     check_images_exist(comp.data_dir(data_root), split, ids, path)
     return ids
 
 
+def extraction_settings(infer_cfg: dict) -> dict:
+    """The part of ``infer`` that can change a descriptor or its file: all but :data:`SEARCH_ONLY`, with the
+    scales as the numbers they mean (``sqrt2`` and ``1.41421356`` are one setting)."""
+    settings = {k: v for k, v in infer_cfg.items() if k not in SEARCH_ONLY}
+    if "scales" in settings:
+        settings["scales"] = [round(s, 6) for s in parse_scales(settings["scales"])]
+    return settings
+
+
+def extraction_key(infer_cfg: dict) -> str:
+    """A short hash of :func:`extraction_settings`: equal keys, interchangeable descriptors."""
+    text = json.dumps(extraction_settings(infer_cfg), sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
 def tta_tag(infer_cfg: dict) -> str:
+    """The features folder's name: size, scale count, flip and combination for people, the key for safety."""
     scales = parse_scales(infer_cfg["scales"])
     tag = f"{infer_cfg['image_size']}px-s{len(scales)}" + ("-flip" if infer_cfg["flip"] else "")
-    return tag + (f"-{infer_cfg['combine']}" if len(scales) > 1 or infer_cfg["flip"] else "")
+    tag += f"-{infer_cfg['combine']}" if len(scales) > 1 or infer_cfg["flip"] else ""
+    return f"{tag}-{extraction_key(infer_cfg)}"
 
 
 def describer(net: RetrievalNet, infer_cfg: dict) -> torch.nn.Module:
@@ -58,6 +90,15 @@ def describer(net: RetrievalNet, infer_cfg: dict) -> torch.nn.Module:
     if scales == [1.0] and not infer_cfg["flip"]:
         return net
     return MultiScale(net, scales, infer_cfg["flip"], infer_cfg["combine"], infer_cfg["combine_p"])
+
+
+def _read_manifest(path: Path) -> dict:
+    """A shard folder's manifest; {} when missing or unreadable (so it matches nothing and is rewritten)."""
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
 
 
 def _write_shard(folder: Path, index: int, descriptors: np.ndarray, ids: list[str], bad: list[str],
@@ -88,15 +129,15 @@ def extract_split(net: RetrievalNet, comp: Competition, data_root: str | Path, s
     folder = out_root / tta_tag(infer_cfg) / split
     folder.mkdir(parents=True, exist_ok=True)
     size = infer_cfg["shard_size"]
-    manifest = {"split": split, "count": len(ids), "shard_size": size,
-                "checkpoint": net.meta.get("fingerprint", ""), "tta": tta_tag(infer_cfg)}
+    manifest = {"split": split, "count": len(ids), "shard_size": size, "checkpoint": net.meta.get("fingerprint", ""),
+                "tta": tta_tag(infer_cfg), "extraction": extraction_settings(infer_cfg), "dim": net.dim}
     manifest_path = folder / "manifest.json"
     distributed = info is not None and info.active
     if not distributed or info.main:
-        if manifest_path.is_file() and json.loads(manifest_path.read_text()) != manifest:
+        if manifest_path.is_file() and _read_manifest(manifest_path) != manifest:
             # Shards of an older checkpoint or another shard size are wrong for this one, never resumable.
             stale = list(folder.glob("part-*"))
-            log.warning("%s: the checkpoint or shard size changed; discarding %d stale shard files", folder,
+            log.warning("%s: the checkpoint, settings or shard size changed; discarding %d stale shard files", folder,
                         len(stale))
             for path in stale:
                 path.unlink(missing_ok=True)  # a separate --shard process may have removed it already
@@ -126,18 +167,51 @@ def extract_split(net: RetrievalNet, comp: Competition, data_root: str | Path, s
     return folder
 
 
-def merge_split(folder: Path, expected_ids: list[str], dtype: str | np.dtype = np.float32
-                ) -> tuple[np.ndarray, list[str], list[str]]:
-    """Concatenate the shards in order; every expected id exactly once. Writes ``<split>.npy`` beside them
-    (in the shards' own dtype) and returns the descriptors as ``dtype``, filled shard by shard into one array
-    so a large split is never held twice."""
+def check_rows(path: Path, rows: np.ndarray, count: int | None, dim: int | None, dtype: str | np.dtype | None,
+               fix: str) -> None:
+    """``rows`` read from ``path`` is a ``count`` x ``dim`` array of ``dtype`` (None: any), or a
+    :class:`CacheError` that names the file, what it holds, what was expected, and ``fix``."""
+    want_dtype = None if dtype is None else np.dtype(dtype)
+    if (rows.ndim != 2 or (count is not None and rows.shape[0] != count) or (dim is not None and rows.shape[1] != dim)
+            or (want_dtype is not None and rows.dtype != want_dtype)):
+        want = f"{'?' if count is None else count} x {'?' if dim is None else dim} {want_dtype or ''}".rstrip()
+        raise CacheError(f"{path} holds a {' x '.join(map(str, rows.shape))} {rows.dtype} array, not the {want} "
+                         f"this checkpoint and these settings write; {fix}")
+
+
+def load_rows(path: Path, count: int | None, dim: int | None, dtype: str | np.dtype | None, fix: str,
+              mmap: bool = True) -> np.ndarray:
+    """A ``.npy`` of descriptors, memory-mapped and checked by :func:`check_rows`; unreadable is a CacheError."""
+    try:
+        rows = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise CacheError(f"{path} is not a readable .npy file ({' '.join(str(exc).split())[:120]}); {fix}") from None
+    check_rows(path, rows, count, dim, dtype, fix)
+    return rows
+
+
+def merge_split(folder: Path, expected_ids: list[str], dtype: str | np.dtype = np.float32, dim: int | None = None,
+                stored: str | np.dtype | None = None) -> tuple[np.ndarray, list[str], list[str]]:
+    """Concatenate the shards in order; every expected id exactly once, every shard checked (readable,
+    ``dim`` columns of the ``stored`` dtype, one row per id) before anything is written. Writes ``<split>.npy``
+    beside them (in the shards' own dtype) and returns the descriptors as ``dtype``, filled shard by shard into
+    one array so a large split is never held twice."""
     parts = sorted(folder.glob("part-*.npy"))
     if not parts:
         raise MergeError(f"{folder} holds no shards; run `python -m solution extract` first")
-    ids, bad = [], []
+    ids, bad, blocks = [], [], []
     for part in parts:
-        ids.extend(part.with_suffix(".ids.txt").read_text().split())
-        bad.extend(part.with_suffix(".bad.txt").read_text().split())
+        fix = f"delete it (rm {part}) and run the command again: only that shard is extracted again"
+        try:
+            part_ids = part.with_suffix(".ids.txt").read_text().split()
+            bad.extend(part.with_suffix(".bad.txt").read_text().split())
+        except FileNotFoundError as exc:
+            raise CacheError(f"{part}: its {Path(exc.filename).name} is missing; {fix}") from None
+        blocks.append(load_rows(part, len(part_ids), dim or (blocks[0].shape[1] if blocks else None),
+                                stored or (blocks[0].dtype if blocks else None), fix))
+        ids.extend(part_ids)
     counts: dict[str, int] = {}
     for i in ids:
         counts[i] = counts.get(i, 0) + 1
@@ -146,17 +220,17 @@ def merge_split(folder: Path, expected_ids: list[str], dtype: str | np.dtype = n
     if duplicated or missing or len(counts) != len(expected_ids):
         raise MergeError(f"{folder}: {len(missing)} ids missing (e.g. {missing[:2]}), {len(duplicated)} "
                          f"duplicated (e.g. {duplicated[:2]}); extract the missing shards, or delete the folder")
-    first = np.load(parts[0], mmap_mode="r")
-    descriptors = np.empty((len(ids), first.shape[1]), dtype)
+    stored_dtype = blocks[0].dtype
+    descriptors = np.empty((len(ids), blocks[0].shape[1]), dtype)
     stem = folder.parent / folder.name
     with atomic_path(stem.with_suffix(".npy")) as tmp, tmp.open("wb") as handle:
         # Written through the handle, not a memory map, whose dirty pages would count as a second copy.
-        np.lib.format.write_array_header_1_0(handle, {"descr": np.lib.format.dtype_to_descr(first.dtype),
+        np.lib.format.write_array_header_1_0(handle, {"descr": np.lib.format.dtype_to_descr(stored_dtype),
                                                       "fortran_order": False, "shape": descriptors.shape})
         row = 0
-        for part in parts:
-            block = np.load(part)
-            handle.write(np.ascontiguousarray(block, first.dtype).tobytes())
+        for block in blocks:
+            block = np.asarray(block)
+            handle.write(np.ascontiguousarray(block, stored_dtype).tobytes())
             descriptors[row:row + len(block)] = block
             row += len(block)
         stem.with_suffix(".ids.txt").write_text("\n".join(ids) + "\n")
@@ -170,12 +244,11 @@ def merge_split(folder: Path, expected_ids: list[str], dtype: str | np.dtype = n
 def _describes(manifest_path: Path, net: RetrievalNet, infer_cfg: dict) -> bool:
     """Whether a split's shards were made by this checkpoint with this TTA (a retrained run rewrites the
     checkpoint, so its merged features are stale however well their ids match)."""
-    if not manifest_path.is_file():
-        return False
-    manifest = json.loads(manifest_path.read_text())
-    fresh = manifest.get("checkpoint") == net.meta.get("fingerprint", "") and manifest.get("tta") == tta_tag(infer_cfg)
+    manifest = _read_manifest(manifest_path)
+    fresh = (manifest.get("checkpoint") == net.meta.get("fingerprint", "")
+             and manifest.get("tta") == tta_tag(infer_cfg))
     if not fresh:
-        log.info("%s: made by another checkpoint; extracting again", manifest_path.parent)
+        log.info("%s: made by another checkpoint or other settings; extracting again", manifest_path.parent)
     return fresh
 
 
@@ -187,10 +260,14 @@ def features(net: RetrievalNet, comp: Competition, data_root: str | Path, split:
     stem = out_root / tta_tag(infer_cfg) / split
     expected = split_ids(comp, data_root, split)
     if stem.with_suffix(".npy").is_file() and _describes(stem / "manifest.json", net, infer_cfg):
-        ids = stem.with_suffix(".ids.txt").read_text().split()
+        ids = stem.with_suffix(".ids.txt").read_text().split() if stem.with_suffix(".ids.txt").is_file() else []
         if ids == expected:
-            return np.load(stem.with_suffix(".npy")).astype(dtype, copy=False), ids
+            merged = stem.with_suffix(".npy")
+            rows = load_rows(merged, len(ids), net.dim, infer_cfg["dtype"],
+                             f"delete it (rm {merged}) and run the command again: it is merged again from the shards",
+                             mmap=False)  # read whole: the caller may post-process it in place
+            return rows.astype(dtype, copy=False), ids
         log.info("%s: the split's ids changed; extracting again", stem)
     folder = extract_split(net, comp, data_root, split, out_root, infer_cfg, device, workers)
-    descriptors, ids, _ = merge_split(folder, expected, dtype)
+    descriptors, ids, _ = merge_split(folder, expected, dtype, net.dim, infer_cfg["dtype"])
     return descriptors, ids

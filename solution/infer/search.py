@@ -21,6 +21,8 @@ import os
 
 import numpy as np
 
+from ..config import ConfigError
+
 log = logging.getLogger(__name__)
 FAISS_GPU_MAX_K = 2048  # faiss/gpu/utils/DeviceDefs.cuh: GPU_MAX_SELECTION_K
 
@@ -255,6 +257,9 @@ def _blocked_top_k(queries: np.ndarray, vectors: np.ndarray, k: int, block: int,
     return best_scores.cpu().numpy(), best_ids.cpu().numpy()
 
 
+PQ_MIN_ROWS = 256  # PQ's k-means trains 256 centroids per sub-vector: faiss refuses fewer training points
+
+
 def build_index(database: np.ndarray, use_gpu: bool | None = None, kind: str = "flat", nlist: int = 1024,
                 m: int = 64, nprobe: int = 32, train_size: int = 200_000, seed: int = 0):
     """An inner-product index over ``database`` (float32 or float16): ``flat`` (exact, :class:`ExactIndex`,
@@ -264,8 +269,15 @@ def build_index(database: np.ndarray, use_gpu: bool | None = None, kind: str = "
         return ExactIndex(database, use_gpu)
     if kind != "ivfpq":
         raise ValueError(f"unknown index type '{kind}'; use flat or ivfpq")
-    faiss = _faiss()
     dim = database.shape[1]
+    if dim % m:
+        raise ConfigError(f"infer.index.m={m} must divide the descriptor's {dim} dimensions (PQ splits them into "
+                          f"m equal parts); try m={max(d for d in range(1, min(dim, 64) + 1) if dim % d == 0)}")
+    if len(database) < PQ_MIN_ROWS:
+        log.warning("infer.index.type=ivfpq needs %d rows to train, the index has %d: searching it with the exact "
+                    "flat index instead (faster and exact at this size)", PQ_MIN_ROWS, len(database))
+        return ExactIndex(database, use_gpu)
+    faiss = _faiss()
     nlist = max(1, min(nlist, len(database) // 39))  # faiss wants ~39 training points per centroid
     index = faiss.index_factory(dim, f"IVF{nlist},PQ{m}", faiss.METRIC_INNER_PRODUCT)
     sample = np.random.default_rng(seed).choice(len(database), min(train_size, len(database)), replace=False)

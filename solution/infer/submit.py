@@ -23,18 +23,42 @@ def save_ranking(path: Path, query_ids: list[str], index_ids: list[str], neighbo
                  scores=scores)
 
 
+def load_ranking(path: str | Path) -> tuple[list[str], list[str], np.ndarray]:
+    """(query ids, index ids, neighbours) from a ``ranking.npz`` that ``submit`` wrote, each part checked:
+    one row of index positions (or -1) per query."""
+    import zipfile
+
+    from .features import CacheError
+
+    fix = "run `make submit` again to rewrite it"
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            query_ids, index_ids = [str(q) for q in data["query_ids"]], [str(i) for i in data["index_ids"]]
+            neighbours = np.asarray(data["neighbours"])
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} does not exist; run `make submit` first") from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise CacheError(f"{path} is not a ranking written by `submit` ({' '.join(str(exc).split())[:100]}); "
+                         f"{fix}") from None
+    if neighbours.ndim != 2 or len(neighbours) != len(query_ids) or neighbours.dtype.kind not in "iu" or (
+            neighbours.size and (neighbours.min() < -1 or neighbours.max() >= len(index_ids))):
+        raise CacheError(f"{path} holds {neighbours.shape} neighbours of dtype {neighbours.dtype} for "
+                         f"{len(query_ids)} queries and {len(index_ids)} index images; {fix}")
+    return query_ids, index_ids, neighbours
+
+
 def make_submission(cfg: dict, out_dir: str | Path = "submissions") -> dict:
     comp = load_competition(cfg["competition"])
     out_dir = writable_folder(out_dir, "--out")  # before the extraction, not after
     run = run_dir(cfg)
     net, device = run_net(cfg)
     neighbours, scores, test_ids, index_ids = search_competition(net, comp, cfg, cfg["infer"], device)
-    save_ranking(run / "ranking.npz", test_ids, index_ids, neighbours, scores)
     rankings = id_rankings(test_ids, index_ids, neighbours)
     path = Path(out_dir) / f"{comp.slug}-{cfg['run']['name']}{comp.submission['file_suffix']}"
     write_submission(path, rankings, test_ids, comp.submission["max_predictions"])
     problems = validate_submission(path, test_ids, index_ids, comp.submission["max_predictions"])
     if problems:
         raise SubmissionError("; ".join(problems))
+    save_ranking(run / "ranking.npz", test_ids, index_ids, neighbours, scores)  # once the submission stands
     return {"submission": path, "scores": solution_scores(comp, cfg["data"]["root"], rankings), "rows": len(test_ids),
             "ranking": run / "ranking.npz"}

@@ -19,13 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, staged_folder
 from .contract import (
     FAISS_GPU_ARCHS,
     MANIFEST_SCHEMA,
     MODEL_MARKER,
     TRAIN_MARKER,
     WHEELS_MANIFEST,
+    KernelError,
     last_line,
     sha256,
     tag_of_version,
@@ -74,8 +75,9 @@ def download_wheels(folder: Path, requirement: str, python_version: str, platfor
             command += ["--platform", platform]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode:
-            raise RuntimeError(f"pip could not download {requirement} for Python {python_version} on "
-                               f"{platforms[0]}: {last_line(result.stderr)}")
+            raise KernelError(f"pip could not download {requirement} for Python {python_version} on "
+                              f"{platforms[0]}: {last_line(result.stderr)}; check --python-version and the network "
+                              "(--no-download ships this project alone)")
         names = []
         for wheel in sorted(Path(tmp).iterdir()):
             if not (folder / wheel.name).exists():
@@ -92,7 +94,7 @@ def build_project_wheel(folder: Path, python: str = sys.executable) -> str:
                                  "--disable-pip-version-check", "-w", tmp, str(REPO)],
                                 capture_output=True, text=True, check=False)
         if result.returncode:
-            raise RuntimeError(f"pip could not build this project's wheel: {last_line(result.stderr)}")
+            raise KernelError(f"pip could not build this project's wheel: {last_line(result.stderr)}")
         wheel = next(Path(tmp).glob("remap_landmarks-*.whl"))
         shutil.move(str(wheel), folder / wheel.name)
         return wheel.name
@@ -137,6 +139,24 @@ def write_train_features(folder: Path, descriptors: np.ndarray, ids: list[str], 
                                         "tta": tta, "checkpoint_sha256": checkpoint_sha})
 
 
+def check_checkpoint(path: Path, infer_cfg: dict) -> int:
+    """Load ``path`` as the kernel will (weights only), rebuild its net and describe one image with
+    ``infer_cfg``'s TTA; its descriptor dimension. A file that would fail on Kaggle fails here, in one line."""
+    import torch
+
+    from ..infer.features import describer
+    from ..model.net import load_checkpoint
+
+    net, _ = load_checkpoint(path)
+    size = infer_cfg["image_size"]
+    with torch.no_grad():
+        descriptor = describer(net.eval(), infer_cfg)(torch.rand(1, 3, size, max(32, size * 3 // 4)))
+    if tuple(descriptor.shape) != (1, net.dim) or not torch.isfinite(descriptor).all():
+        raise KernelError(f"{path} describes an image as a {tuple(descriptor.shape)} array with non-finite values "
+                          f"or not 1 x {net.dim}; it would fail on Kaggle: retrain or pass another CHECKPOINT")
+    return net.dim
+
+
 def _pack_ensemble(model: Path, ensemble: dict, first: Path) -> dict:
     """Copy the members' checkpoints (the first is ``checkpoint.pt`` already) and the whitening into
     ``model``; the marker's description of them."""
@@ -167,32 +187,30 @@ def build(out: str | Path, slug: str, checkpoint: str | Path, user: str, infer_c
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist; train first or pass CHECKPOINT=...")
     names = ["wheels", "model", "kernel"] + (["train-features"] if train_features is not None else [])
-    folders = {name: out / name for name in names}
-    for folder in folders.values():
-        if folder.exists():
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
-    build_wheels(folders["wheels"], python_versions, platforms, faiss, download_deps)
-    checkpoint_sha = sha256(checkpoint)
-    ids = {name: f"{user}/{slug}-remap-{name}" for name in folders if name != "kernel"}
-    for name, ref in ids.items():
-        _write_json(folders[name] / "dataset-metadata.json",
-                    {"title": f"{slug} REMAP {name}", "id": ref, "licenses": [{"name": "apache-2.0"}]})
-    shutil.copy2(checkpoint, folders["model"] / "checkpoint.pt")
-    marker = {"checkpoint_sha256": checkpoint_sha, "competition": slug, "infer": infer_cfg,
-              "infer_source": infer_source}
-    if ensemble is not None:
-        marker["ensemble"] = _pack_ensemble(folders["model"], ensemble, checkpoint)
-    _write_json(folders["model"] / MODEL_MARKER, marker)
-    if train_features is not None:
-        write_train_features(folders["train-features"], train_features["descriptors"], train_features["ids"],
-                             train_features["labels"], train_features["tta"], checkpoint_sha)
-    (folders["kernel"] / "entry.py").write_text(standalone_entry())
-    _write_json(folders["kernel"] / "kernel-metadata.json", {
-        "id": f"{user}/{slug}-remap", "title": f"{slug} REMAP", "code_file": "entry.py", "language": "python",
-        "kernel_type": "script", "is_private": True, "enable_gpu": True, "enable_internet": False,
-        "dataset_sources": list(ids.values()), "competition_sources": [slug], "kernel_sources": [],
-        "model_sources": [],
-    })
-    return folders
-
+    with staged_folder(out, "kernel --out") as staging:  # a failure anywhere leaves the last build as it was
+        folders = {name: staging / name for name in names}
+        for folder in folders.values():
+            folder.mkdir(parents=True)
+        build_wheels(folders["wheels"], python_versions, platforms, faiss, download_deps)
+        checkpoint_sha = sha256(checkpoint)
+        ids = {name: f"{user}/{slug}-remap-{name}" for name in folders if name != "kernel"}
+        for name, ref in ids.items():
+            _write_json(folders[name] / "dataset-metadata.json",
+                        {"title": f"{slug} REMAP {name}", "id": ref, "licenses": [{"name": "apache-2.0"}]})
+        shutil.copy2(checkpoint, folders["model"] / "checkpoint.pt")
+        marker = {"checkpoint_sha256": checkpoint_sha, "competition": slug, "infer": infer_cfg,
+                  "infer_source": infer_source}
+        if ensemble is not None:
+            marker["ensemble"] = _pack_ensemble(folders["model"], ensemble, checkpoint)
+        _write_json(folders["model"] / MODEL_MARKER, marker)
+        if train_features is not None:
+            write_train_features(folders["train-features"], train_features["descriptors"], train_features["ids"],
+                                 train_features["labels"], train_features["tta"], checkpoint_sha)
+        (folders["kernel"] / "entry.py").write_text(standalone_entry())
+        _write_json(folders["kernel"] / "kernel-metadata.json", {
+            "id": f"{user}/{slug}-remap", "title": f"{slug} REMAP", "code_file": "entry.py", "language": "python",
+            "kernel_type": "script", "is_private": True, "enable_gpu": True, "enable_internet": False,
+            "dataset_sources": list(ids.values()), "competition_sources": [slug], "kernel_sources": [],
+            "model_sources": [],
+        })
+    return {name: out / name for name in names}

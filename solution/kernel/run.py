@@ -28,9 +28,9 @@ import torch
 
 from ..infer.ensemble import ensemble_descriptors, load_whitening
 from ..infer.extract import extract_descriptors
-from ..infer.features import describer, tta_tag
+from ..infer.features import describer, extraction_key, tta_tag
 from ..infer.pipeline import id_rankings
-from ..infer.retrieve import STEPS, retrieve
+from ..infer.retrieve import retrieve
 from ..infer.search import knn
 from ..infer.submission import validate_submission, write_submission
 from ..model.net import load_checkpoint, place
@@ -89,7 +89,8 @@ def load_members(model_dir: Path, marker: dict, first, device: torch.device):
             raise KernelError(f"ensemble member {member['run']}: {path} is missing or not the file `make kernel` "
                               "packed; rebuild the model dataset")
         nets.append(place(load_checkpoint(path)[0], device).eval())
-    _, weights, whitening = load_whitening(model_dir / spec["whitening"])
+    saved = load_whitening(model_dir / spec["whitening"])
+    weights, whitening = saved.weights, saved.whitening
     log.info("ensemble of %d members (%s), weights %s, %s", len(nets), ", ".join(m["run"] for m in spec["members"]),
              weights, f"whitened to {whitening[0].shape[0]}-D" if whitening is not None else "not whitened")
     return nets, weights, whitening
@@ -102,13 +103,6 @@ def _describe(net, paths: list[Path], infer_cfg: dict, device: torch.device, wor
     with torch.autocast(device.type, enabled=device.type == "cuda"):
         return extract_descriptors(net, paths, infer_cfg["image_size"], infer_cfg["batch_size"], device, workers,
                                    desc=desc, forward=model)[0]
-
-
-def extraction_key(infer_cfg: dict) -> str:
-    """Everything in ``infer_cfg`` that can change a descriptor: the whole section but the search steps, so
-    a setting added later (or the plan's dropped ensemble members, or a scale's value) is never missed."""
-    return json.dumps({k: v for k, v in infer_cfg.items() if k not in (*STEPS, "topk", "index")},
-                      sort_keys=True, default=str)
 
 
 class Prober:

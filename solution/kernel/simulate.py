@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -24,7 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import copy_tree
 from ..data.gldv2 import image_path
+
+log = logging.getLogger(__name__)
 
 SLUG = "landmark-retrieval-2021"
 HIDER = '''
@@ -51,7 +55,9 @@ sys.meta_path.insert(0, _OnlyFromNotebookSite())
 
 def _copy_split(source: Path, target: Path, count: int | None, seed: int = 0) -> None:
     """``source``'s a/b/c/<id>.jpg tree into ``target``; with ``count``, padded with copies under new ids."""
-    shutil.copytree(source, target)
+    skipped = copy_tree(source, target)  # links out of the competition folder, or in a loop, are left out
+    if skipped:
+        log.warning("%s: %d links leading out of it (or into a loop) were not copied", source, skipped)
     if count is None:
         return
     images = sorted(target.glob("*/*/*/*.jpg"))
@@ -78,7 +84,7 @@ def mount(kaggle_dir: Path, competition_dir: Path, root: Path, layout: str = "ne
     shutil.copy(competition_dir / "sample_submission.csv", competition)
     for name in datasets:
         if (kaggle_dir / name).is_dir():
-            shutil.copytree(kaggle_dir / name, dataset_root / f"{SLUG}-remap-{name}")
+            copy_tree(kaggle_dir / name, dataset_root / f"{SLUG}-remap-{name}")
     return root
 
 

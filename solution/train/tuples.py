@@ -74,7 +74,11 @@ def split_validation(train: TrainSet, n_landmarks: int, seed: int) -> tuple[Trai
         return train, None
     rng = np.random.default_rng([seed, 11])
     labels, counts = np.unique(train.labels, return_counts=True)
-    held = rng.choice(labels[counts >= 2], min(n_landmarks, int((counts >= 2).sum()) // 2), replace=False)
+    eligible = int((counts >= 2).sum())
+    if n_landmarks > eligible // 2:  # the rest must stay to train on
+        raise ConfigError(f"train.val_landmarks={n_landmarks}, but the train set has {eligible} landmarks with 2+ "
+                          f"images and at most half of them ({eligible // 2}) can be held out; lower it (0: none)")
+    held = rng.choice(labels[counts >= 2], n_landmarks, replace=False)
     is_val = np.isin(train.labels, held)
     val_idx = np.flatnonzero(is_val)
     val_labels = train.labels[val_idx]

@@ -48,3 +48,50 @@ def test_ensemble_end_to_end_reuses_member_shards(tiny_root, tmp_path, capsys):
     assert (tmp_path / "subs" / "toy-ens.csv").is_file()
     assert main(["viz", "retrieval", *common]) == 0  # `make submit` draws the gallery next
     assert (runs / "ens" / "plots" / "retrieval.png").is_file()
+
+
+def _saved_whitening(path, names=("a", "b"), weights=(1.0, 0.5), rows=8, columns=24, fitted_on="index",
+                     weight=None):
+    np.savez(path, members=np.array(names), weights=np.array(weights),
+             weight=np.ones((rows, columns)) if weight is None else weight, bias=np.zeros(rows),
+             fitted_on=fitted_on)
+    return path
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"rows": 16}, "to 16"),                          # fitted for another whiten_dim
+    ({"columns": 20}, "whitens 20 dimensions"),       # for members of other dimensions
+    ({"fitted_on": "train"}, "fitted on train"),       # on another split
+    ({"weights": (1.0, 1.0)}, "weights"),              # for other weights
+])
+def test_a_whitening_fitted_for_another_config_is_refused(tmp_path, change, match):
+    from solution.infer.ensemble import CacheError, check_whitening, load_whitening
+
+    path = _saved_whitening(tmp_path / "whitening.npz", **change)
+    ens = {"whiten_dim": 8, "whiten_on": "index"}
+    with pytest.raises(CacheError, match=match):
+        check_whitening(path, load_whitening(path), [("a", 1.0), ("b", 0.5)], [16, 8], ens)
+    good = _saved_whitening(tmp_path / "good.npz")
+    check_whitening(good, load_whitening(good), [("a", 1.0), ("b", 0.5)], [16, 8], ens)
+
+
+@pytest.mark.parametrize("content", [b"not a zip", b"PK\x03\x04garbage"])
+def test_a_damaged_whitening_file_is_one_line(tmp_path, content):
+    from solution.infer.ensemble import CacheError, load_whitening
+
+    path = tmp_path / "whitening.npz"
+    path.write_bytes(content)
+    with pytest.raises(CacheError, match="not a whitening file written by `ensemble`"):
+        load_whitening(path)
+    _saved_whitening(path, weight=np.full((8, 24), np.nan))
+    with pytest.raises(CacheError, match="not finite"):
+        load_whitening(path)
+
+
+@pytest.mark.parametrize("members_value", ["[{run: a, weight: .nan}]", "[{run: a, weight: .inf}]",
+                                           "[{run: a, weight: -1}]", "[{run: a, weight: true}]",
+                                           "[{run: 123}]", "[{run: ../a}]", "[{run: a}, {run: a}]",
+                                           "[{run: a, extra: 1}]", "{run: a}"])
+def test_member_forms_are_config_rules(tmp_path, members_value):
+    with pytest.raises(ConfigError, match="ensemble.members"):
+        load_config("toy", [f"run.dir={tmp_path}", f"ensemble.members={members_value}"])

@@ -7,7 +7,16 @@ import torch
 from solution.competition import load_competition
 from solution.config import load_config
 from solution.data.gldv2 import image_path, read_ids
-from solution.infer.features import MergeError, extract_split, features, merge_split, tta_tag
+from solution.infer.features import (
+    SEARCH_ONLY,
+    CacheError,
+    MergeError,
+    extract_split,
+    extraction_key,
+    features,
+    merge_split,
+    tta_tag,
+)
 from solution.model import build_net
 
 COMP = load_competition("toy")
@@ -69,8 +78,72 @@ def test_corrupt_image_gets_zero_row_and_is_reported(net, tiny_root, tmp_path):
 
 
 def test_tta_tag_names_the_setting():
-    assert tta_tag(_infer()) == "64px-s1"
-    assert tta_tag(_infer(scales=["1/sqrt2", 1, "sqrt2"], flip=True)) == "64px-s3-flip-mean"
+    assert tta_tag(_infer()).startswith("64px-s1-")
+    assert tta_tag(_infer(scales=["1/sqrt2", 1, "sqrt2"], flip=True)).startswith("64px-s3-flip-mean-")
+    assert tta_tag(_infer(scales=["sqrt2"])) == tta_tag(_infer(scales=[2 ** 0.5]))  # one setting, one folder
+
+
+def _changed(value):
+    """Another value of the same kind (what an override would give)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value * 2 + 1
+    if isinstance(value, list):
+        return [*value, 2]
+    if isinstance(value, str):
+        return {"mean": "gem", "float16": "float32"}.get(value, value + "x")
+    if isinstance(value, dict):
+        return {**value, "changed": True}
+    return "changed"
+
+
+def test_every_extraction_key_changes_the_cache_key_and_no_search_key_does():
+    """The key comes from the whole infer section, so a key added later is covered without being listed."""
+    base = _infer(scales=[1, 2], combine="mean", combine_p=3.0)
+    extraction = [k for k in base if k not in SEARCH_ONLY]
+    assert {"image_size", "scales", "flip", "combine", "combine_p", "dtype"} <= set(extraction)
+    for key in extraction:
+        assert extraction_key({**base, key: _changed(base[key])}) != extraction_key(base), key
+        assert tta_tag({**base, key: _changed(base[key])}) != tta_tag(base), key
+    for key in SEARCH_ONLY:
+        if key in base:
+            assert extraction_key({**base, key: _changed(base[key])}) == extraction_key(base), key
+    assert extraction_key(_infer(scales=[1, 2])) != extraction_key(_infer(scales=[0.5, 1]))  # values, not counts
+    assert extraction_key({**base, "a_key_added_later": 1}) != extraction_key(base)
+
+
+def test_features_of_other_scale_values_are_not_reused(net, tiny_root, tmp_path):
+    cpu = torch.device("cpu")
+    first, _ = features(net, COMP, tiny_root, "test", tmp_path, _infer(scales=[1, 2]), cpu, 0)
+    second, _ = features(net, COMP, tiny_root, "test", tmp_path, _infer(scales=[0.5, 1]), cpu, 0)
+    direct, _ = features(net, COMP, tiny_root, "test", tmp_path / "fresh", _infer(scales=[0.5, 1]), cpu, 0)
+    assert not np.allclose(first, second, atol=1e-3) and np.array_equal(second, direct)
+
+
+@pytest.mark.parametrize("damage", ["int64 merged", "float64 merged", "narrow merged", "truncated shard",
+                                    "wide shard", "shard without ids"])
+def test_damaged_cached_features_are_refused_by_name(net, tiny_root, tmp_path, damage):
+    cpu = torch.device("cpu")
+    rows, _ = features(net, COMP, tiny_root, "test", tmp_path, _infer(), cpu, 0)
+    folder = tmp_path / tta_tag(_infer()) / "test"
+    merged = folder.parent / "test.npy"
+    part = folder / "part-00000.npy"
+    if damage.endswith("merged"):
+        kind, target = damage.split()[0], merged
+        bad = {"int64": rows.astype(np.int64), "float64": rows.astype(np.float64), "narrow": rows[:, :7]}[kind]
+        np.save(merged, bad.astype(np.float16) if kind == "narrow" else bad)
+    else:
+        merged.unlink()
+        target = part
+        if damage == "truncated shard":
+            part.write_bytes(part.read_bytes()[:100])
+        elif damage == "wide shard":
+            np.save(part, np.zeros((7, net.dim + 1), np.float16))
+        else:
+            part.with_suffix(".ids.txt").unlink()
+    with pytest.raises(CacheError, match=str(target)):
+        features(net, COMP, tiny_root, "test", tmp_path, _infer(), cpu, 0)
 
 
 def test_leftover_temporary_shard_is_not_merged(net, tiny_root, tmp_path):

@@ -38,6 +38,9 @@ class Case:
     code: int = 2
     message: str = ""  # in the error line (or in stdout when the command succeeds)
     errors: int = 1  # `error:` lines expected
+    patch: Callable | None = None  # (monkeypatch, Ctx): a fault injected where the real one cannot be made
+    env: dict | None = None  # environment variables for the command
+    check: Callable | None = None  # (Ctx): what must hold afterwards, beyond the common assertions
 
 
 class Ctx:
@@ -226,6 +229,197 @@ def _changed_model(ctx):
     return ["train", *ctx.args("model.head=mac")]
 
 
+def _submit(ctx, *extra):
+    return ["submit", *ctx.args(*extra), "--out", str(ctx.tmp / "sub")]
+
+
+def _features(ctx, *extra) -> Path:
+    """Submit once (in the case's preparation), so the run holds merged features; their split folder."""
+    assert main(_submit(ctx, *extra)) == 0
+    return next((ctx.runs / "toy-tiny" / "features").glob("*/test"))
+
+
+def _other_scales_extract_again(ctx):
+    _features(ctx, "infer.scales=[1,2]")
+    ctx.tags_before = {p.name for p in (ctx.runs / "toy-tiny" / "features").iterdir()}
+    (ctx.runs / "toy-tiny" / "ranking.npz").unlink()  # the second submit writes its own
+    return ["submit", *ctx.args("infer.scales=[0.5,1]"), "--out", str(ctx.tmp / "second")]
+
+
+def _new_features_folder(ctx):
+    tags = {p.name for p in (ctx.runs / "toy-tiny" / "features").iterdir()}
+    assert len(tags - ctx.tags_before) == 1, (tags, ctx.tags_before)  # extracted again, not reused
+
+
+def _damaged_merged(make):
+    def prepare(ctx):
+        merged = _features(ctx).parent / "test.npy"
+        np.save(merged, make(np.load(merged)))
+        return _submit(ctx)
+    return prepare
+
+
+def _truncated_shard(ctx):
+    folder = _features(ctx)
+    (folder.parent / "test.npy").unlink()
+    part = folder / "part-00000.npy"
+    part.write_bytes(part.read_bytes()[:64])
+    return _submit(ctx)
+
+
+def _garbage_ranking(ctx):
+    (ctx.runs / "toy-tiny" / "ranking.npz").write_bytes(b"PK\x03\x04 not a zip")
+    return ["viz", "retrieval", *ctx.args()]
+
+
+def _members(value: str):
+    return lambda c: _submit(c, f"ensemble.members={value}")
+
+
+def _owned_build(ctx) -> Path:
+    """A folder as an earlier `make kernel` left it: marked as ours, holding a model."""
+    out = ctx.tmp / "kaggle"
+    (out / "model").mkdir(parents=True)
+    (out / "model" / "checkpoint.pt").write_bytes(b"the last good build")
+    (out / ".made-by-remap-landmarks").write_text("built\n")
+    return out
+
+
+def _kernel(ctx, *extra, checkpoint: Path | None = None):
+    return ["kernel", f"run.dir={ctx.runs}", "--checkpoint", str(checkpoint or ctx.checkpoint()), "--no-download",
+            *extra]
+
+
+def _users_folder(ctx):
+    (ctx.tmp / "mine" / "model").mkdir(parents=True)
+    (ctx.tmp / "mine" / "model" / "notes.txt").write_text("a user's own file")
+    return _kernel(ctx, "--out", str(ctx.tmp / "mine"))
+
+
+def _failed_rebuild(ctx):
+    out = _owned_build(ctx)
+    return ["kernel", f"run.dir={ctx.runs}", "--checkpoint", str(ctx.checkpoint()), "--out", str(out),
+            "--python-version", "2.7"]
+
+
+def _dryrun_work_not_ours(ctx):
+    kaggle = _owned_build(ctx)
+    (kaggle / "kernel").mkdir()
+    (kaggle / "kernel" / "entry.py").write_text("")
+    (ctx.tmp / "runs-like" / "a-run").mkdir(parents=True)
+    (ctx.tmp / "runs-like" / "a-run" / "checkpoint.pt").write_bytes(b"weeks of training")
+    return ["kernel-dryrun", *ctx.args(), "--kaggle", str(kaggle), "--work", str(ctx.tmp / "runs-like")]
+
+
+def _state_dict_bytes(ctx) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(torch.load(ctx.checkpoint(), weights_only=True)["state_dict"], buffer)
+    return buffer.getvalue()
+
+
+def _nan_checkpoint(ctx) -> bytes:
+    import io
+
+    payload = torch.load(ctx.checkpoint(), weights_only=True)
+    payload["state_dict"] = {k: v.float().fill_(float("nan")) if v.is_floating_point() else v
+                             for k, v in payload["state_dict"].items()}
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
+def _kernel_checkpoint(make):
+    def prepare(ctx):
+        return _kernel(ctx, "--out", str(ctx.tmp / "k"), checkpoint=ctx.write("bad.pt", make(ctx)))
+    return prepare
+
+
+def _pickled_checkpoint(ctx):
+    return pickle.dumps({"meta": _System(), "state_dict": {}})
+
+
+def _os_fault(errno_code: int, where: str):
+    """A patch that makes the first shard write (or the submission's write check) fail with ``errno_code``."""
+    def patch(monkeypatch, ctx):
+        import errno as errno_module  # noqa: F401  (names the codes in the failure's message)
+
+        def fail(*args, **kwargs):
+            raise OSError(errno_code, os.strerror(errno_code), str(ctx.tmp / where))
+        if where == "shard":
+            monkeypatch.setattr("solution.infer.features._write_shard", fail)
+        else:
+            monkeypatch.setattr("tempfile.NamedTemporaryFile", fail)
+    return patch
+
+
+def _spill_dir_is_a_file(ctx):
+    return _submit(ctx, f"infer.index.spill_dir={ctx.write('spill', 'x')}", "infer.dba.enabled=true")
+
+
+def _kaggle_folder(ctx, kernel_meta: str | None, dataset_meta: str | None = '{"id": "me/d", "title": "d"}'):
+    folder = ctx.tmp / "kaggle-out"
+    (folder / "kernel").mkdir(parents=True)
+    (folder / "model").mkdir()
+    if kernel_meta is not None:
+        (folder / "kernel" / "kernel-metadata.json").write_text(kernel_meta)
+    if dataset_meta is not None:
+        (folder / "model" / "dataset-metadata.json").write_text(dataset_meta)
+    return ["kaggle", "push", "--dir", str(folder)]
+
+
+def _no_network(monkeypatch, ctx):
+    import requests
+
+    def refuse():
+        raise requests.ConnectionError("HTTPSConnectionPool(host='www.kaggle.com'): Max retries exceeded "
+                                       "(Caused by NameResolutionError)")
+    monkeypatch.setattr("solution.kaggle_api._make_client", refuse)
+
+
+def _token_file(ctx):
+    (ctx.tmp / "home" / ".kaggle").mkdir(parents=True)
+    (ctx.tmp / "home" / ".kaggle" / "access_token").write_bytes(b"\xff\xfe\x00token")
+    return ["kaggle", "submit", "--kernel", "me/nb", "--version", "1"]
+
+
+def _lock_held(ctx):
+    import fcntl
+
+    lock = ctx.runs / "toy-tiny" / ".lock"
+    ctx.lock_handle = open(lock, "a+")  # another writer: a separate open file, as another process's
+    fcntl.flock(ctx.lock_handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return ["train", *ctx.args("train.epochs=2")]
+
+
+def _swallowed_interrupt(monkeypatch, ctx):
+    """SIGINT where Python swallows the KeyboardInterrupt (as at a DataLoader worker's fork): the command goes
+    on, and must still end as interrupted."""
+    import signal
+
+    from solution.infer import submit as module
+
+    real = module.write_submission
+
+    def interrupted(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        except KeyboardInterrupt:
+            pass  # "Exception ignored in ...": what CPython does inside an at-fork handler or a __del__
+        return real(*args, **kwargs)
+    monkeypatch.setattr(module, "write_submission", interrupted)
+
+
+def _header_only_test_csv(ctx):
+    (ctx.data / "toy/test.csv").write_text("id\n")
+    return ["submit", *ctx.args(data=True), "--out", str(ctx.tmp / "sub")]
+
+
+def _tiny_ivfpq(ctx):
+    return _submit(ctx, "infer.index.type=ivfpq")
+
+
 CASES = [
     # configuration: unknown keys, bad values, files
     Case("unknown key", "config", lambda c: ["train", *c.args("train.epoch=2")], message="did you mean 'train.epochs'"),
@@ -313,6 +507,101 @@ CASES = [
          message='lacks "username" and "key"'),
     Case("kernel submission without --version", "kaggle", lambda c: ["kaggle", "submit", "--kernel", "me/nb"],
          message="--version N"),
+    Case("kernel-metadata.json is not JSON", "kaggle", lambda c: _kaggle_folder(c, "{"), message="not valid JSON"),
+    Case("kernel-metadata.json without dataset_sources", "kaggle",
+         lambda c: _kaggle_folder(c, '{"id": "me/k", "code_file": "entry.py"}'), message="'dataset_sources'"),
+    Case("dataset-metadata.json without an id", "kaggle",
+         lambda c: _kaggle_folder(c, '{"id": "me/k", "code_file": "entry.py", "dataset_sources": []}', "[]"),
+         message="lacks 'id'"),
+    Case("KAGGLE_API_TOKEN set, no network", "kaggle", lambda c: ["kaggle", "submit", "--kernel", "me/nb",
+                                                                  "--version", "1"],
+         env={"KAGGLE_API_TOKEN": "KGAT_secret_value"}, patch=_no_network, message="authenticating with Kaggle"),
+    Case("access_token that is not UTF-8", "kaggle", _token_file, message="not a readable UTF-8 token"),
+    # cached artefacts: keyed by every setting, checked before use
+    Case("other scale values extract again", "caches", _other_scales_extract_again, code=0, errors=0,
+         message="submit: wrote", check=_new_features_folder),
+    Case("merged features of dtype int64", "caches", _damaged_merged(lambda a: a.astype(np.int64)),
+         message="int64 array"),
+    Case("merged features of dtype float64", "caches", _damaged_merged(lambda a: a.astype(np.float64)),
+         message="float64 array"),
+    Case("merged features of another dimension", "caches", _damaged_merged(lambda a: a[:, :5]),
+         message="x 5 float16 array"),
+    Case("truncated shard", "caches", _truncated_shard, message="part-00000.npy is not a readable .npy"),
+    Case("garbage ranking.npz", "caches", _garbage_ranking, message="not a ranking written by `submit`"),
+    # ensemble members
+    Case("member weight .nan", "ensemble", _members("[{run: toy-tiny, weight: .nan}]"), message="ensemble.members"),
+    Case("member weight .inf", "ensemble", _members("[{run: toy-tiny, weight: .inf}]"), message="ensemble.members"),
+    Case("member weight abc", "ensemble", _members("[{run: toy-tiny, weight: abc}]"), message="ensemble.members"),
+    Case("member weight null", "ensemble", _members("[{run: toy-tiny, weight: null}]"), message="ensemble.members"),
+    Case("member weight a list", "ensemble", _members("[{run: toy-tiny, weight: [1]}]"), message="ensemble.members"),
+    Case("member run: 123", "ensemble", _members("[{run: 123}]"), message="ensemble.members"),
+    Case("member listed twice", "ensemble", _members("[{run: toy-tiny}, {run: toy-tiny}]"),
+         message="each run once"),
+    # folders: nothing deleted that this project did not build, nothing replaced before the new one is whole
+    Case("kernel --out holding a user's model/", "folders", _users_folder, message="did not build"),
+    Case("kernel build that fails keeps the last one", "folders", _failed_rebuild, message="Python 2.7"),
+    Case("kernel-dryrun --work of a user's runs", "folders", _dryrun_work_not_ours, message="did not build"),
+    # what `make kernel` ships
+    Case("kernel: random bytes as checkpoint", "kernel build",
+         _kernel_checkpoint(lambda c: np.random.default_rng(1).bytes(2048)), message="not a readable PyTorch file"),
+    Case("kernel: a bare state dict", "kernel build",
+         _kernel_checkpoint(_state_dict_bytes),
+         message="not a checkpoint written by"),
+    Case("kernel: a pickle payload", "kernel build", _kernel_checkpoint(_pickled_checkpoint),
+         message="not a readable PyTorch file"),
+    Case("kernel: weights that describe as NaN", "kernel build", _kernel_checkpoint(_nan_checkpoint),
+         message="non-finite"),
+    # filesystem faults: one line naming the path and the errno in words
+    Case("full disk while extracting", "filesystem", _submit, patch=_os_fault(28, "shard"),
+         message="no space left on device (ENOSPC)"),
+    Case("read-only --out", "filesystem", _submit, patch=_os_fault(30, "sub"),
+         message="read-only file system (EROFS)"),
+    Case("permission denied on --out", "filesystem", _submit, patch=_os_fault(13, "sub"),
+         message="permission denied (EACCES)"),
+    Case("infer.index.spill_dir is a file", "filesystem", _spill_dir_is_a_file, message="spill"),
+    # arguments and values out of range
+    Case("bench --dim 0", "arguments", lambda c: ["bench", "scale", "--dim", "0"], message="--dim: 0 is below 1"),
+    Case("bench extract --images 0", "arguments", lambda c: ["bench", "extract", "--images", "0"],
+         message="--images: 0 is below 1"),
+    Case("bench --index-size -5", "arguments", lambda c: ["bench", "search", "--index-size", "-5"],
+         message="--index-size"),
+    Case("ablate-heads --variants remap alone", "arguments",
+         lambda c: ["ablate-heads", *c.args(), "--variants", "remap"], message="name at least one other"),
+    Case("ivfpq on a tiny index falls back to flat", "arguments", _tiny_ivfpq, code=0, errors=0,
+         message="exact flat index"),
+    Case("neg_num above pool_size", "arguments",
+         lambda c: ["train", *c.args("train.neg_num=50", "train.pool_size=3")], message="train.pool_size=3"),
+    Case("preprocess --size 0", "arguments", lambda c: ["preprocess", *c.args(), "--size", "0"],
+         message="--size: 0 is below 1"),
+    Case("val_landmarks above what can be held out", "arguments",
+         lambda c: ["train", *c.args("train.val_landmarks=1000", "run.name=fresh")],
+         message="train.val_landmarks=1000"),
+    Case("viz --queries -1", "arguments", lambda c: ["viz", "retrieval", *c.args(), "--queries", "-1"],
+         message="--queries"),
+    Case("kernel-dryrun --test-images -5", "arguments", lambda c: ["kernel-dryrun", "--test-images", "-5"],
+         message="--test-images"),
+    Case("kernel-dryrun --time-limit -1", "arguments", lambda c: ["kernel-dryrun", "--time-limit", "-1"],
+         message="--time-limit"),
+    Case("kaggle submit --version -2", "arguments",
+         lambda c: ["kaggle", "submit", "--kernel", "me/nb", "--version", "-2"], message="--version"),
+    # the command line itself
+    Case("unknown option", "command line", lambda c: ["train", "--nope"], message="unrecognized arguments: --nope"),
+    Case("unknown stage", "command line", lambda c: ["trian"], message="invalid choice: 'trian'"),
+    Case("SOLUTION_DEBUG=false is not debugging", "command line", lambda c: ["train", *c.args("train.image_size=0")],
+         env={"SOLUTION_DEBUG": "false"}, message="train.image_size"),
+    Case("SOLUTION_DEBUG=no is not debugging", "command line", lambda c: ["submit", *c.args("infer.batch_size=0")],
+         env={"SOLUTION_DEBUG": "no"}, message="infer.batch_size"),
+    # paths stay inside their roots
+    Case("run.name=../../..", "paths", lambda c: ["train", *c.args("run.name=../../..")], message="run.name"),
+    Case("run.name with a slash", "paths", lambda c: ["submit", *c.args("run.name=a/b")], message="run.name"),
+    Case("competition slug with ..", "paths",
+         lambda c: ["validate", "--competition", "../toy", "--data-root", str(c.tiny_root), str(c.submission())],
+         message="not a plain name"),
+    Case("test.csv with a header alone", "paths", _header_only_test_csv, message="lists no images"),
+    # interrupts and locks
+    Case("interrupt Python swallowed", "interrupts", _submit, code=130, errors=0, patch=_swallowed_interrupt,
+         message="interrupted:"),
+    Case("a second writer of one run", "interrupts", _lock_held, message="is in use by"),
 ]
 
 
@@ -338,8 +627,10 @@ def test_bad_input(case, tiny_root, trained, tmp_path, monkeypatch, capsys, capl
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     ctx = Ctx(tmp_path, tiny_root, trained)
     argv = case.prepare(ctx)
-    for key, value in getattr(ctx, "kaggle_env", {}).items():
+    for key, value in {**getattr(ctx, "kaggle_env", {}), **(case.env or {})}.items():
         monkeypatch.setenv(key, value)
+    if case.patch is not None:
+        case.patch(monkeypatch, ctx)
     before = _snapshot(tmp_path, trained, tiny_root)
     capsys.readouterr()
     code = main(argv)
@@ -348,13 +639,15 @@ def test_bad_input(case, tiny_root, trained, tmp_path, monkeypatch, capsys, capl
     assert code == case.code, (out, err)
     assert len(errors) == case.errors, err
     assert "Traceback" not in err + out + caplog.text
-    assert case.message in (errors[0] if errors else out + err), (errors, out)
+    assert case.message in (errors[0] if errors else out + err + caplog.text), (errors, out)
     after = _snapshot(tmp_path, trained, tiny_root)
     changed = [p for p, digest in before.items() if after.get(p) != digest]
     assert not changed, changed
     assert not [p for p in after if p.name.endswith(".tmp")]
     if case.name == "submit --out is a file (checked first)":
         assert not (ctx.runs / "toy-tiny" / "features").exists()  # refused before any extraction
+    if case.check is not None:
+        case.check(ctx)
 
 
 def test_debug_shows_the_traceback(tiny_root, tmp_path, monkeypatch):
