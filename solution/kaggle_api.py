@@ -258,7 +258,7 @@ def wait_ready(api, refs: list[str], timeout_s: float, poll_s: float = 15.0,
 
 def push_kernel(api, folder: Path) -> tuple[str, int | None]:
     """Push the notebook in ``folder``; returns (owner/slug, version number)."""
-    ref = read_metadata(folder / "kernel-metadata.json", ("id", "code_file", "dataset_sources"))["id"]
+    ref = read_metadata(folder / "kernel-metadata.json", ("id", "dataset_sources"))["id"]
     what = f"pushing kernel {ref}"
     response = _call(what, api.kernels_push, str(folder))
     _check_response(what, response)
@@ -284,7 +284,7 @@ def push(folder: Path, wait_s: float = 1800, poll_s: float = 15.0, sleep: Callab
     if not (kernel / "kernel-metadata.json").is_file():
         raise KaggleError(f"{kernel}/kernel-metadata.json does not exist; run `make kernel` first")
     datasets = [p for p in sorted(folder.iterdir()) if (p / "dataset-metadata.json").is_file()]
-    wanted = read_metadata(kernel / "kernel-metadata.json", ("id", "code_file", "dataset_sources"))["dataset_sources"]
+    wanted = read_metadata(kernel / "kernel-metadata.json", ("id", "dataset_sources"))["dataset_sources"]
     for dataset in datasets:  # every file checked before anything is sent
         read_metadata(dataset / "dataset-metadata.json", ("id", "title"))
     api = client()

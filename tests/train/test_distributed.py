@@ -77,11 +77,12 @@ def test_two_ranks_share_extraction_and_rank0_merges(tiny_root, tmp_path):
     assert "wrote" in outputs[0][0] and "wrote" not in outputs[1][0]  # rank 0 alone merges
     import numpy as np
 
-    folder = "features/96px-s1/test"
-    parts = sorted((tmp_path / "ddp/toy-tiny" / folder).glob("part-*.npy"))
+    [tag] = [p.name for p in (tmp_path / "ddp/toy-tiny/features").iterdir()]  # 96px-s1-<settings key>
+    assert tag.startswith("96px-s1-") and (single / "toy-tiny/features" / tag).is_dir()  # one key, both runs
+    parts = sorted((tmp_path / "ddp/toy-tiny/features" / tag / "test").glob("part-*.npy"))
     assert len(parts) == 3  # 12 test images in shards of 5, spread over both ranks
-    merged = np.load(tmp_path / "ddp/toy-tiny/features/96px-s1/test.npy")
-    reference = np.load(single / "toy-tiny/features/96px-s1/test.npy")
+    merged = np.load(tmp_path / "ddp/toy-tiny/features" / tag / "test.npy")
+    reference = np.load(single / "toy-tiny/features" / tag / "test.npy")
     assert np.allclose(merged, reference, atol=1e-3)
 
 

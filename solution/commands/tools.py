@@ -1,0 +1,86 @@
+"""Measurement stages: the benchmarks and the GPU checks.
+
+Each ``cmd_*`` is registered with ``@stage``, its arguments beside it; it loads the config and calls
+the package's own functions."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..config import ConfigError, load_config
+from .registry import arg, stage, whole
+
+
+@stage("bench", "measured ratios: heads vs bare backbone, training loop vs bare steps",
+       arg("sections", nargs="*", help="model, train, search, extract, decode; scale (only when named)"),
+       arg("--index-size", type=whole(1), default=50_000, help="synthetic index rows (search section)"),
+       arg("--queries", type=whole(1), default=5_000, help="synthetic queries (search section)"),
+       arg("--config", default="toy", help="experiment YAML for the train section"),
+       arg("--set", nargs="*", default=[], metavar="key=value", help="config overrides (train section)"),
+       arg("--steps", type=whole(1), default=12, help="training steps timed (train section)"),
+       arg("--images", type=whole(1), default=160, help="index images described (extract section)"),
+       arg("--scale-index", type=whole(1), default=1_000_000, help="synthetic index rows (scale section)"),
+       arg("--scale-queries", type=whole(1), default=2_000, help="synthetic queries (scale section)"),
+       arg("--dim", type=whole(1), default=4096, help="descriptor dimensions (scale section)"),
+       arg("--dtype", choices=["float16", "float32"], default="float16",
+           help="how the index is stored and searched (scale section; infer.index.dtype)"),
+       arg("--dba-slice", type=whole(1), default=100_000, help="rows DBA is timed on, then projected (scale)"),
+       arg("--backbones", nargs="+", default=["tf_efficientnet_lite0", "resnet50"]),
+       arg("--height", type=whole(1), default=384),
+       arg("--width", type=whole(1), default=512),
+       arg("--batch", type=whole(1), default=4),
+       arg("--repeats", type=whole(1), default=15, help="interleaved repeats (model section)"),
+       arg("--decode-images", type=whole(1), default=200, help="generated JPEGs (decode section)"),
+       arg("--out", default="runs/bench"),
+       config=False)
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .. import bench
+
+    runners = {
+        "model": lambda: bench.bench_model(args.backbones, args.height, args.width, args.batch, args.repeats),
+        "train": lambda: bench.bench_train(load_config(args.config, args.set), args.steps),
+        "search": lambda: bench.bench_search(args.index_size, args.queries),
+        "extract": lambda: bench.bench_extract(load_config(args.config, args.set), args.images),
+        "scale": lambda: bench.bench_scale(args.scale_index, args.scale_queries, args.dim, args.dtype,
+                                           dba_slice=args.dba_slice),
+        "decode": lambda: bench.bench_decode(args.decode_images),
+    }
+    # `scale` takes many minutes and gigabytes: only when named.
+    for section in args.sections or [s for s in runners if s != "scale"]:
+        if section not in runners:
+            raise ConfigError(f"unknown bench section '{section}'; available: {', '.join(runners)}")
+        with bench.SectionMemory() as memory:
+            rows = runners[section]()
+        # the section's own report where it has one (train: the trainer's device); search runs where faiss does
+        device = rows[0].get("device") if rows else None
+        device = device or ("cuda" if section in ("search", "scale") and bench.faiss_gpus() else "cpu")
+        out = bench.write_results(section, rows, args.out, memory, device)
+        print(bench.format_table(rows))
+        cuda = f", peak CUDA {memory.cuda_peak_mb:.0f} MB" if memory.cuda_peak_mb else ""
+        print(f"bench {section} on {device}: section peak RSS {memory.peak_mb:.0f} MB{cuda}; wrote {out}")
+    return 0
+
+
+@stage("gpu-verify", "the first GPU's script: plan, gpu-check, train + submit + kernel on cuda",
+       arg("--recipes", nargs="+", help="recipes whose plan is checked (default: the GLDv2 recipes)"),
+       config=False)
+def cmd_gpu_verify(args: argparse.Namespace) -> int:
+    from ..gpu_verify import RECIPES, run
+
+    report, ok = run(tuple(args.recipes or RECIPES))
+    print(report)
+    return 0 if ok else 1
+
+
+@stage("gpu-check", "AMP training steps, extraction img/s and faiss on a GPU",
+       config=False)
+def cmd_gpu_check(args: argparse.Namespace) -> int:
+    from ..gpu_check import run
+
+    try:
+        print(run())
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
