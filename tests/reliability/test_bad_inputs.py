@@ -2,7 +2,7 @@
 runs). Each case asserts the exit code, the number of ``error:`` lines (one, or none where the input is
 accepted), that no traceback escaped, and that no file written before the command changed.
 
-The README's "Reliability" table is checked against CASES (``test_readme_table_matches_the_suite``).
+The table in ``docs/reliability.md`` is checked against CASES (``test_docs_table_matches_the_suite``).
 """
 
 from __future__ import annotations
@@ -656,10 +656,10 @@ def test_debug_shows_the_traceback(tiny_root, tmp_path, monkeypatch):
         main(["train", *TINY, f"data.root={tiny_root}", f"run.dir={tmp_path}", "train.image_size=0"])
 
 
-def test_readme_table_matches_the_suite():
-    """README's Reliability table: one row per category with its case count."""
-    text = (REPO / "README.md").read_text()
-    section = text[text.index("## Reliability"):]
+def test_docs_table_matches_the_suite():
+    """docs/reliability.md's table: one row per category with its case count."""
+    text = (REPO / "docs" / "reliability.md").read_text()
+    section = text[text.index("# Reliability"):]
     rows = {}
     for line in section.splitlines()[1:]:
         if line.startswith("## "):
