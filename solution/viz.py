@@ -139,12 +139,10 @@ def tuple_preview(dataset, count: int, out: str | Path) -> Path:
     return _save_png(sheet, Path(out))
 
 
-def retrieval_gallery(data_dir: str | Path, ranking_npz: str | Path, out: str | Path, solution: dict | None = None,
+def retrieval_gallery(data_dir: str | Path, ranking: tuple, out: str | Path, solution: dict | None = None,
                       queries: int = 8, topk: int = 8, cell: int = 112) -> Path:
     """Each query beside its top hits; with ground truth, hits are framed green (right) or red (wrong)."""
-    from .infer.submit import load_ranking
-
-    query_ids, index_ids, neighbours = load_ranking(ranking_npz)
+    query_ids, index_ids, neighbours = ranking[:3]
     chosen = [i for i, q in enumerate(query_ids) if solution is None or solution.get(q, ([], ""))[0]][:queries]
     sheet = Image.new("RGB", ((topk + 1) * (cell + 6) + 10, len(chosen) * (cell + 6)), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)

@@ -42,6 +42,7 @@ def test_tiny_pipeline(tmp_path, monkeypatch, capsys):
     assert submission.is_file()
 
     assert main(["viz", "retrieval", *common]) == 0
+    assert "(ranking of features 96px-s1-" in capsys.readouterr().out  # what made the picture, from ranking.npz
     assert (tmp_path / "runs/toy-tiny/plots/retrieval.png").stat().st_size > 1000
 
     assert main(["extract", *common, "--split", "train", "infer.flip=true"]) == 0

@@ -68,7 +68,9 @@ def cmd_data(args: argparse.Namespace) -> int:
        arg("--topk", type=whole(1), default=8))
 def cmd_viz(args: argparse.Namespace) -> int:
     from ..competition import load_competition
-    from ..data.gldv2 import read_solution
+    from ..data.gldv2 import read_ids, read_solution
+    from ..infer.features import CacheError
+    from ..infer.submit import load_ranking
     from ..viz import data_contact_sheet, retrieval_gallery
 
     cfg = config_of(args)
@@ -77,14 +79,20 @@ def cmd_viz(args: argparse.Namespace) -> int:
     if args.kind == "data":
         print(f"viz data: wrote {data_contact_sheet(target, target / 'contact_sheet.png')}")
         return 0
-    ranking = run_dir(cfg) / "ranking.npz"
+    path = run_dir(cfg) / "ranking.npz"
+    ranking = load_ranking(path)
+    test_ids = set(read_ids(comp.csv_path(cfg["data"]["root"], "test_csv")))
+    if set(ranking[0]) != test_ids:  # made for another test set: its hits would be drawn from the wrong images
+        raise CacheError(f"{path} ranks {len(ranking[0])} queries, not this competition's {len(test_ids)} test "
+                         "images; run `make submit` again to rewrite it")
     solution_path = comp.csv_path(cfg["data"]["root"], "solution_csv")
     solution = read_solution(solution_path) if solution_path.is_file() else None
-    if args.queries < 1 or args.topk < 1:
-        raise ConfigError(f"--queries {args.queries} --topk {args.topk}: both must be at least 1")
     out = retrieval_gallery(target, ranking, run_dir(cfg) / "plots" / "retrieval.png", solution, args.queries,
                             args.topk)
-    print(f"viz retrieval: wrote {out}")
+    made_by = ranking[3]
+    detail = (f" (ranking of features {made_by.get('features', '?')}, steps "
+              f"{'+'.join(made_by.get('steps', [])) or 'none'})" if made_by else "")
+    print(f"viz retrieval: wrote {out}{detail}")
     return 0
 
 

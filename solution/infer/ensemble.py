@@ -30,7 +30,7 @@ from .pipeline import id_rankings, run_net, solution_intervals, train_labels
 from .rerank import l2_normalise
 from .retrieve import needs_train, retrieve
 from .submission import SubmissionError, validate_submission, write_submission
-from .submit import save_ranking
+from .submit import provenance, save_ranking
 
 
 def members(cfg: dict) -> list[tuple[str, float]]:
@@ -171,7 +171,9 @@ def run_ensemble(cfg: dict, out_dir: str | Path = "submissions") -> dict:
         return rankings, solution_intervals(comp, cfg["data"]["root"], rankings), (neighbours, scores)
 
     rankings, parts, (neighbours, scores) = scored(combined["index"], combined["test"], combined.get("train"))
-    save_ranking(run / "ranking.npz", test_ids, index_ids, neighbours, scores)  # for `viz retrieval`
+    made_by = {"members": [{"run": n, "weight": w} for n, w in zip(names, weights)],
+               **{k: v for k, v in provenance({}, cfg["infer"]).items() if k != "checkpoint"}}
+    save_ranking(run / "ranking.npz", test_ids, index_ids, neighbours, scores, made_by)  # for `viz retrieval`
     path = Path(out_dir) / f"{comp.slug}-{cfg['run']['name']}{comp.submission['file_suffix']}"
     write_submission(path, rankings, test_ids, comp.submission["max_predictions"])
     problems = validate_submission(path, test_ids, index_ids, comp.submission["max_predictions"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -17,15 +18,26 @@ log = logging.getLogger(__name__)
 
 
 def save_ranking(path: Path, query_ids: list[str], index_ids: list[str], neighbours: np.ndarray,
-                 scores: np.ndarray) -> None:
+                 scores: np.ndarray, made_by: dict) -> None:
+    """The ranking ``viz retrieval`` draws, with what made it (``made_by``: the features folder, the
+    checkpoint, the post-processing), so a picture is never taken for another run's."""
     with atomic_path(path) as tmp, tmp.open("wb") as handle:
         np.savez(handle, query_ids=np.array(query_ids), index_ids=np.array(index_ids), neighbours=neighbours,
-                 scores=scores)
+                 scores=scores, made_by=np.array(json.dumps(made_by, sort_keys=True, default=str)))
 
 
-def load_ranking(path: str | Path) -> tuple[list[str], list[str], np.ndarray]:
-    """(query ids, index ids, neighbours) from a ``ranking.npz`` that ``submit`` wrote, each part checked:
-    one row of index positions (or -1) per query."""
+def provenance(net_meta: dict, infer_cfg: dict) -> dict:
+    """What a ranking was made from: the checkpoint file, the features folder and the search steps."""
+    from .features import tta_tag
+    from .retrieve import STEPS
+
+    return {"checkpoint": net_meta.get("fingerprint", ""), "features": tta_tag(infer_cfg),
+            "steps": [step for step in STEPS if infer_cfg.get(step, {}).get("enabled")]}
+
+
+def load_ranking(path: str | Path) -> tuple[list[str], list[str], np.ndarray, dict]:
+    """(query ids, index ids, neighbours, what made it) from a ``ranking.npz`` that ``submit`` wrote, each part
+    checked: one row of index positions (or -1) per query."""
     import zipfile
 
     from .features import CacheError
@@ -35,6 +47,7 @@ def load_ranking(path: str | Path) -> tuple[list[str], list[str], np.ndarray]:
         with np.load(path, allow_pickle=False) as data:
             query_ids, index_ids = [str(q) for q in data["query_ids"]], [str(i) for i in data["index_ids"]]
             neighbours = np.asarray(data["neighbours"])
+            made_by = json.loads(str(data["made_by"])) if "made_by" in data else {}
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} does not exist; run `make submit` first") from None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
@@ -44,7 +57,7 @@ def load_ranking(path: str | Path) -> tuple[list[str], list[str], np.ndarray]:
             neighbours.size and (neighbours.min() < -1 or neighbours.max() >= len(index_ids))):
         raise CacheError(f"{path} holds {neighbours.shape} neighbours of dtype {neighbours.dtype} for "
                          f"{len(query_ids)} queries and {len(index_ids)} index images; {fix}")
-    return query_ids, index_ids, neighbours
+    return query_ids, index_ids, neighbours, made_by
 
 
 def make_submission(cfg: dict, out_dir: str | Path = "submissions") -> dict:
@@ -59,6 +72,7 @@ def make_submission(cfg: dict, out_dir: str | Path = "submissions") -> dict:
     problems = validate_submission(path, test_ids, index_ids, comp.submission["max_predictions"])
     if problems:
         raise SubmissionError("; ".join(problems))
-    save_ranking(run / "ranking.npz", test_ids, index_ids, neighbours, scores)  # once the submission stands
+    save_ranking(run / "ranking.npz", test_ids, index_ids, neighbours, scores,  # once the submission stands
+                 provenance(net.meta, cfg["infer"]))
     return {"submission": path, "scores": solution_scores(comp, cfg["data"]["root"], rankings), "rows": len(test_ids),
             "ranking": run / "ranking.npz"}

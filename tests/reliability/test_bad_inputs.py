@@ -272,6 +272,14 @@ def _garbage_ranking(ctx):
     return ["viz", "retrieval", *ctx.args()]
 
 
+def _other_test_set_ranking(ctx):
+    from solution.infer.submit import save_ranking
+
+    save_ranking(ctx.runs / "toy-tiny" / "ranking.npz", ["q1", "q2", "q3"], ["i1"], np.zeros((3, 1), np.int64),
+                 np.zeros((3, 1), np.float32), {"features": "elsewhere"})
+    return ["viz", "retrieval", *ctx.args()]
+
+
 def _members(value: str):
     return lambda c: _submit(c, f"ensemble.members={value}")
 
@@ -528,6 +536,7 @@ CASES = [
          message="x 5 float16 array"),
     Case("truncated shard", "caches", _truncated_shard, message="part-00000.npy is not a readable .npy"),
     Case("garbage ranking.npz", "caches", _garbage_ranking, message="not a ranking written by `submit`"),
+    Case("ranking.npz of another test set", "caches", _other_test_set_ranking, message="ranks 3 queries"),
     # ensemble members
     Case("member weight .nan", "ensemble", _members("[{run: toy-tiny, weight: .nan}]"), message="ensemble.members"),
     Case("member weight .inf", "ensemble", _members("[{run: toy-tiny, weight: .inf}]"), message="ensemble.members"),
