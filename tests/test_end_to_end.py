@@ -1,6 +1,7 @@
 """data -> train (one short epoch) -> submit -> evaluate, on the tiny toy set, through the CLI."""
 
 import csv
+import json
 
 from solution.cli import main
 
@@ -50,5 +51,12 @@ def test_tiny_pipeline(tmp_path, monkeypatch, capsys):
 
     assert main(["ablate", *common]) == 0
     out = capsys.readouterr().out
-    assert "| + label re-ranking" in out and "best on Public:" in out
-    assert (tmp_path / "runs/toy-tiny/ablation.json").is_file()
+    assert "| + label re-ranking" in out and "ablate: selected on validation" in out
+    first = json.loads((tmp_path / "runs/toy-tiny/ablation.json").read_text())
+    assert first["selection"] == {"split": "val", "part": "all"} and "Public" in first["rows"][0]
+    # selection never reads test's ground truth: without it, the same steps are kept and the same one is best
+    (tmp_path / "inputs/toy/retrieval_solution_v2.1.csv").unlink()
+    assert main(["ablate", *common]) == 0
+    second = json.loads((tmp_path / "runs/toy-tiny/ablation.json").read_text())
+    assert [r["kept"] for r in second["rows"]] == [r["kept"] for r in first["rows"]]
+    assert second["best"] == first["best"] and "Public" not in second["rows"][0]

@@ -144,7 +144,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
     result = ablate(config_of(args), tuple(args.skip or ()))
     print(table(result))
-    print(f"ablate: best on Public: {result['best_on_public']}; wrote {result['path']}")
+    print(f"ablate: selected on {result['selected_on']}; best: {result['best']}; wrote {result['path']}")
     return 0
 
 

@@ -52,6 +52,8 @@ class ToySize:
     nonlandmark_queries: int
     noisy_fraction: float             # train.csv images that train_clean.csv drops
     image_size: int                   # longest side of the written JPEGs
+    val_queries: int                  # validation queries of index landmarks (drawn like the test ones)
+    val_nonlandmark_queries: int
 
     @property
     def shared_landmarks(self) -> int:
@@ -61,8 +63,8 @@ class ToySize:
 # GLDv2 in miniature: about 3/4 of the queried landmarks are also train landmarks (other photographs,
 # another numbering in the index), the rest never appear in train; 1,000 distractors sit in the index.
 SIZES = {
-    "default": ToySize(320, (4, 9), 400, 0.75, (2, 6), 1000, 440, 40, 0.05, 256),
-    "tiny": ToySize(8, (4, 4), 6, 0.5, (3, 3), 6, 10, 2, 0.1, 128),
+    "default": ToySize(320, (4, 9), 400, 0.75, (2, 6), 1000, 440, 40, 0.05, 256, 440, 40),
+    "tiny": ToySize(8, (4, 4), 6, 0.5, (3, 3), 6, 10, 2, 0.1, 128, 10, 2),
 }
 
 
@@ -387,6 +389,14 @@ def plan(seed: int, size: ToySize) -> list[ToyImage]:
         add("test", int(lm), int(lm), 0)
     for _ in range(size.nonlandmark_queries):
         add("test", None, None, 2)
+    # Validation queries: drawn like the test queries (the same mix of shared landmarks, novel ones and no
+    # landmark at all), other photographs, their own solution file, searched against the same index. Choices
+    # are made on them, so test is only reported. Their own random stream: the images above are unchanged.
+    val_rng = _rng(seed, 6)
+    for lm in val_rng.choice(index_landmarks, size.val_queries, replace=size.val_queries > len(index_landmarks)):
+        add("val", int(lm), int(lm), 0)
+    for _ in range(size.val_nonlandmark_queries):
+        add("val", None, None, 2)
     return images
 
 
@@ -449,10 +459,18 @@ def write_csvs(root: Path, seed: int, images: list[ToyImage]) -> None:
     _write_csv(root / "recognition_solution_v2.1.csv", "id,landmarks,Usage", recognition)
     sample = " ".join(im.image_id for im in index[:5])
     _write_csv(root / "sample_submission.csv", "id,images", [f"{im.image_id},{sample}" for im in test])
+    val = sorted((im for im in images if im.split == "val"), key=lambda im: im.image_id)
+    val_rng = _rng(seed, 7)  # its own stream: the test files above are unchanged
+    _write_csv(root / "val.csv", "id", [im.image_id for im in val])
+    _write_csv(root / "val_solution.csv", "id,images,Usage",
+               [f"{im.image_id},None,Ignored" if im.label is None or im.label not in relevant else
+                f"{im.image_id},{' '.join(relevant[im.label])},{'Public' if val_rng.random() < 0.5 else 'Private'}"
+                for im in val])
 
 
-GENERATOR = 4  # raise when the rendering or the plan changes: a set written by another version is replaced
+GENERATOR = 5  # raise when the rendering or the plan changes: a set written by another version is replaced
 MARKER = "toy.json"
+SPLITS = ("train", "index", "test", "val")
 
 
 def _clear_stale(root: Path, stamp: dict) -> None:
@@ -460,14 +478,14 @@ def _clear_stale(root: Path, stamp: dict) -> None:
     marker = root / MARKER
     if marker.is_file() and json.loads(marker.read_text()) == stamp:
         return
-    if not marker.is_file() and not any((root / split).is_dir() for split in ("train", "index", "test")):
+    if not marker.is_file() and not any((root / split).is_dir() for split in SPLITS):
         return
     if not marker.is_file() and not owned(root):  # images this generator never wrote: never deleted
         raise ConfigError(f"{root} holds train/index/test folders but neither {MARKER} nor {OWNED_MARKER}: they "
                           "are not a toy set this project wrote, so they are not replaced; move them, or set "
                           "data.root to another folder")
     log.warning("toy set at %s was written by another generator, size or seed; regenerating it", root)
-    for split in ("train", "index", "test"):
+    for split in SPLITS:
         shutil.rmtree(root / split, ignore_errors=True)
     for csv in root.glob("*.csv"):
         csv.unlink()

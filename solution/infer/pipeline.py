@@ -55,13 +55,15 @@ def run_net(cfg: dict, checkpoint: str | Path | None = None) -> tuple[RetrievalN
 
 
 def search_competition(net: RetrievalNet, comp: Competition, cfg: dict, infer_cfg: dict,
-                       device: torch.device) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
-    """Describe test and index as ``infer_cfg`` says (train too, with labels, when label re-ranking is on),
-    search and post-process. Returns (neighbours, scores, test ids, index ids)."""
+                       device: torch.device, queries: str = "test"
+                       ) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """Describe the ``queries`` split (test, or val where the competition has one) and index as ``infer_cfg``
+    says (train too, with labels, when label re-ranking is on), search and post-process. Returns
+    (neighbours, scores, query ids, index ids)."""
     data_root, out_root, workers = cfg["data"]["root"], run_dir(cfg) / "features", data_workers(cfg["run"]["workers"])
     index, index_ids = features(net, comp, data_root, "index", out_root, infer_cfg, device, workers,
                                 infer_cfg["index"]["dtype"])
-    test, test_ids = features(net, comp, data_root, "test", out_root, infer_cfg, device, workers)
+    test, test_ids = features(net, comp, data_root, queries, out_root, infer_cfg, device, workers)
     train = labels = None
     if needs_train(infer_cfg):
         train, train_ids = features(net, comp, data_root, "train", out_root, infer_cfg, device, workers)
@@ -76,10 +78,23 @@ def train_labels(comp: Competition, data_root: str | Path, train_ids: list[str])
     return labels.loc[train_ids].to_numpy()
 
 
-def solution_intervals(comp: Competition, data_root: str | Path, rankings: dict[str, list[str]]) -> dict[str, dict]:
-    """Per part (Public, Private, all): mAP@k, its 95% bootstrap interval, query count and per-query APs;
-    {} without ground truth on disk."""
-    path = comp.csv_path(data_root, "solution_csv")
+def solution_key(queries: str) -> str:
+    """The competition.yaml key of a query split's ground truth: test's is GLDv2's ``solution_csv``."""
+    return "solution_csv" if queries == "test" else f"{queries}_solution_csv"
+
+
+def has_split(comp: Competition, queries: str) -> bool:
+    """Whether the competition lists a ``queries`` split with its ground truth (the toy's val does)."""
+    return f"{queries}_csv" in comp.data and solution_key(queries) in comp.data
+
+
+def solution_intervals(comp: Competition, data_root: str | Path, rankings: dict[str, list[str]],
+                       queries: str = "test") -> dict[str, dict]:
+    """Per part (Public, Private, all): mAP@k, its 95% bootstrap interval, query count and per-query APs,
+    against the ``queries`` split's ground truth; {} without it on disk."""
+    if not has_split(comp, queries):
+        return {}
+    path = comp.csv_path(data_root, solution_key(queries))
     if not path.is_file():
         return {}
     return score_with_intervals(rankings, read_solution(path), comp.metric["k"])

@@ -112,3 +112,39 @@ def test_deterministic_and_seeded(tmp_path):
 def test_contact_sheet(tiny_root, tmp_path):
     out = data_contact_sheet(tiny_root / "toy", tmp_path / "sheet.png", landmarks=3, views=3)
     assert out.stat().st_size > 1000
+
+
+def test_validation_queries_are_drawn_like_test_and_scored_against_the_index(tiny_root):
+    root = tiny_root / "toy"
+    spec = toy.SIZES["tiny"]
+    val, test, index = read_ids(root / "val.csv"), read_ids(root / "test.csv"), set(read_ids(root / "index.csv"))
+    assert len(val) == spec.val_queries + spec.val_nonlandmark_queries and not set(val) & set(test)
+    assert all(image_path(root, "val", i).is_file() for i in val)
+    solution = read_solution(root / "val_solution.csv")
+    assert set(solution) == set(val)
+    usages = [usage for _, usage in solution.values()]
+    assert usages.count("Ignored") == spec.val_nonlandmark_queries
+    assert all(set(images) <= index for images, usage in solution.values() if usage != "Ignored")
+    default = toy.SIZES["default"]
+    assert default.val_queries >= 400  # enough scored queries to rank choices
+    plan = toy.plan(0, default)
+    test_kinds = sorted({(im.landmark is None, im.landmark is not None and im.landmark < default.train_landmarks)
+                         for im in plan if im.split == "test"})
+    val_kinds = sorted({(im.landmark is None, im.landmark is not None and im.landmark < default.train_landmarks)
+                        for im in plan if im.split == "val"})
+    assert val_kinds == test_kinds  # shared landmarks, novel ones and no landmark, in both
+
+
+def test_the_validation_split_leaves_every_other_image_and_file_as_it_was(tmp_path):
+    import dataclasses
+
+    spec = toy.SIZES["tiny"]
+    without = dataclasses.replace(spec, val_queries=0, val_nonlandmark_queries=0)
+    full, bare = toy.plan(0, spec), toy.plan(0, without)
+    assert [im for im in full if im.split != "val"] == bare
+    for name, images in (("full", full), ("bare", bare)):
+        (tmp_path / name).mkdir()
+        toy.write_csvs(tmp_path / name, 0, images)
+    for name in ("train.csv", "train_clean.csv", "index.csv", "test.csv", "retrieval_solution_v2.1.csv",
+                 "recognition_solution_v2.1.csv", "sample_submission.csv", "index_image_to_landmark.csv"):
+        assert (tmp_path / "full" / name).read_bytes() == (tmp_path / "bare" / name).read_bytes(), name
