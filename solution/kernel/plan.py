@@ -36,7 +36,8 @@ MARGIN = 1.10  # decoding speed drifts over hours; leave a tenth of the projecti
 MIN_IMAGE_SIZE = 256  # the image-size steps stop here (GLDv2 landmarks are small below it)
 SIZE_STEP = 0.75  # each image-size step multiplies the side by this (about half the pixels in two steps)
 # Expected mAP@100 lost by giving a setting up. Measured on the toy (`python -m solution ablate --config toy
-# --skip flip`, README "Test-time augmentation and post-processing", paired gains on Public): multi-scale
+# --skip flip` on the previous checkpoint, docs/results.md, paired gains on Public; the validation-chosen
+# table there has multi-scale +0.0773, QE +0.0288, DBA +0.0008, labels +0.0174, not moved here yet): multi-scale
 # +0.0915 (split over the two extra scales), alpha-QE +0.0212, DBA +0.0210, label re-ranking +0.0218;
 # diffusion -0.159 and SuperGlobal -0.105 (dropping them costs nothing). Not measured here, and stated as
 # priors: flip 0.010, one image-size step 0.030, one ensemble member 0.030 (the ensemble's gain over its

@@ -24,6 +24,7 @@ def _cfg(**index):
     cfg = copy.deepcopy(load_config("toy")["infer"])
     cfg["qe"].update(enabled=True, n=2)
     cfg["dba"].update(enabled=True, k=3)
+    cfg["label_rerank"]["enabled"] = False  # these tests give no train descriptors
     cfg["index"].update(index)
     return cfg
 
