@@ -28,6 +28,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     state = "already finished" if result["finished"] else f"trained in {time.perf_counter() - started:.0f}s"
     print(f"train: {state}; test mAP@100 {_before_after(result)}; "
           f"wrote {result['checkpoint']} and {run_dir(cfg) / 'metrics.csv'}")
+    held = cfg["train"]["val_landmarks"]
+    curve = f"the {held} held-out train landmarks only draw the validation curve" if held else "no validation curve"
+    print(f"train: selected on nothing: the last of train.epochs={cfg['train']['epochs']} epochs is kept, {curve}, "
+          "and test is only reported")
     if cfg["train"]["transfer_check"] and (run_dir(cfg) / "initial.pt").is_file():
         from ..infer.transfer import summary_line, transfer_check
 
