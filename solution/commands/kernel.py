@@ -34,8 +34,9 @@ DRYRUN_WORK = "runs/kernel-dryrun"
 def cmd_kernel(args: argparse.Namespace) -> int:
     from ..atomic import check_replaceable
     from ..competition import load_competition
-    from ..kernel.build import KAGGLE_PLATFORMS, KAGGLE_PYTHONS, build, check_checkpoint
+    from ..kernel.build import KAGGLE_PLATFORMS, KAGGLE_PYTHONS, build, check_describes
     from ..kernel.contract import infer_summary
+    from ..model.net import load_checkpoint
 
     cfg = load_config(args.config or "toy", args.overrides)
     comp = load_competition(args.competition)
@@ -50,10 +51,13 @@ def cmd_kernel(args: argparse.Namespace) -> int:
                       args.checkpoint or run_dir(cfg) / "checkpoint.pt")
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist; train first or pass CHECKPOINT=...")
-    infer_cfg, source = _kernel_infer(cfg, args, checkpoint, comp.slug)
+    first, payload = load_checkpoint(checkpoint)  # weights-only, as the kernel loads it; read once
+    infer_cfg, source = _kernel_infer(cfg, args, payload, checkpoint, comp.slug)
     print(f"kernel: inference settings from {source}: {infer_summary(infer_cfg)}")
     shipped = [Path(m["checkpoint"]) for m in ensemble["members"]] if ensemble else [checkpoint]
-    dims = [check_checkpoint(path, infer_cfg) for path in shipped]  # each loads and describes, as on Kaggle
+    # each loads and describes one image, as on Kaggle
+    dims = [check_describes(first if path == checkpoint else load_checkpoint(path)[0], path, infer_cfg)
+            for path in shipped]
     if ensemble:
         from ..infer.ensemble import check_whitening
 
@@ -69,14 +73,13 @@ def cmd_kernel(args: argparse.Namespace) -> int:
     return 0
 
 
-def _kernel_infer(cfg: dict, args: argparse.Namespace, checkpoint: Path, slug: str) -> tuple[dict, str]:
+def _kernel_infer(cfg: dict, args: argparse.Namespace, payload: dict, checkpoint: Path, slug: str
+                  ) -> tuple[dict, str]:
     """The kernel's ``infer`` settings and where they come from: the config when one was named (a recipe for
     the kernel's competition, or the run's own), else the checkpoint's saved config. A config written for
-    another competition (the toy's 192 px on a GLDv2 checkpoint) is refused."""
+    another competition (the toy's 192 px on a GLDv2 checkpoint) is refused. ``payload``: the checkpoint's."""
     from ..config import config_from_saved
-    from ..model.net import load_checkpoint
 
-    _, payload = load_checkpoint(checkpoint)
     saved = payload.get("config") or {}
     trained_on = saved.get("competition", "?")
     if args.config is None:

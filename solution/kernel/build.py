@@ -139,15 +139,13 @@ def write_train_features(folder: Path, descriptors: np.ndarray, ids: list[str], 
                                         "tta": tta, "checkpoint_sha256": checkpoint_sha})
 
 
-def check_checkpoint(path: Path, infer_cfg: dict) -> int:
-    """Load ``path`` as the kernel will (weights only), rebuild its net and describe one image with
-    ``infer_cfg``'s TTA; its descriptor dimension. A file that would fail on Kaggle fails here, in one line."""
+def check_describes(net, path: Path, infer_cfg: dict) -> int:
+    """``net`` (loaded from ``path`` weights-only, as the kernel will) describes one image with ``infer_cfg``'s
+    TTA as a finite 1 x dim row; its descriptor dimension. A file that would fail on Kaggle fails here."""
     import torch
 
     from ..infer.features import describer
-    from ..model.net import load_checkpoint
 
-    net, _ = load_checkpoint(path)
     size = infer_cfg["image_size"]
     with torch.no_grad():
         descriptor = describer(net.eval(), infer_cfg)(torch.rand(1, 3, size, max(32, size * 3 // 4)))
