@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import json
-import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -25,7 +24,7 @@ from ..config import ConfigError, run_dir, writable_folder
 from ..metrics import paired_bootstrap
 from ..model.whitening import fit_pca_whitening
 from ..runtime import data_workers
-from .features import CacheError, features
+from .features import CacheError, features, read_npz
 from .pipeline import id_rankings, run_net, solution_intervals, train_labels
 from .rerank import l2_normalise
 from .retrieve import needs_train, retrieve
@@ -99,6 +98,9 @@ class SavedWhitening(NamedTuple):
     fitted_on: str
 
 
+WHITENING_KEYS = ("members", "weights", "weight", "bias", "fitted_on")
+
+
 def load_whitening(path: str | Path) -> SavedWhitening:
     """``whitening.npz`` as ``ensemble`` saved it, each part checked; a damaged file is a CacheError that
     says how to rebuild it."""
@@ -106,15 +108,12 @@ def load_whitening(path: str | Path) -> SavedWhitening:
     fix = "run `make ensemble CONFIG=<ensemble yaml>` again to rewrite it"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; run `make ensemble CONFIG=<ensemble yaml>` first")
-    try:
-        with np.load(path, allow_pickle=False) as saved:
-            names = [str(n) for n in saved["members"]]
-            weights = [float(w) for w in saved["weights"]]
-            weight, bias = np.asarray(saved["weight"]), np.asarray(saved["bias"])
-            fitted_on = str(saved["fitted_on"])
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        raise CacheError(f"{path} is not a whitening file written by `ensemble` "
-                         f"({' '.join(str(exc).split())[:100]}); {fix}") from None
+    saved = read_npz(path, WHITENING_KEYS, "a whitening file written by `ensemble`", fix)
+    if saved["weights"].dtype.kind not in "iuf" or saved["weight"].dtype.kind != "f":
+        raise CacheError(f"{path} holds weights of dtype {saved['weights'].dtype} and a whitening of dtype "
+                         f"{saved['weight'].dtype}, not numbers; {fix}")
+    names, weights = [str(n) for n in saved["members"]], [float(w) for w in saved["weights"]]
+    weight, bias, fitted_on = saved["weight"], saved["bias"], str(saved["fitted_on"])
     if len(names) != len(weights) or weight.ndim != 2 or bias.shape != (weight.shape[0],) or \
             not (np.isfinite(weight).all() and np.isfinite(bias).all()):
         raise CacheError(f"{path} holds {len(names)} members, {len(weights)} weights and a whitening of shape "

@@ -192,6 +192,26 @@ def load_rows(path: Path, count: int | None, dim: int | None, dtype: str | np.dt
     return rows
 
 
+def read_npz(path: str | Path, required: tuple[str, ...], what: str, fix: str,
+             optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """The arrays of a ``.npz`` this project wrote: every ``required`` key, and the ``optional`` ones it has.
+    A file that is not a readable, pickle-free ``.npz`` holding them is a CacheError naming ``what`` it should
+    be and ``fix``; a missing file stays a FileNotFoundError."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [key for key in required if key not in data]
+            arrays = {key: np.asarray(data[key]) for key in (*required, *optional) if key in data}
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise CacheError(f"{path} is not {what} ({' '.join(str(exc).split())[:100]}); {fix}") from None
+    if missing:
+        raise CacheError(f"{path} is not {what} (it lacks {', '.join(missing)}); {fix}")
+    return arrays
+
+
 def merge_split(folder: Path, expected_ids: list[str], dtype: str | np.dtype = np.float32, dim: int | None = None,
                 stored: str | np.dtype | None = None) -> tuple[np.ndarray, list[str], list[str]]:
     """Concatenate the shards in order; every expected id exactly once, every shard checked (readable,

@@ -38,21 +38,20 @@ def provenance(net_meta: dict, infer_cfg: dict) -> dict:
 def load_ranking(path: str | Path) -> tuple[list[str], list[str], np.ndarray, dict]:
     """(query ids, index ids, neighbours, what made it) from a ``ranking.npz`` that ``submit`` wrote, each part
     checked: one row of index positions (or -1) per query."""
-    import zipfile
-
-    from .features import CacheError
+    from .features import CacheError, read_npz
 
     fix = "run `make submit` again to rewrite it"
     try:
-        with np.load(path, allow_pickle=False) as data:
-            query_ids, index_ids = [str(q) for q in data["query_ids"]], [str(i) for i in data["index_ids"]]
-            neighbours = np.asarray(data["neighbours"])
-            made_by = json.loads(str(data["made_by"])) if "made_by" in data else {}
+        data = read_npz(path, ("query_ids", "index_ids", "neighbours"), "a ranking written by `submit`", fix,
+                        optional=("made_by",))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} does not exist; run `make submit` first") from None
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        raise CacheError(f"{path} is not a ranking written by `submit` ({' '.join(str(exc).split())[:100]}); "
-                         f"{fix}") from None
+    query_ids, index_ids = [str(q) for q in data["query_ids"]], [str(i) for i in data["index_ids"]]
+    neighbours = data["neighbours"]
+    try:
+        made_by = json.loads(str(data["made_by"])) if "made_by" in data else {}  # rankings written before it
+    except ValueError:
+        raise CacheError(f"{path} is not a ranking written by `submit` (its made_by is not JSON); {fix}") from None
     if neighbours.ndim != 2 or len(neighbours) != len(query_ids) or neighbours.dtype.kind not in "iu" or (
             neighbours.size and (neighbours.min() < -1 or neighbours.max() >= len(index_ids))):
         raise CacheError(f"{path} holds {neighbours.shape} neighbours of dtype {neighbours.dtype} for "
