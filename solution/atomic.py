@@ -31,8 +31,13 @@ OWNED_MARKER = ".made-by-remap-landmarks"  # in every folder this project builds
 
 
 def owned(folder: Path) -> bool:
-    """Whether ``folder`` was built whole by this project (``staged_folder`` left its marker in it)."""
+    """Whether ``folder`` was built whole by this project (:func:`mark_owned` left its marker in it)."""
     return (folder / OWNED_MARKER).is_file()
+
+
+def mark_owned(folder: Path, what: str) -> None:
+    """Mark ``folder`` as built whole by this project, so a later build may replace it."""
+    (folder / OWNED_MARKER).write_text(f"built by `python -m solution` ({what})\n")
 
 
 def check_replaceable(target: str | Path, what: str) -> Path:
@@ -64,7 +69,7 @@ def staged_folder(target: str | Path, what: str) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
     try:
         yield staging
-        (staging / OWNED_MARKER).write_text(f"built by `python -m solution` ({what})\n")
+        mark_owned(staging, what)
         check_replaceable(target, what)  # again: another process may have filled it meanwhile
         old = None
         if target.exists():

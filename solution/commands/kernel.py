@@ -139,7 +139,7 @@ def _train_features(cfg: dict, checkpoint: Path) -> dict:
 def cmd_kernel_dryrun(args: argparse.Namespace) -> int:
     import shutil
 
-    from ..atomic import OWNED_MARKER, check_replaceable
+    from ..atomic import check_replaceable, mark_owned
     from ..competition import load_competition
     from ..infer.submission import validate_submission
     from ..kernel.run import list_images
@@ -156,7 +156,7 @@ def cmd_kernel_dryrun(args: argparse.Namespace) -> int:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    (work / OWNED_MARKER).write_text("a kernel dry run, written by `python -m solution kernel-dryrun`\n")
+    mark_owned(work, "kernel-dryrun --work")
     root = mount(kaggle_dir, competition_dir, work / "input", args.layout, args.test_images)
     python, env, _ = notebook_python(work / "notebook")
     settings = {"KERNEL_FULL": "1"} if args.full else {}

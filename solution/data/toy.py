@@ -25,7 +25,7 @@ from joblib import Parallel, delayed
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 from tqdm.auto import tqdm
 
-from ..atomic import OWNED_MARKER, atomic_path, owned
+from ..atomic import OWNED_MARKER, atomic_path, mark_owned, owned
 from ..config import ConfigError
 from .gldv2 import image_path
 
@@ -501,7 +501,7 @@ def generate(root: str | Path, size: str = "default", seed: int = 0, workers: in
     root.mkdir(parents=True, exist_ok=True)
     stamp = {"generator": GENERATOR, "size": size, "seed": seed, "spec": json.loads(json.dumps(asdict(spec)))}
     _clear_stale(root, stamp)
-    (root / OWNED_MARKER).write_text("the toy competition, written by `python -m solution data`\n")
+    mark_owned(root, "data: the toy competition")
     images = plan(seed, spec)
     batches = [images[i:i + 32] for i in range(0, len(images), 32)]
     bar = tqdm(batches, desc="toy images", unit="batch")
