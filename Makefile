@@ -8,6 +8,7 @@ OVERRIDES ?=
 COMPETITION ?=
 SUBMISSION ?=
 SEEDS ?=
+ADD ?=
 VARIANTS ?=
 BENCH ?=
 GPUS ?= 1
@@ -35,10 +36,10 @@ else
 TRAIN := $(PY) -m torch.distributed.run --standalone --nproc_per_node $(GPUS) -m solution train
 endif
 
-.PHONY: plan gpu-verify setup data viz-data viz-retrieval extract ablate ablate-heads ensemble transfer train kl export submit evaluate validate bench gpu-check kernel kernel-dryrun kernel-push submit-kaggle test lint clean help
+.PHONY: plan gpu-verify setup data viz-data viz-retrieval extract ablate tune results ablate-heads ensemble transfer train kl export submit evaluate validate bench gpu-check kernel kernel-dryrun kernel-push submit-kaggle test lint clean help
 
 help:
-	@echo "make train | submit | test | data | viz-data | kl | export | bench | plan | gpu-check | gpu-verify | kernel | kernel-dryrun | evaluate | validate | setup | lint | clean"
+	@echo "make train | submit | test | data | viz-data | kl | export | ablate | tune | results | bench | plan | gpu-check | gpu-verify | kernel | kernel-dryrun | evaluate | validate | setup | lint | clean"
 	@echo "  CONFIG=<yaml name or path> OVERRIDES=\"train.epochs=2 ...\" VENV=<dir or empty> PYTHON=<interpreter>"
 
 $(VENV)/.requirements-stamp: requirements.txt
@@ -66,6 +67,14 @@ extract: $(SETUP)
 
 ablate: $(SETUP)
 	$(RUN) ablate --config $(CONFIG) $(OVERRIDES)
+
+# QE / DBA / label re-ranking settings searched on the validation queries (adopted only on a clear gain)
+tune: $(SETUP)
+	$(RUN) tune --config $(CONFIG) $(OVERRIDES)
+
+# Every result table in README.md and docs/ rendered from docs/results/*.json (ADD=runs/<run>/<kind>.json files one first)
+results: $(SETUP)
+	$(RUN) results $(if $(ADD),--add $(ADD))
 
 # Every pooling head fine-tuned with the same recipe (SEEDS="0 1" for two seeds; VARIANTS="rmac mac spoc"
 # for a subset, REMAP always included), compared with REMAP.

@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     import signal
     import threading
 
+    from .results import command_line
     from .runtime import setup_logging
 
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -78,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = _parse(build_parser(), argv)
         setup_logging(args.verbose)
-        code = args.func(args)
+        with command_line(argv):
+            code = args.func(args)
     except KeyboardInterrupt:
         interrupted.set()
     except user_errors() as exc:

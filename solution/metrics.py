@@ -107,6 +107,39 @@ def paired_bootstrap(a: Mapping[str, float], b: Mapping[str, float], resamples: 
             "excludes_zero": bool(low > 0 or high < 0)}
 
 
+def hierarchical_bootstrap(a: Sequence[Mapping[str, float]], b: Sequence[Mapping[str, float]] | None = None,
+                           resamples: int = 10_000, level: float = 0.95, seed: int = 0) -> dict:
+    """Mean AP over training seeds and queries (of ``a``, or of ``a`` minus ``b``) with an interval that holds
+    both sources of variance: each resample draws seeds with replacement (for ``a`` and ``b`` apart: their runs
+    are independent), then queries with replacement (the same draw on both sides: they are paired by query).
+
+    ``a`` and ``b`` are lists over seeds of {query: AP} on the same queries. With one seed per side this is
+    the query bootstrap (:func:`bootstrap_interval`, or :func:`paired_bootstrap` for a difference)."""
+    sides = [a] if b is None else [a, b]
+    if any(not side for side in sides):
+        raise ValueError("a hierarchical bootstrap needs at least one seed on each side")
+    queries = list(a[0])
+    if any(set(run) != set(queries) for side in sides for run in side):
+        raise ValueError("a hierarchical bootstrap needs the same queries in every run")
+    tables = [np.array([[run[q] for q in queries] for run in side], dtype=float) for side in sides]
+    rng = np.random.default_rng(seed)
+    values = np.empty(resamples)
+    for start in range(0, resamples, 500):
+        n = min(500, resamples - start)
+        picks = rng.integers(0, len(queries), (n, len(queries)))
+        total = np.zeros(n)
+        for sign, table in zip((1.0, -1.0), tables):
+            per_query = table[rng.integers(0, len(table), (n, len(table)))].mean(axis=1)  # (n, queries)
+            total += sign * np.take_along_axis(per_query, picks, axis=1).mean(axis=1)
+        values[start:start + n] = total
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail], method="inverted_cdf")
+    mean = float(tables[0].mean() - (tables[1].mean() if b is not None else 0.0))
+    return {"mean": mean, "low": float(low), "high": float(high), "queries": len(queries),
+            "seeds": [len(t) for t in tables], "per_seed": [round(float(m), 4) for m in tables[0].mean(axis=1)],
+            "excludes_zero": bool(low > 0 or high < 0)}
+
+
 def format_interval(mean: float, ci: Sequence[float], signed: bool = False) -> str:
     """``0.5450 [0.4912, 0.5981]``, or with signs for differences."""
     f = "{:+.4f}" if signed else "{:.4f}"

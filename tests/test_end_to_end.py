@@ -4,6 +4,7 @@ import csv
 import json
 
 from solution.cli import main
+from solution.results import load_result, render
 
 
 def test_tiny_pipeline(tmp_path, monkeypatch, capsys):
@@ -18,6 +19,10 @@ def test_tiny_pipeline(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "runs/toy-tiny/plots/curves.png").is_file()
     rows = list(csv.DictReader(open(tmp_path / "runs/toy-tiny/metrics.csv")))
     assert len(rows) == 1 and float(rows[0]["loss"]) >= 0
+    trained = load_result(tmp_path / "runs/toy-tiny/train.json")  # what `make results` renders
+    assert trained["kind"] == "train" and {"test", "validation"} <= set(trained)
+    assert trained["validation"]["after"]["queries"] > 0 and trained["provenance"]["command"].endswith("run.workers=0")
+    assert "| gain, paired |" in render(trained)
 
     assert (tmp_path / "runs/toy-tiny/initial.pt").is_file()  # off the shelf, for the transfer check
     assert main(["transfer", *common]) == 0
@@ -30,6 +35,7 @@ def test_tiny_pipeline(tmp_path, monkeypatch, capsys):
 
     assert main(["submit", *common]) == 0
     assert "validated" in capsys.readouterr().out
+    assert set(load_result(tmp_path / "runs/toy-tiny/submit.json")["parts"]) == {"Public", "Private", "all"}
     submission = tmp_path / "submissions/toy-toy-tiny.csv"
     assert main(["validate", "--data-root", "inputs", str(submission)]) == 0
     assert main(["evaluate", "--data-root", "inputs", "--submission", str(submission)]) == 0
@@ -54,6 +60,12 @@ def test_tiny_pipeline(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "| + label re-ranking" in out and "ablate: selected on validation" in out
     first = json.loads((tmp_path / "runs/toy-tiny/ablation.json").read_text())
+    tune = ["tune", *common, "infer.qe.enabled=true", "infer.label_rerank.enabled=true",
+            "--grid", "qe.n=1,2,3", "label_rerank.min_confidence=0,1,2"]
+    assert main(tune) == 0
+    assert "tune: selected on validation" in capsys.readouterr().out
+    tuned = json.loads((tmp_path / "runs/toy-tiny/tune.json").read_text())
+    assert "test" in tuned
     assert first["selection"] == {"split": "val", "part": "all"} and "Public" in first["rows"][0]
     # selection never reads test's ground truth: without it, the same steps are kept and the same one is best
     (tmp_path / "inputs/toy/retrieval_solution_v2.1.csv").unlink()
@@ -61,3 +73,6 @@ def test_tiny_pipeline(tmp_path, monkeypatch, capsys):
     second = json.loads((tmp_path / "runs/toy-tiny/ablation.json").read_text())
     assert [r["kept"] for r in second["rows"]] == [r["kept"] for r in first["rows"]]
     assert second["best"] == first["best"] and "Public" not in second["rows"][0]
+    assert main(tune) == 0
+    retuned = json.loads((tmp_path / "runs/toy-tiny/tune.json").read_text())
+    assert retuned["chosen"] == tuned["chosen"] and retuned["trials"] == tuned["trials"] and "test" not in retuned

@@ -8,6 +8,7 @@ from solution.metrics import (
     bootstrap_interval,
     format_interval,
     global_average_precision,
+    hierarchical_bootstrap,
     map_at_k,
     paired_bootstrap,
     revisitop_map,
@@ -116,3 +117,16 @@ def test_score_with_intervals_matches_score_submission():
     assert scored["all"]["aps"] == {"a": 1.0, "b": 0.5} and scored["all"]["queries"] == 2
     assert format_interval(0.5, (0.25, 0.75)) == "0.5000 [0.2500, 0.7500]"
     assert format_interval(0.02, (-0.01, 0.05), signed=True) == "+0.0200 [-0.0100, +0.0500]"
+
+
+def test_seed_variance_widens_the_interval():
+    queries = [f"q{i}" for i in range(200)]
+    rng = np.random.default_rng(0)
+    base = np.clip(rng.normal(0.5, 0.2, len(queries)), 0, 1)
+    one = hierarchical_bootstrap([dict(zip(queries, base))])
+    shifted = [dict(zip(queries, base + d)) for d in (-0.1, 0.0, 0.1)]
+    three = hierarchical_bootstrap(shifted)
+    assert abs(three["mean"] - one["mean"]) < 1e-9
+    assert three["high"] - three["low"] > 2 * (one["high"] - one["low"])
+    low, high = bootstrap_interval(base)
+    assert (one["low"], one["high"]) == pytest.approx((low, high))  # one seed: the query bootstrap

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..atomic import run_lock
 from ..config import ConfigError, run_dir
 from ..runtime import data_workers
-from .registry import arg, config_of, stage
+from .registry import arg, config_of, stage, whole
 
 
 @stage("extract", "descriptors of a split, in shards that resume",
@@ -88,6 +88,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
             result = make_submission(cfg, args.out)
     scores = " ".join(f"{k}={v:.4f}" for k, v in result["scores"].items()) or "no ground truth to score"
     print(f"submit: wrote {result['submission']} ({result['rows']} rows, validated); mAP@100 {scores}")
+    if result.get("intervals"):
+        from ..results import write_result
+        from ..train.report import submit_report
+
+        write_result(run_dir(cfg) / "submit.json", "submit", submit_report(result, cfg), cfg)
     if args.kaggle:
         from .. import kaggle_api
         from ..competition import load_competition
@@ -145,6 +150,24 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     result = ablate(config_of(args), tuple(args.skip or ()))
     print(table(result))
     print(f"ablate: selected on {result['selected_on']}; best: {result['best']}; wrote {result['path']}")
+    return 0
+
+
+@stage("tune", "QE / DBA / label re-ranking settings chosen on the validation queries, test reported",
+       arg("--grid", nargs="+", metavar="STEP.KEY=V1,V2", help="values to try (default: solution/infer/tuning.py's "
+           "GRID), e.g. qe.n=1,2,3 dba.k=2,3,5"),
+       arg("--passes", type=whole(1), default=1, help="rounds of one-key-at-a-time search"))
+def cmd_tune(args: argparse.Namespace) -> int:
+    from ..infer.tuning import parse_grid, table, tune
+
+    cfg = config_of(args)
+    with run_lock(run_dir(cfg), "tune"):
+        result = tune(cfg, parse_grid(args.grid), args.passes)
+    print(table(result))
+    chosen = " ".join(f"infer.{k}={v}" for k, v in result["chosen"].items())
+    verdict = (f"adopt it: {chosen}" if result["adopt"] else
+               f"its best ({chosen}) ties the config's settings, which stay")
+    print(f"tune: selected on {result['selected_on']}; {verdict}; wrote {result['path']}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Measurement stages: the benchmarks and the GPU checks.
+"""Measurement stages: the benchmarks, the GPU checks and the result tables of the docs.
 
 Each ``cmd_*`` is registered with ``@stage``, its arguments beside it; it loads the config and calls
 the package's own functions."""
@@ -83,4 +83,22 @@ def cmd_gpu_check(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+@stage("results", "render every result table in README.md and docs/*.md from docs/results/*.json",
+       arg("--add", nargs="+", metavar="JSON", help="file these run results under docs/results/ first"),
+       arg("--check", action="store_true", help="only report the documents whose tables differ"),
+       config=False)
+def cmd_results(args: argparse.Namespace) -> int:
+    from ..results import add_result, render_documents
+
+    for source in args.add or ():
+        print(f"results: filed {source} as {add_result(source)}")
+    changed = render_documents(check=args.check)
+    if args.check:
+        for doc in changed:
+            print(f"results: {doc} differs from its result files; run `make results`", file=sys.stderr)
+        return 1 if changed else 0
+    print(f"results: regenerated {len(changed)} document(s)" + (f": {', '.join(map(str, changed))}" if changed else ""))
     return 0

@@ -30,12 +30,21 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"wrote {result['checkpoint']} and {run_dir(cfg) / 'metrics.csv'}")
     held = cfg["train"]["val_landmarks"]
     curve = f"the {held} held-out train landmarks only draw the validation curve" if held else "no validation curve"
-    print(f"train: selected on nothing: the last of train.epochs={cfg['train']['epochs']} epochs is kept, {curve}, "
-          "and test is only reported")
+    selected = (f"nothing: the last of train.epochs={cfg['train']['epochs']} epochs is kept, {curve}, and test "
+                "(and the validation queries, where the competition has them) is only reported")
+    print(f"train: selected on {selected}")
+    transfer = None
     if cfg["train"]["transfer_check"] and (run_dir(cfg) / "initial.pt").is_file():
         from ..infer.transfer import summary_line, transfer_check
 
-        print(f"train: {summary_line(transfer_check(cfg, Path(cfg['data']['root']) / 'photos'))}")
+        transfer = transfer_check(cfg, Path(cfg["data"]["root"]) / "photos")
+        print(f"train: {summary_line(transfer)}")
+    if result.get("map_after") is not None:
+        from ..results import write_result
+        from ..train.report import train_report
+
+        path = write_result(run_dir(cfg) / "train.json", "train", train_report(result, cfg, selected, transfer), cfg)
+        print(f"train: wrote {path} (file it in the docs with `make results ADD={path}`)")
     return 0
 
 

@@ -12,12 +12,11 @@ it was added to, paired on the same queries: a gain whose interval contains 0 is
 from __future__ import annotations
 
 import copy
-import json
 
-from ..atomic import atomic_path
 from ..competition import load_competition
 from ..config import ConfigError, run_dir
 from ..metrics import format_interval, paired_bootstrap
+from ..results import write_result
 from .pipeline import has_split, id_rankings, run_net, search_competition, solution_intervals
 
 STEPS = [
@@ -105,10 +104,8 @@ def ablate(cfg: dict, skip: tuple[str, ...] = ()) -> dict:
             kept, chosen_before, reported_before = infer_cfg, chosen, reported or None
     best = max((i for i, r in enumerate(rows) if r["kept"]), key=lambda i: (rows[i]["selected_on"]["map"], -i))
     result = {"rows": rows, "selected_on": words, "selection": {"split": split, "part": part},
-              "best": rows[best]["step"]}
-    path = run / "ablation.json"
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(result, indent=2))
+              "best": rows[best]["step"], "run": cfg["run"]["name"]}
+    path = write_result(run / "ablation.json", "ablation", result, cfg)
     return {**result, "path": path}
 
 

@@ -100,18 +100,17 @@ def solution_intervals(comp: Competition, data_root: str | Path, rankings: dict[
     return score_with_intervals(rankings, read_solution(path), comp.metric["k"])
 
 
-def solution_scores(comp: Competition, data_root: str | Path, rankings: dict[str, list[str]]) -> dict[str, float]:
-    """mAP@k (Public, Private, all) when the competition's ground truth is on disk, else {}."""
-    return {name: part["map"] for name, part in solution_intervals(comp, data_root, rankings).items()}
-
-
 def evaluate_net(net: RetrievalNet, comp: Competition, data_root: str | Path, infer_cfg: dict,
                  device: torch.device, workers: int, describe: Describe | None = None,
-                 score: bool = True) -> dict[str, dict]:
-    """:func:`solution_intervals` of ``net`` on the competition at a single scale. Every rank calls it with a
-    sharded ``describe``; only the one with ``score`` searches and scores."""
+                 score: bool = True) -> dict[str, dict[str, dict]]:
+    """{query split: :func:`solution_intervals`} of ``net`` at a single scale, for test and, where the
+    competition has one, validation (searched against the same index, described once). Every rank calls it
+    with a sharded ``describe``; only the one with ``score`` searches and scores."""
     index, index_ids = describe_split(net, comp, data_root, "index", infer_cfg, device, workers, describe)
-    test, test_ids = describe_split(net, comp, data_root, "test", infer_cfg, device, workers, describe)
-    if not score:
-        return {}
-    return solution_intervals(comp, data_root, rank(test, test_ids, index, index_ids, comp.metric["k"]))
+    out = {}
+    for split in ("test", *(["val"] if has_split(comp, "val") else [])):
+        queries, query_ids = describe_split(net, comp, data_root, split, infer_cfg, device, workers, describe)
+        if score:
+            out[split] = solution_intervals(comp, data_root, rank(queries, query_ids, index, index_ids,
+                                                                  comp.metric["k"]), split)
+    return out

@@ -11,7 +11,7 @@ import numpy as np
 from ..atomic import atomic_path
 from ..competition import load_competition
 from ..config import run_dir, writable_folder
-from .pipeline import id_rankings, run_net, search_competition, solution_scores
+from .pipeline import id_rankings, run_net, search_competition, solution_intervals
 from .submission import SubmissionError, validate_submission, write_submission
 
 log = logging.getLogger(__name__)
@@ -73,5 +73,6 @@ def make_submission(cfg: dict, out_dir: str | Path = "submissions") -> dict:
         raise SubmissionError("; ".join(problems))
     save_ranking(run / "ranking.npz", test_ids, index_ids, neighbours, scores,  # once the submission stands
                  provenance(net.meta, cfg["infer"]))
-    return {"submission": path, "scores": solution_scores(comp, cfg["data"]["root"], rankings), "rows": len(test_ids),
-            "ranking": run / "ranking.npz"}
+    intervals = solution_intervals(comp, cfg["data"]["root"], rankings)
+    return {"submission": path, "scores": {k: v["map"] for k, v in intervals.items()}, "rows": len(test_ids),
+            "ranking": run / "ranking.npz", "intervals": intervals}

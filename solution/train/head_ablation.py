@@ -3,23 +3,22 @@
 Each variant is the experiment's own configuration with only the head (and the layers it pools)
 changed: same backbone, data, epochs, tuples, mining, whitening and seed. Each is an ordinary run
 (``runs/<name>-heads-<variant>-s<seed>/``), so an interrupted ablation resumes where it stopped and a
-finished variant is not trained again. Test mAP@100 is taken at a single scale before (off the shelf:
-ImageNet weights, KL weights where used, whitening) and after fine-tuning, with per-query APs, so every
-row is compared with REMAP on the same queries through a paired bootstrap.
+finished variant is not trained again. Every run records per-query APs at a single scale on the validation
+queries (after fine-tuning) and on test (before: ImageNet weights, KL weights where used, whitening; and
+after). The best head is chosen on validation; test is reported. Rows are compared with REMAP on the same
+queries, and over several seeds the intervals hold the training run's variance too.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from ..atomic import atomic_path
 from ..config import ConfigError, check_values, merge, run_dir
-from ..metrics import bootstrap_interval, format_interval, paired_bootstrap
+from ..metrics import format_interval, hierarchical_bootstrap
+from ..results import write_result
 from .loop import train
 
 log = logging.getLogger(__name__)
@@ -57,19 +56,32 @@ def variant_config(cfg: dict, variant: str, seed: int) -> dict:
     return out
 
 
-def _mean_aps(summaries: list[dict], when: str) -> dict[str, float]:
-    """Per-query AP averaged over seeds (the unit the bootstrap resamples is the query)."""
-    queries = summaries[0][f"aps_{when}"]
-    return {q: float(np.mean([s[f"aps_{when}"][q] for s in summaries])) for q in queries}
+# summary keys per measurement: (per-query APs key in a run's summary, words)
+MEASURES = {"val_after": ("val_aps_after", "validation, fine-tuned"),
+            "test_before": ("aps_before", "test, off the shelf"),
+            "test_after": ("aps_after", "test, fine-tuned")}
+
+
+def _runs(summaries: list[dict], measure: str) -> list[dict[str, float]]:
+    return [s[MEASURES[measure][0]] for s in summaries]
+
+
+def _interval(stats: dict) -> dict:
+    """A hierarchical bootstrap's result, rounded for the JSON (``mean``, ``low``, ``high``, seeds, per seed)."""
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in stats.items()}
 
 
 def ablate_heads(cfg: dict, variants: list[str], seeds: list[int]) -> dict:
-    """Train (or resume) every variant for every seed, then the table against REMAP."""
+    """Train (or resume) every variant for every seed, then the table against REMAP.
+
+    The best head is chosen on the validation queries (``val.csv``), where the competition has them, and
+    test is only reported. With several seeds every interval is a hierarchical bootstrap (seeds, then
+    queries), so it holds the training run's variance as well as the queries'."""
     if REFERENCE not in variants:
         variants = [*variants, REFERENCE]
-    results: dict[str, dict] = {}
+    runs: dict[str, list[dict]] = {}
     for variant in variants:
-        summaries = []
+        runs[variant] = []
         for seed in seeds:
             run_cfg = variant_config(cfg, variant, seed)
             log.info("head ablation: %s, seed %d -> %s", variant, seed, run_dir(run_cfg))
@@ -77,66 +89,86 @@ def ablate_heads(cfg: dict, variants: list[str], seeds: list[int]) -> dict:
             if not summary.get("aps_after") or not summary.get("aps_before"):
                 raise ConfigError(f"run {run_dir(run_cfg)} has no per-query test APs (it finished before they were "
                                   "recorded); delete the run folder and run ablate-heads again")
-            summaries.append(summary)
-        results[variant] = {"before": _mean_aps(summaries, "before"), "after": _mean_aps(summaries, "after"),
-                            "seconds": sum(s.get("seconds", 0) for s in summaries)}
-    reference = results[REFERENCE]["after"]
+            runs[variant].append(summary)
+    chosen_on = "val_after" if all(s.get("val_aps_after") for v in runs.values() for s in v) else "test_after"
     rows = []
     for variant in variants:
-        before, after = results[variant]["before"], results[variant]["after"]
+        mine = runs[variant]
         row = {"variant": variant, "label": VARIANTS[variant][0], "model": VARIANTS[variant][1],
-               "off_the_shelf": _scored(before), "fine_tuned": _scored(after),
-               "gain": paired_bootstrap(after, before), "train_seconds": round(results[variant]["seconds"])}
+               **{m: _interval(hierarchical_bootstrap(_runs(mine, m))) for m in MEASURES
+                  if all(s.get(MEASURES[m][0]) for s in mine)},
+               "gain": _interval(hierarchical_bootstrap(_runs(mine, "test_after"), _runs(mine, "test_before"))),
+               "train_seconds": round(sum(s.get("seconds", 0) for s in mine))}
         if variant != REFERENCE:
-            row["remap_minus_this"] = paired_bootstrap(reference, after)
+            reference = runs[REFERENCE]
+            row["remap_minus_this"] = {m: _interval(hierarchical_bootstrap(_runs(reference, m), _runs(mine, m)))
+                                       for m in dict.fromkeys((chosen_on, "test_after"))}
         rows.append(row)
-    rows.sort(key=lambda r: -r["fine_tuned"]["map"])
-    out = {"rows": rows, "seeds": seeds, "queries": len(reference), "best": rows[0]["variant"],
+    rows.sort(key=lambda r: -r[chosen_on]["mean"])
+    out = {"rows": rows, "seeds": seeds, "queries": rows[0]["test_after"]["queries"],
+           "chosen_on": chosen_on, "best": rows[0]["variant"],
            "recipe": {k: cfg["train"][k] for k in ("epochs", "tuples_per_epoch", "tuples_per_step", "neg_num",
                                                   "image_size", "lr", "negatives")},
            "backbone": cfg["model"]["backbone"], "whiten_dim": cfg["model"]["whiten_dim"]}
     folder = Path(cfg["run"]["dir"]) / f"{cfg['run']['name']}-heads"
     folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / "heads.json") as tmp:
-        tmp.write_text(json.dumps(out, indent=2))
+    write_result(folder / "heads.json", "heads", out, cfg)
     with atomic_path(folder / "heads.md") as tmp:
         tmp.write_text(table(out) + "\n")
     return {**out, "path": folder / "heads.md"}
 
 
-def _scored(aps: dict[str, float]) -> dict:
-    values = np.fromiter(aps.values(), float, len(aps))
-    return {"map": float(values.mean()), "ci": bootstrap_interval(values)}
+def _cell(stats: dict | None, signed: bool = False) -> str:
+    if not stats:
+        return ""
+    return format_interval(stats["mean"], (stats["low"], stats["high"]), signed=signed)
 
 
 def verdict(out: dict) -> str:
-    """Whether REMAP wins: best, and ahead of every other row by >= 0.03 with a paired interval above 0."""
+    """Whether REMAP wins on the selection set: best, and ahead of every other row by >= 0.03 with an interval
+    above 0; then whether test agrees (reported, never chosen on)."""
+    chosen_on = out["chosen_on"]
+    where = "validation" if chosen_on == "val_after" else "test (no validation split: chosen and reported on it)"
     others = [r for r in out["rows"] if r["variant"] != REFERENCE]
     if out["best"] != REFERENCE:
         best = out["rows"][0]
         diff = best["remap_minus_this"]
-        return (f"REMAP is not best: {best['label']} leads it by {-diff['diff']:.4f} (REMAP minus it "
-                f"{format_interval(diff['diff'], (diff['low'], diff['high']), signed=True)})")
-    closest = min(others, key=lambda r: r["remap_minus_this"]["diff"])
+        text = (f"On {where}, REMAP is not best: {best['label']} leads it (REMAP minus it "
+                f"{_cell(diff[chosen_on], True)})")
+        if chosen_on != "test_after":
+            text += f"; on test, REMAP minus it is {_cell(diff['test_after'], True)}"
+        return text
+    closest = min(others, key=lambda r: r["remap_minus_this"][chosen_on]["mean"])
     diff = closest["remap_minus_this"]
-    won = diff["diff"] >= 0.03 and diff["low"] > 0
-    return (f"REMAP is best; over the runner-up, {closest['label']}, it leads by "
-            f"{format_interval(diff['diff'], (diff['low'], diff['high']), signed=True)}: "
-            + ("a win by the issue's bar (>= 0.03, interval above 0)" if won else
-               "not a win by the bar (>= 0.03 with the paired interval above 0)"))
+    won = diff[chosen_on]["mean"] >= 0.03 and diff[chosen_on]["low"] > 0
+    text = (f"On {where}, REMAP is best; over the runner-up, {closest['label']}, it leads by "
+            f"{_cell(diff[chosen_on], True)}: "
+            + ("a win by the bar (>= 0.03, interval above 0)" if won else
+               "not a win by the bar (>= 0.03 with the interval above 0)"))
+    if chosen_on != "test_after":
+        text += f"; on test, {_cell(diff['test_after'], True)}"
+    return text
+
+
+def interval_words(out: dict) -> str:
+    seeds = len(out["seeds"])
+    if seeds > 1:
+        return (f"95% hierarchical bootstrap over {seeds} training seeds and then the {out['queries']} scored "
+                "queries (seeds drawn apart for the two rows of a difference, queries drawn paired)")
+    return f"95% bootstrap over the {out['queries']} scored queries (paired for a difference); one seed"
 
 
 def table(out: dict) -> str:
-    lines = ["| head | off the shelf [95% CI] | fine-tuned [95% CI] | gain, paired | REMAP minus this, paired | "
-             "train s |", "|---|---|---|---|---|---|"]
+    chooses = "validation" if out["chosen_on"] == "val_after" else "test"
+    lines = [f"| head | {chooses}, fine-tuned (chooses) | REMAP minus this, {chooses} | test, off the shelf | "
+             "test, fine-tuned | gain on test | REMAP minus this, test | test per seed | train s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in out["rows"]:
-        cells = [format_interval(row[k]["map"], row[k]["ci"]) for k in ("off_the_shelf", "fine_tuned")]
-        gain = row["gain"]
-        cells.append(format_interval(gain["diff"], (gain["low"], gain["high"]), signed=True))
-        diff = row.get("remap_minus_this")
-        cells.append(format_interval(diff["diff"], (diff["low"], diff["high"]), signed=True) if diff else "")
+        diff = row.get("remap_minus_this", {})
+        cells = [_cell(row[out["chosen_on"]]), _cell(diff.get(out["chosen_on"]), True),
+                 _cell(row["test_before"]), _cell(row["test_after"]), _cell(row["gain"], True),
+                 _cell(diff.get("test_after"), True), ", ".join(f"{m:.4f}" for m in row["test_after"]["per_seed"])]
         lines.append(f"| {row['label']} | " + " | ".join(cells) + f" | {row['train_seconds']} |")
     lines.append("")
-    lines.append(f"{out['queries']} scored queries, seeds {out['seeds']}; intervals: 95% bootstrap over queries "
-                 "(paired where two rows are compared). " + verdict(out) + ".")
+    lines.append(f"Seeds {out['seeds']}; intervals: {interval_words(out)}. {verdict(out)}.")
     return "\n".join(lines)

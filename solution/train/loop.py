@@ -186,8 +186,9 @@ class Trainer:
         return map_at_k(predictions, solution)
 
     def test_map(self, net: RetrievalNet) -> dict | None:
-        """Test mAP@100, described by every rank (a share each, gathered), scored on rank 0: with rank 0 alone
-        describing GLDv2's 880k images the others would wait past any collective timeout."""
+        """{query split: "all" scores} for test and, where the competition has one, validation, at one scale;
+        described by every rank (a share each, gathered), scored on rank 0: with rank 0 alone describing
+        GLDv2's 880k images the others would wait past any collective timeout."""
         infer = self.cfg["infer"]
 
         def describe(paths, desc):
@@ -195,10 +196,13 @@ class Trainer:
 
         scores = evaluate_net(net, self.comp, self.cfg["data"]["root"], infer, self.device, self.workers,
                               describe, score=self.info.main)
-        return scores.get("all") if self.info.main else None
+        if not self.info.main:
+            return None
+        return {split: parts["all"] for split, parts in scores.items() if parts.get("all")} or None
 
     def record_test(self, net: RetrievalNet, summary: dict, when: str) -> None:
-        """``map_<when>``, its interval over queries and the per-query APs (for the paired gain) into ``summary``."""
+        """``map_<when>``, its interval over queries and the per-query APs (for the paired gain) into ``summary``,
+        and the same for the validation queries as ``val_map_<when>`` ..., which head comparisons choose on."""
         result, error = None, None
         try:
             result = self.test_map(net)  # every rank describes a share; rank 0 alone scores
@@ -207,12 +211,16 @@ class Trainer:
                 raise
             error = exc
         result = rank0_outcome(self.info, result, error, share=True)
-        if result is None:
+        if not result or "test" not in result:
             summary[f"map_{when}"] = None
             return
-        summary.update({f"map_{when}": result["map"], f"ci_{when}": list(result["ci"]), f"aps_{when}": result["aps"]})
-        log.info("test mAP@100 %s training: %s over %d queries", when, format_interval(result["map"], result["ci"]),
-                 result["queries"])
+        for split, prefix in (("test", ""), ("val", "val_")):
+            if split in result:
+                scored = result[split]
+                summary.update({f"{prefix}map_{when}": scored["map"], f"{prefix}ci_{when}": list(scored["ci"]),
+                                f"{prefix}aps_{when}": scored["aps"]})
+                log.info("%s mAP@100 %s training: %s over %d queries", "test" if split == "test" else "validation",
+                         when, format_interval(scored["map"], scored["ci"]), scored["queries"])
         if when == "after" and summary.get("aps_before"):
             summary["gain"] = paired_bootstrap(summary["aps_after"], summary["aps_before"])
 

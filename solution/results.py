@@ -1,0 +1,155 @@
+"""Result files and the tables rendered from them: no figure in the docs is typed by hand.
+
+Every experiment command writes a result JSON beside its run (``train.json``, ``submit.json``,
+``ablation.json``, ``tune.json``, ``heads.json``, ``ensemble.json``) with a ``kind`` and its provenance:
+the command line, the commit (and whether the tree had changes), a hash of the resolved config, the time.
+``python -m solution results --add runs/.../x.json`` files one under ``docs/results/``; ``python -m
+solution results`` (``make results``) renders every block of the form::
+
+    <!-- results: heads-toy-eq.json -->
+    ...generated...
+    <!-- /results -->
+
+in the README and ``docs/*.md`` from the file it names. ``--check`` only reports blocks that differ, which
+is what the test suite asserts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from pathlib import Path
+
+from .atomic import atomic_path
+from .config import ConfigError
+
+BLOCK = re.compile(r"<!-- results: (?P<name>[\w.-]+\.json) -->\n(?P<body>.*?)<!-- /results -->", re.S)
+REPO = Path(__file__).resolve().parent.parent
+# The command being run, as given to cli.main (which may not be sys.argv: tests, notebooks); set per call.
+_COMMAND: ContextVar[list[str] | None] = ContextVar("command", default=None)
+
+
+@contextlib.contextmanager
+def command_line(argv: list[str]) -> Iterator[None]:
+    """Within it, results record ``argv`` as the command that made them."""
+    token = _COMMAND.set(list(argv))
+    try:
+        yield
+    finally:
+        _COMMAND.reset(token)
+
+
+def _git(*args: str) -> str:
+    try:
+        done = subprocess.run(["git", "-C", str(REPO), *args], check=False, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def config_hash(cfg: dict) -> str:
+    """sha1 (first 10 hex digits) of the resolved config, keys sorted: equal configs, equal hashes."""
+    return hashlib.sha1(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def provenance(cfg: dict | None = None, argv: list[str] | None = None) -> dict:
+    """What made a result: command line, commit (``dirty`` when the tree had uncommitted changes), config
+    hash, UTC time."""
+    argv = argv if argv is not None else _COMMAND.get() or sys.argv[1:]
+    commit = _git("rev-parse", "HEAD")
+    return {"command": "python -m solution " + shlex.join(argv), "commit": commit or "unknown",
+            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")) if commit else None,
+            "config_sha1": config_hash(cfg) if cfg is not None else None,
+            "written": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def write_result(path: str | Path, kind: str, data: dict, cfg: dict | None = None) -> Path:
+    """``data`` with its ``kind`` and :func:`provenance`, written atomically as JSON."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({"kind": kind, **data, "provenance": provenance(cfg)}, indent=2, default=str)
+                       + "\n")
+    return path
+
+
+def _renderers() -> dict[str, Callable[[dict], str]]:
+    from .infer import ablation, tuning
+    from .train import head_ablation, report
+    return {"ablation": ablation.table, "heads": head_ablation.table, "tune": tuning.table,
+            "train": report.train_table, "submit": report.submit_table}
+
+
+def render(result: dict) -> str:
+    """The block for one result file: where it came from, then its table."""
+    renderers = _renderers()
+    kind = result.get("kind")
+    if kind not in renderers:
+        raise ConfigError(f"result kind '{kind}' has no table; known: {', '.join(sorted(renderers))}")
+    made = result.get("provenance", {})
+    commit = (made.get("commit") or "unknown")[:7] + (" with uncommitted changes" if made.get("dirty") else "")
+    head = f"Made by `{made.get('command', '?')}` at commit {commit}, config {made.get('config_sha1')}."
+    return f"{head}\n\n{renderers[kind](result).rstrip()}\n"
+
+
+def load_result(path: Path) -> dict:
+    try:
+        result = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist; run the experiment and file its result with "
+                          "`python -m solution results --add runs/<run>/<kind>.json`") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not a result JSON ({exc}); file it again with results --add") from None
+    if not isinstance(result, dict) or "kind" not in result:
+        raise ConfigError(f"{path} has no 'kind': not a result file written by this package")
+    return result
+
+
+def rendered(text: str, results_dir: Path) -> str:
+    """``text`` with every results block regenerated from its file."""
+    return BLOCK.sub(lambda m: f"<!-- results: {m['name']} -->\n"
+                               f"{render(load_result(results_dir / m['name']))}<!-- /results -->", text)
+
+
+def documents(root: Path = REPO) -> list[Path]:
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
+def render_documents(root: Path = REPO, check: bool = False) -> list[Path]:
+    """Regenerate every block (``check``: only list the files whose blocks differ); returns those files."""
+    results_dir, changed = root / "docs" / "results", []
+    for doc in documents(root):
+        text = doc.read_text()
+        new = rendered(text, results_dir)
+        if new != text:
+            changed.append(doc)
+            if not check:
+                with atomic_path(doc) as tmp:
+                    tmp.write_text(new)
+    return changed
+
+
+def add_result(source: str | Path, name: str | None = None, root: Path = REPO) -> Path:
+    """File a run's result JSON under ``docs/results/`` (as ``name``, default ``<kind>-<run folder>.json``)."""
+    source = Path(source)
+    result = load_result(source)
+    render(result)  # a result with no table is refused before it is filed
+    target = root / "docs" / "results" / (name or f"{result['kind']}-{source.parent.name}.json")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    return target
+
+
+def figures_outside_blocks(text: str) -> list[str]:
+    """Four-decimal figures (how every mAP here is printed) outside the generated blocks: typed by hand."""
+    bare = BLOCK.sub("", text)
+    return re.findall(r"[+-]?\b\d\.\d{4}\b", bare)

@@ -1,0 +1,88 @@
+"""What ``train`` and ``submit`` report: their result files and the tables rendered from them."""
+
+from __future__ import annotations
+
+from ..metrics import format_interval
+
+PARTS = ("Public", "Private", "all")
+
+
+def _scored(summary: dict, prefix: str, when: str) -> dict | None:
+    value = summary.get(f"{prefix}map_{when}")
+    if value is None:
+        return None
+    return {"map": round(value, 4), "ci": [round(x, 4) for x in summary.get(f"{prefix}ci_{when}", [value, value])],
+            "queries": len(summary.get(f"{prefix}aps_{when}", {}))}
+
+
+def _gain(summary: dict, prefix: str) -> dict | None:
+    from ..metrics import paired_bootstrap
+
+    before, after = summary.get(f"{prefix}aps_before"), summary.get(f"{prefix}aps_after")
+    if not before or not after:
+        return None
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in paired_bootstrap(after, before).items()}
+
+
+def train_report(summary: dict, cfg: dict, selected_on: str, transfer: dict | None = None) -> dict:
+    """The result file of a training run: test (and validation) mAP@100 before and after, with intervals
+    and the paired gain, the time, the recipe, and what was selected on."""
+    report = {"run": cfg["run"]["name"], "seconds": summary.get("seconds"), "selected_on": selected_on,
+              "recipe": {k: cfg["train"][k] for k in ("epochs", "tuples_per_epoch", "image_size", "lr")},
+              "head": cfg["model"]["head"], "backbone": cfg["model"]["backbone"]}
+    for split, prefix in (("test", ""), ("validation", "val_")):
+        if _scored(summary, prefix, "after") is not None:
+            report[split] = {"before": _scored(summary, prefix, "before"), "after": _scored(summary, prefix, "after"),
+                             "gain": _gain(summary, prefix)}
+    if transfer is not None:
+        report["transfer"] = {k: transfer[k] for k in ("off_the_shelf", "fine_tuned", "change", "queries")}
+    return report
+
+
+def _cell(part: dict | None) -> str:
+    return format_interval(part["map"], part["ci"]) if part else "n/a"
+
+
+def _gain_cell(gain: dict | None) -> str:
+    if not gain:
+        return "n/a"
+    mark = "" if gain["excludes_zero"] else " (tie)"
+    return format_interval(gain["diff"], (gain["low"], gain["high"]), signed=True) + mark
+
+
+def train_table(result: dict) -> str:
+    splits = [s for s in ("validation", "test") if s in result]
+    lines = ["| mAP@100 [95% CI] | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
+    for label, key in (("off the shelf", "before"), ("fine-tuned", "after")):
+        lines.append(f"| {label} | " + " | ".join(_cell(result[s][key]) for s in splits) + " |")
+    lines.append("| gain, paired | " + " | ".join(_gain_cell(result[s]["gain"]) for s in splits) + " |")
+    recipe = result["recipe"]
+    lines += ["", f"Run `{result['run']}`: {result['backbone']} + {result['head']}, {recipe['epochs']} epochs of "
+              f"{recipe['tuples_per_epoch']} tuples at {recipe['image_size']} px, trained in {result['seconds']} s; "
+              f"one scale; {result['test']['after']['queries']} scored queries per set. Selected on: "
+              f"{result['selected_on']}."]
+    if "transfer" in result:
+        t = result["transfer"]
+        lines.append(f"Real photographs ({t['queries']} queries): off the shelf {_cell(t['off_the_shelf'])}, "
+                     f"fine-tuned {_cell(t['fine_tuned'])}, change {_gain_cell(t['change'])}.")
+    return "\n".join(lines)
+
+
+def submit_report(result: dict, cfg: dict) -> dict:
+    """The result file of a submission: each part's mAP@100 with its interval, the steps and the features."""
+    infer = cfg["infer"]
+    steps = [s for s in ("qe", "dba", "diffusion", "superglobal", "label_rerank") if infer[s]["enabled"]]
+    return {"run": cfg["run"]["name"], "submission": str(result["submission"]), "rows": result["rows"],
+            "scales": infer["scales"], "flip": infer["flip"], "image_size": infer["image_size"], "steps": steps,
+            "parts": {k: {"map": round(v["map"], 4), "ci": [round(x, 4) for x in v["ci"]], "queries": v["queries"]}
+                      for k, v in result.get("intervals", {}).items()}}
+
+
+def submit_table(result: dict) -> str:
+    parts = [p for p in PARTS if p in result["parts"]]
+    lines = ["| " + " | ".join(f"{p} [95% CI]" for p in parts) + " |", "|" + "---|" * len(parts),
+             "| " + " | ".join(_cell(result["parts"][p]) for p in parts) + " |", "",
+             f"`{result['submission']}` ({result['rows']} rows): {len(result['scales'])} scale(s) "
+             f"{result['scales']} at {result['image_size']} px{', flip' if result['flip'] else ''}; "
+             f"steps: {', '.join(result['steps']) or 'none'}."]
+    return "\n".join(lines)
