@@ -181,6 +181,14 @@ def _non_negative(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
 
 
+def _quality_range(v: Any) -> bool:
+    return isinstance(v, list) and len(v) == 2 and all(_positive_int(q) and q <= 100 for q in v) and v[0] <= v[1]
+
+
+def _margin(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and -1 <= v <= 0
+
+
 def _scale(v: Any) -> bool:
     if v in ("1/sqrt2", "sqrt2"):
         return True
@@ -232,6 +240,10 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
     **{key: (_positive, "a number > 0") for key in ("train.lr", "train.lr_decay", "model.gem_p", "infer.combine_p",
                                                     "train.dist_timeout_min")},
     "hardware.gpus": (_positive_int, "a whole number > 0"),
+    "train.transfer_margin": (_margin, "a number in [-1, 0] (the loss it allows)"),
+    "train.rotate": (lambda v: _non_negative(v) and v <= 180, "degrees in [0, 180]"),
+    "train.gray_p": (lambda v: _non_negative(v) and v <= 1, "a probability in [0, 1]"),
+    "train.jpeg_quality": (_quality_range, "[low, high] with 1 <= low <= high <= 100"),
     "hardware.gpu": (lambda v: v is None or v in ("t4", "v100", "a100", "h100"), "null, t4, v100, a100 or h100"),
     **{key: (_non_negative, "a number >= 0") for key in (
         "train.margin", "train.weight_decay", "train.grad_clip", "train.head_lr_mult", "train.whiten_lr_mult",
@@ -256,6 +268,8 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
     "ensemble.whiten_on": (_one_of("train", "index"), "train or index"),
     "ensemble.whiten_dim": (_count, "a whole number >= 0"),
     "ensemble.whiten_shrinkage": (_non_negative, "a number >= 0"),
+    "ensemble.tune": (lambda v: isinstance(v, bool), "true or false"),
+    "ensemble.against": (lambda v: v is None or (isinstance(v, str) and v != ""), "null or a submission CSV path"),
     "infer.diffusion.k": (lambda v: v is None or _positive_int(v), "null (scaled to the index) or a whole number > 0"),
     **{key: (lambda v: isinstance(v, bool), "true or false") for key in (
         "model.final_map", "model.tap_relu", "model.kl.enabled")},
@@ -303,7 +317,7 @@ def save_config(cfg: dict, path: Path) -> None:
 # What may differ between a run's checkpoint and a command that resumes it; everything else in model, data,
 # train, competition and run.seed describes the checkpoint and must stay as it was.
 RESUMABLE_CHANGES = ("train.epochs", "train.eval_before", "train.tensorboard", "train.checkpoint_every",
-                     "train.dist_timeout_min", "train.transfer_check",
+                     "train.dist_timeout_min", "train.transfer_check", "train.transfer_margin",
                      "run.workers", "run.device", "run.dir", "run.name")
 
 

@@ -140,6 +140,30 @@ def hierarchical_bootstrap(a: Sequence[Mapping[str, float]], b: Sequence[Mapping
             "excludes_zero": bool(low > 0 or high < 0)}
 
 
+def cluster_bootstrap(a: Mapping[str, float], clusters: Mapping[str, str], b: Mapping[str, float] | None = None,
+                      resamples: int = 10_000, level: float = 0.95, seed: int = 0) -> dict:
+    """Mean AP over queries (of ``a``, or of ``a`` minus ``b`` paired by query) with an interval that resamples
+    whole clusters (e.g. the source photograph of each query view), not single queries: views of one
+    photograph rise and fall together, and a query bootstrap would count them as independent evidence."""
+    if b is not None and set(a) != set(b):
+        raise ValueError("a paired cluster bootstrap needs the same queries on both sides")
+    if set(a) - set(clusters):
+        raise ValueError("every query needs a cluster")
+    values = {q: a[q] - (b[q] if b is not None else 0.0) for q in a}
+    names = sorted({clusters[q] for q in a})
+    if not names:
+        raise ValueError("a cluster bootstrap needs at least one query")
+    sums = np.array([sum(v for q, v in values.items() if clusters[q] == c) for c in names])
+    counts = np.array([sum(1 for q in values if clusters[q] == c) for c in names], dtype=float)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(names), (resamples, len(names)))
+    means = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)  # a resample's mean over all its queries
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail], method="inverted_cdf")
+    return {"mean": float(sums.sum() / counts.sum()), "low": float(low), "high": float(high),
+            "queries": len(values), "clusters": len(names), "excludes_zero": bool(low > 0 or high < 0)}
+
+
 def format_interval(mean: float, ci: Sequence[float], signed: bool = False) -> str:
     """``0.5450 [0.4912, 0.5981]``, or with signs for differences."""
     f = "{:+.4f}" if signed else "{:.4f}"

@@ -6,6 +6,7 @@ import pytest
 from solution.metrics import (
     average_precision_at_k,
     bootstrap_interval,
+    cluster_bootstrap,
     format_interval,
     global_average_precision,
     hierarchical_bootstrap,
@@ -130,3 +131,21 @@ def test_seed_variance_widens_the_interval():
     assert three["high"] - three["low"] > 2 * (one["high"] - one["low"])
     low, high = bootstrap_interval(base)
     assert (one["low"], one["high"]) == pytest.approx((low, high))  # one seed: the query bootstrap
+
+
+def test_cluster_bootstrap_resamples_photographs_not_views():
+    rng = np.random.default_rng(1)
+    # 10 photographs, 16 views each; views of one photograph share most of their score
+    clusters = {f"p{c}-v{v}": f"p{c}" for c in range(10) for v in range(16)}
+    level = {f"p{c}": rng.normal(0.6, 0.2) for c in range(10)}
+    aps = {q: float(np.clip(level[c] + rng.normal(0, 0.05), 0, 1)) for q, c in clusters.items()}
+    by_photo = cluster_bootstrap(aps, clusters)
+    by_view = bootstrap_interval(list(aps.values()))
+    assert by_photo["clusters"] == 10 and by_photo["queries"] == 160
+    assert by_photo["mean"] == pytest.approx(np.mean(list(aps.values())))
+    assert by_photo["high"] - by_photo["low"] > 2.5 * (by_view[1] - by_view[0])  # honest: far wider
+    shifted = {q: v - 0.05 for q, v in aps.items()}
+    diff = cluster_bootstrap(aps, clusters, shifted)
+    assert diff["mean"] == pytest.approx(0.05) and diff["low"] == pytest.approx(0.05) and diff["excludes_zero"]
+    with pytest.raises(ValueError, match="every query needs a cluster"):
+        cluster_bootstrap({"x": 1.0}, {})

@@ -98,7 +98,8 @@ def cmd_viz(args: argparse.Namespace) -> int:
 
 @stage("preprocess", "a pre-resized copy of the competition's images (optional cache)",
        arg("--size", type=whole(1), default=512, help="longest side in the cache"),
-       arg("--splits", nargs="+", default=["train", "index", "test"], choices=["train", "index", "test"]),
+       arg("--splits", nargs="+", choices=["train", "index", "test", "val"],
+           help="default: every split folder the competition has (val too, where it has validation queries)"),
        arg("--workers", type=whole(1), default=os.cpu_count() or 1))
 def cmd_preprocess(args: argparse.Namespace) -> int:
     from ..competition import load_competition
@@ -108,7 +109,8 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     comp = load_competition(cfg["competition"])
     src = comp.data_dir(cfg["data"]["root"])
     cache_root = Path(cfg["data"]["root"]) / f"cache{args.size}"
-    totals = preprocess(src, cache_root / comp.data["dir"], args.splits, args.size, args.workers)
+    splits = args.splits or [split for split in ("train", "index", "test", "val") if (src / split).is_dir()]
+    totals = preprocess(src, cache_root / comp.data["dir"], splits, args.size, args.workers)
     print(f"preprocess: {totals['written']} resized, {totals['skipped']} already cached, {totals['unreadable']} "
           f"unreadable; use data.root={cache_root}")
     return 0

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import albumentations as A
+import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -60,15 +61,20 @@ def to_tensor(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(pixels, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
 
 
+def single_threaded_opencv() -> None:
+    """OpenCV (under albumentations) starts a thread pool the first time a warp or resize runs in parallel.
+    A DataLoader worker forked from a process that holds that pool deadlocks on its copied locks, in its first
+    OpenCV call; so every process of ours keeps OpenCV to one thread (the workers are the parallelism)."""
+    cv2.setNumThreads(1)
+
+
+single_threaded_opencv()  # at import: before any augmentation can run in this process
+
+
 def worker_init(_: int) -> None:
     """DataLoader workers decode one image each: no thread pools of their own competing for the cores."""
     torch.set_num_threads(1)
-    try:
-        import cv2
-
-        cv2.setNumThreads(1)
-    except ImportError:
-        pass
+    single_threaded_opencv()
 
 
 class EvalDataset(Dataset):
@@ -106,16 +112,28 @@ def collate_eval(batch: list[tuple[torch.Tensor, int, bool]]):
 
 
 def train_augmentation(cfg: dict, size: tuple[int, int]) -> A.Compose:
-    """Random resized crop to ``size`` (width, height) keeping most of the landmark, colour jitter, blur, JPEG."""
+    """Random resized crop to ``size`` (width, height) keeping most of the landmark, colour jitter, blur, JPEG;
+    with ``rotate`` > 0 a rotation up to that many degrees, with ``gray_p`` > 0 greyscale (what photographs
+    of a landmark differ by and the toy's renderer never shows). A step that is off is left out, not run at
+    p=0, so recipes without it draw the same random numbers as before it existed."""
     width, height = size
     aspect = width / height
-    return A.Compose([
+    steps = [
         A.RandomResizedCrop(size=(height, width), scale=tuple(cfg["crop_scale"]),
                             ratio=(0.75 * aspect, 1.333 * aspect)),
+    ]
+    if cfg["rotate"] > 0:
+        steps.append(A.Affine(rotate=(-cfg["rotate"], cfg["rotate"]), border_mode=0, p=0.7))
+    steps += [
         A.ColorJitter(brightness=cfg["jitter"], contrast=cfg["jitter"], saturation=cfg["jitter"], hue=0.03, p=0.8),
+    ]
+    if cfg["gray_p"] > 0:
+        steps.append(A.ToGray(p=cfg["gray_p"]))
+    steps += [
         A.GaussianBlur(blur_limit=(3, 5), p=cfg["blur_p"]),
-        A.ImageCompression(quality_range=(40, 95), p=cfg["jpeg_p"]),
-    ])
+        A.ImageCompression(quality_range=tuple(cfg["jpeg_quality"]), p=cfg["jpeg_p"]),
+    ]
+    return A.Compose(steps)
 
 
 class TupleDataset(Dataset):

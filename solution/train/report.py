@@ -35,7 +35,8 @@ def train_report(summary: dict, cfg: dict, selected_on: str, transfer: dict | No
             report[split] = {"before": _scored(summary, prefix, "before"), "after": _scored(summary, prefix, "after"),
                              "gain": _gain(summary, prefix)}
     if transfer is not None:
-        report["transfer"] = {k: transfer[k] for k in ("off_the_shelf", "fine_tuned", "change", "queries")}
+        report["transfer"] = {k: transfer[k] for k in ("off_the_shelf", "fine_tuned", "change", "queries",
+                                                       "photographs", "margin", "verdict")}
     return report
 
 
@@ -63,8 +64,10 @@ def train_table(result: dict) -> str:
               f"{result['selected_on']}."]
     if "transfer" in result:
         t = result["transfer"]
-        lines.append(f"Real photographs ({t['queries']} queries): off the shelf {_cell(t['off_the_shelf'])}, "
-                     f"fine-tuned {_cell(t['fine_tuned'])}, change {_gain_cell(t['change'])}.")
+        lines.append(f"Real photographs ({t['queries']} hard views of {t['photographs']} photographs, intervals over "
+                     f"photographs): off the shelf {_cell(t['off_the_shelf'])}, fine-tuned {_cell(t['fine_tuned'])}, "
+                     f"change {_gain_cell(t['change'])}; non-inferiority margin {t['margin']:+.2f}, set before the "
+                     f"run: **{t['verdict']}**.")
     return "\n".join(lines)
 
 
