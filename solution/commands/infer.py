@@ -119,26 +119,16 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 
 
 def _ensemble(cfg: dict, out: str) -> dict:
-    from ..infer.ensemble import run_ensemble
-    from ..metrics import format_interval
+    from ..infer.ensemble import run_ensemble, table
 
     result = run_ensemble(cfg, out)
     print(f"ensemble: {len(result['members'])} members, {result['dim']}-D after whitening on {result['whiten_on']} "
-          f"(whiten_dim {result['whiten_dim']}); wrote {result['submission']} ({result['rows']} rows, validated)")
-    if "ensemble" in result:
-        rows = [("ensemble", result["ensemble"])] + [(f"{n} alone", p) for n, p in result["alone"].items()]
-        print("| descriptor | Public [95% CI] | Private [95% CI] | all [95% CI] |\n|---|---|---|---|")
-        for name, parts in rows:
-            print(f"| {name} | " + " | ".join(format_interval(parts[k]["map"], parts[k]["ci"])
-                                             for k in ("Public", "Private", "all")) + " |")
-        diff = result["minus_best"]["all"]
-        verdict = "a gain: the interval excludes 0" if diff["low"] > 0 else (
-            "a loss" if diff["high"] < 0 else "a tie: the interval contains 0")
-        print(f"ensemble minus its best member on Public ({result['best_member']}), all queries: "
-              f"{format_interval(diff['diff'], (diff['low'], diff['high']), signed=True)} ({verdict})")
+          f"(whiten_dim {result['whiten_dim']}); wrote {result['submission']} ({result['rows_written']} rows, "
+          "validated)")
+    if "rows" in result:
+        print(table(result))
     print(f"ensemble: wrote {result['path']}")
-    result["scores"] = {k: v["map"] for k, v in result.get("ensemble", {}).items()}
-    return result
+    return {**result, "rows": result["rows_written"]}
 
 
 @stage("ablate", "the quality table: each TTA / post-processing step on the same features",

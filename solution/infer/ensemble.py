@@ -12,7 +12,7 @@ the ensemble is compared with its best member on the same queries.
 from __future__ import annotations
 
 import copy
-import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -21,15 +21,17 @@ import numpy as np
 from ..atomic import atomic_path
 from ..competition import Competition, load_competition
 from ..config import ConfigError, run_dir, writable_folder
-from ..metrics import paired_bootstrap
+from ..metrics import format_interval, paired_bootstrap
 from ..model.whitening import fit_pca_whitening
+from ..results import write_result
 from ..runtime import data_workers
 from .features import CacheError, features, read_npz
-from .pipeline import id_rankings, run_net, solution_intervals, train_labels
+from .pipeline import has_split, id_rankings, run_net, solution_intervals, train_labels
 from .rerank import l2_normalise
 from .retrieve import needs_train, retrieve
-from .submission import SubmissionError, validate_submission, write_submission
+from .submission import SubmissionError, submission_rankings, validate_submission, write_submission
 from .submit import provenance, save_ranking
+from .tuning import coordinate_search, enabled_grid, setting_of
 
 
 def members(cfg: dict) -> list[tuple[str, float]]:
@@ -140,61 +142,146 @@ def check_whitening(path: Path, saved: SavedWhitening, listed: list[tuple[str, f
                          "`make ensemble CONFIG=<ensemble yaml>` again to fit it for this config")
 
 
+def _scorer(comp: Competition, data_root: str, descriptors: dict[str, np.ndarray], ids: dict[str, list[str]],
+            labels: np.ndarray | None) -> Callable[[dict, str], tuple[dict, tuple]]:
+    """``score(infer, queries)`` -> (intervals per part, (neighbours, scores)) of one descriptor set."""
+    def score(infer: dict, queries: str):
+        neighbours, scores = retrieve(descriptors[queries], descriptors["index"], infer,
+                                      descriptors.get("train"), labels)
+        rankings = id_rankings(ids[queries], ids["index"], neighbours)
+        return solution_intervals(comp, data_root, rankings, queries), (neighbours, scores)
+    return score
+
+
+def _settings(score, infer: dict, tune: bool, has_val: bool) -> tuple[dict, dict | None]:
+    """The post-processing this descriptor is searched with: the config's, or, with ``tune`` and validation
+    queries, the best of a search on them when its gain is clear (see ``tuning.coordinate_search``)."""
+    grid = enabled_grid(infer)
+    if not (tune and has_val and grid):
+        return infer, None
+    found = coordinate_search(lambda settings, split: score(settings, split)[0], infer, grid, "val", "all")
+    chosen = found["best"] if found["adopt"] else infer
+    return chosen, {"settings": {k: setting_of(chosen, k) for k in grid}, "adopt": found["adopt"],
+                    "validation": _summary(found["best_scores"] if found["adopt"] else found["start_scores"])}
+
+
 def run_ensemble(cfg: dict, out_dir: str | Path = "submissions") -> dict:
+    """Search with the ensemble, write its submission, and, where the test solution is on disk, compare it
+    on test (paired) with each member alone, with the first member through the same whitening (the
+    one-member control) and with ``ensemble.against`` (e.g. the default ``make submit``); every descriptor
+    gets the same TTA and, with ``ensemble.tune``, its own post-processing chosen on validation."""
     comp = load_competition(cfg["competition"])
     out_dir = writable_folder(out_dir, "--out")
     run = run_dir(cfg)
     names, weights = zip(*members(cfg))
-    ens = cfg["ensemble"]
+    ens, root = cfg["ensemble"], cfg["data"]["root"]
+    if ens["against"] and not Path(ens["against"]).is_file():  # before the members' extractions, not after
+        raise FileNotFoundError(f"ensemble.against: {ens['against']} does not exist; make that submission first "
+                                "(e.g. `make submit`) or set ensemble.against=null")
     nets = member_nets(cfg)
-    splits = {split: concatenated(cfg, comp, nets, split) for split in ("index", "test")}
+    has_val = has_split(comp, "val")
+    wanted = ["index", "test", *(["val"] if has_val else [])]
     if ens["whiten_on"] == "train" and ens["whiten_dim"] or needs_train(cfg["infer"]):
-        splits["train"] = concatenated(cfg, comp, nets, "train")
+        wanted.append("train")
+    splits = {split: concatenated(cfg, comp, nets, split) for split in wanted}
+    ids = {split: split_ids for split, (_, split_ids) in splits.items()}
     combined = {split: combine(parts, list(weights)) for split, (parts, _) in splits.items()}
-    whitening = None
-    if ens["whiten_dim"]:
-        weight, bias = fit_pca_whitening(combined[ens["whiten_on"]], ens["whiten_dim"], ens["whiten_shrinkage"])
-        whitening = (weight.numpy(), bias.numpy())
+    whitening = _fit(combined[ens["whiten_on"]], ens)
     combined = {split: whiten(rows, whitening) for split, rows in combined.items()}
     run.mkdir(parents=True, exist_ok=True)
     with atomic_path(run / "whitening.npz") as tmp, tmp.open("wb") as handle:
         np.savez(handle, members=np.array(names), weights=np.array(weights),
                  weight=whitening[0] if whitening else np.zeros((0, 0)),
                  bias=whitening[1] if whitening else np.zeros(0), fitted_on=ens["whiten_on"])
-    labels = train_labels(comp, cfg["data"]["root"], splits["train"][1]) if needs_train(cfg["infer"]) else None
-    index_ids, test_ids = splits["index"][1], splits["test"][1]
-
-    def scored(index: np.ndarray, test: np.ndarray, train: np.ndarray | None):
-        neighbours, scores = retrieve(test, index, cfg["infer"], train, labels)
-        rankings = id_rankings(test_ids, index_ids, neighbours)
-        return rankings, solution_intervals(comp, cfg["data"]["root"], rankings), (neighbours, scores)
-
-    rankings, parts, (neighbours, scores) = scored(combined["index"], combined["test"], combined.get("train"))
+    labels = train_labels(comp, root, ids["train"]) if needs_train(cfg["infer"]) else None
+    score = _scorer(comp, root, combined, ids, labels)
+    infer, tuned = _settings(score, cfg["infer"], ens["tune"], has_val)
+    parts, (neighbours, scores) = score(infer, "test")
     made_by = {"members": [{"run": n, "weight": w} for n, w in zip(names, weights)],
-               **{k: v for k, v in provenance({}, cfg["infer"]).items() if k != "checkpoint"}}
-    save_ranking(run / "ranking.npz", test_ids, index_ids, neighbours, scores, made_by)  # for `viz retrieval`
+               **{k: v for k, v in provenance({}, infer).items() if k != "checkpoint"}}
+    save_ranking(run / "ranking.npz", ids["test"], ids["index"], neighbours, scores, made_by)  # for `viz retrieval`
     path = Path(out_dir) / f"{comp.slug}-{cfg['run']['name']}{comp.submission['file_suffix']}"
-    write_submission(path, rankings, test_ids, comp.submission["max_predictions"])
-    problems = validate_submission(path, test_ids, index_ids, comp.submission["max_predictions"])
+    rankings = id_rankings(ids["test"], ids["index"], neighbours)
+    write_submission(path, rankings, ids["test"], comp.submission["max_predictions"])
+    problems = validate_submission(path, ids["test"], ids["index"], comp.submission["max_predictions"])
     if problems:
         raise SubmissionError("; ".join(problems))
-    report = {"members": [{"run": n, "weight": w} for n, w in zip(names, weights)],
-              "whiten_on": ens["whiten_on"], "whiten_dim": ens["whiten_dim"],
-              "dim": int(combined["test"].shape[1])}
+    report = {"run": cfg["run"]["name"], "members": [{"run": n, "weight": w} for n, w in zip(names, weights)],
+              "whiten_on": ens["whiten_on"], "whiten_dim": ens["whiten_dim"], "dim": int(combined["test"].shape[1]),
+              "scales": cfg["infer"]["scales"], "flip": cfg["infer"]["flip"], "tuned_on_validation": tuned is not None}
     if parts:
-        report["ensemble"] = _summary(parts)
-        alone = {}
+        rows = {"ensemble": (parts, tuned)}
         for i, name in enumerate(names):
-            train = splits["train"][0][i] if "train" in splits else None
-            alone[name] = scored(splits["index"][0][i], splits["test"][0][i], train)[1]
-        report["alone"] = {name: _summary(p) for name, p in alone.items()}
-        best = max(alone, key=lambda name: alone[name]["Public"]["map"])  # chosen on Public, as every default
-        report["best_member"] = best
-        report["minus_best"] = {k: paired_bootstrap(parts[k]["aps"], alone[best][k]["aps"]) for k in parts}
-    with atomic_path(run / "ensemble.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=2))
-    return {**report, "submission": path, "rows": len(test_ids), "path": run / "ensemble.json"}
+            alone = {split: member[i] for split, (member, _) in splits.items()}
+            rows[f"{name} alone"] = _scored_alone(comp, root, alone, ids, labels, cfg["infer"], ens, has_val)
+        control = {split: member[0] for split, (member, _) in splits.items()}
+        own = _fit(control[ens["whiten_on"]], {**ens, "whiten_dim": min(ens["whiten_dim"], control["test"].shape[1])})
+        rows[f"{names[0]} alone, whitened as the ensemble"] = _scored_alone(
+            comp, root, {split: whiten(rows_, own) for split, rows_ in control.items()}, ids, labels, cfg["infer"],
+            ens, has_val)
+        report["rows"] = {name: {"test": _summary(p), **({"tuned": t} if t else {})} for name, (p, t) in rows.items()}
+        report["minus"] = {name: _rounded(paired_bootstrap(parts["all"]["aps"], p["all"]["aps"]))
+                           for name, (p, _) in rows.items() if name != "ensemble"}
+        if ens["against"]:
+            against = solution_intervals(comp, root, submission_rankings(ens["against"]), "test")
+            report["against"] = {"submission": str(ens["against"]), "test": _summary(against),
+                                 "minus": _rounded(paired_bootstrap(parts["all"]["aps"], against["all"]["aps"]))}
+    path_json = write_result(run / "ensemble.json", "ensemble", report, cfg)
+    return {**report, "submission": path, "rows_written": len(ids["test"]), "path": path_json,
+            "scores": {k: v["map"] for k, v in parts.items()}}
+
+
+def _fit(rows: np.ndarray, ens: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    if not ens["whiten_dim"]:
+        return None
+    weight, bias = fit_pca_whitening(rows, ens["whiten_dim"], ens["whiten_shrinkage"])
+    return weight.numpy(), bias.numpy()
+
+
+def _scored_alone(comp, root, descriptors, ids, labels, infer, ens, has_val) -> tuple[dict, dict | None]:
+    score = _scorer(comp, root, descriptors, ids, labels)
+    settings, tuned = _settings(score, infer, ens["tune"], has_val)
+    return score(settings, "test")[0], tuned
 
 
 def _summary(parts: dict[str, dict]) -> dict[str, dict]:
-    return {k: {"map": v["map"], "ci": list(v["ci"])} for k, v in parts.items()}
+    return {k: {"map": round(v["map"], 4), "ci": [round(x, 4) for x in v["ci"]]} for k, v in parts.items()}
+
+
+def _rounded(stats: dict) -> dict:
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in stats.items()}
+
+
+def _cell(part: dict) -> str:
+    return format_interval(part["map"], part["ci"])
+
+
+def _diff(stats: dict) -> str:
+    return (format_interval(stats["diff"], (stats["low"], stats["high"]), signed=True)
+            + ("" if stats["excludes_zero"] else " (tie)"))
+
+
+def table(result: dict) -> str:
+    """Ensemble, members alone, the one-member control and the compared submission, on test; each with the
+    settings it was searched with (chosen on validation where tuned) and the ensemble's paired lead."""
+    lines = ["| descriptor | post-processing (validation all) | Public [95% CI] | Private [95% CI] | all [95% CI] | "
+             "ensemble minus this, all, paired |", "|---|---|---|---|---|---|"]
+    for name, row in result.get("rows", {}).items():
+        tuned = row.get("tuned")
+        setting = "as configured"
+        if tuned:
+            setting = (", ".join(f"{k}={v}" for k, v in tuned["settings"].items())
+                       + (" (adopted)" if tuned["adopt"] else " (the config's: no clear gain)")
+                       + f" ({tuned['validation']['all']['map']:.4f})")
+        cells = " | ".join(_cell(row["test"][k]) for k in ("Public", "Private", "all"))
+        minus = _diff(result["minus"][name]) if name in result["minus"] else ""
+        lines.append(f"| {name} | {setting} | {cells} | {minus} |")
+    if "against" in result:
+        against = result["against"]
+        cells = " | ".join(_cell(against["test"][k]) for k in ("Public", "Private", "all"))
+        lines.append(f"| `{against['submission']}` | as it was made | {cells} | {_diff(against['minus'])} |")
+    members = ", ".join(f"{m['run']} x{m['weight']}" for m in result["members"])
+    lines += ["", f"Members: {members}; concatenation whitened to {result['whiten_dim']}-D on {result['whiten_on']}; "
+              f"{len(result['scales'])} scale(s){', flip' if result['flip'] else ''}. The control is the first "
+              "member through the same whitening."]
+    return "\n".join(lines)

@@ -14,6 +14,7 @@ the choice is made.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 from ..competition import load_competition
 from ..config import ConfigError, run_dir
@@ -32,7 +33,8 @@ GRID: dict[str, list[float]] = {
 }
 
 
-def _get(infer: dict, key: str):
+def setting_of(infer: dict, key: str):
+    """The value of ``step.key`` in an infer section."""
     step, name = key.split(".")
     return infer[step][name]
 
@@ -60,12 +62,43 @@ def parse_grid(items: list[str] | None) -> dict[str, list[float]]:
     return grid
 
 
+def enabled_grid(infer: dict, grid: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
+    """The part of ``grid`` (default :data:`GRID`) whose steps are on in ``infer``."""
+    return {k: v for k, v in (grid or GRID).items() if infer[k.split(".")[0]]["enabled"]}
+
+
+def coordinate_search(scored: Callable[[dict, str], dict[str, dict]], start: dict, grid: dict[str, list[float]],
+                      split: str, part: str, passes: int = 1) -> dict:
+    """One key at a time over ``grid`` from the settings ``start`` (``passes`` rounds), scored on ``split``'s
+    ``part`` by ``scored(infer, split)``. Returns the best settings, whether to adopt them (paired gain over
+    the start with its interval above 0), the trials and the scores of start and best."""
+    current, best = start, scored(start, split)
+    if not best:
+        raise ConfigError(f"no ground truth for the {split} queries: the search chooses on it; run `make data` "
+                          "(the toy) or download the solution file")
+    start_scores, trials = best, []
+    for round_ in range(passes):
+        for key, values in grid.items():
+            for value in values:
+                same = value == setting_of(current, key)  # the current settings: already scored
+                trial = _set(current, key, value)
+                result = best if same else scored(trial, split)
+                trials.append({"pass": round_ + 1, "key": key, "value": value, "map": round(result[part]["map"], 4),
+                               "ci95": [round(x, 4) for x in result[part]["ci"]],
+                               "fixed": {k: setting_of(current, k) for k in grid if k != key}})
+                if not same and result[part]["map"] > best[part]["map"]:
+                    current, best = trial, result
+    gain = _rounded(paired_bootstrap(best[part]["aps"], start_scores[part]["aps"]))
+    return {"best": current, "adopt": bool(gain["low"] > 0), "trials": trials, "gain": gain,
+            "start_scores": start_scores, "best_scores": best}
+
+
 def tune(cfg: dict, grid: dict[str, list[float]] | None = None, passes: int = 1) -> dict:
     """Choose the search settings on validation; report start and choice on test. Writes ``tune.json``."""
     comp = load_competition(cfg["competition"])
     split, part, words = selection(comp)
     net, device = run_net(cfg)
-    grid = {k: v for k, v in (grid or GRID).items() if cfg["infer"][k.split(".")[0]]["enabled"]}
+    grid = enabled_grid(cfg["infer"], grid)
     if not grid:
         raise ConfigError("no enabled step to tune: turn on infer.qe, infer.dba or infer.label_rerank")
 
@@ -74,29 +107,13 @@ def tune(cfg: dict, grid: dict[str, list[float]] | None = None, passes: int = 1)
         return solution_intervals(comp, cfg["data"]["root"], id_rankings(query_ids, index_ids, neighbours), queries)
 
     start = copy.deepcopy(cfg["infer"])
-    current, best = start, scored(start, split)
-    if not best:
-        raise ConfigError(f"no ground truth for the {split} queries under {cfg['data']['root']}: tune chooses on "
-                          "it; run `make data` (the toy) or download the solution file")
-    start_scores, trials = best, []
-    for round_ in range(passes):
-        for key, values in grid.items():
-            for value in values:
-                same = value == _get(current, key)  # the current settings: already scored
-                trial = _set(current, key, value)
-                result = best if same else scored(trial, split)
-                trials.append({"pass": round_ + 1, "key": key, "value": value, "map": round(result[part]["map"], 4),
-                               "ci95": [round(x, 4) for x in result[part]["ci"]],
-                               "fixed": {k: _get(current, k) for k in grid if k != key}})
-                if not same and result[part]["map"] > best[part]["map"]:
-                    current, best = trial, result
-    chosen = {k: _get(current, k) for k in grid}
-    gain = _rounded(paired_bootstrap(best[part]["aps"], start_scores[part]["aps"]))
-    report = {"adopt": bool(gain["low"] > 0),
-              "run": cfg["run"]["name"], "selected_on": words, "selection": {"split": split, "part": part},
-              "start": {k: _get(start, k) for k in grid}, "chosen": chosen, "passes": passes, "trials": trials,
-              "validation": {"start": round(start_scores[part]["map"], 4), "chosen": round(best[part]["map"], 4),
-                             "gain": gain}}
+    found = coordinate_search(scored, start, grid, split, part, passes)
+    current = found["best"]
+    report = {"adopt": found["adopt"], "run": cfg["run"]["name"], "selected_on": words,
+              "selection": {"split": split, "part": part}, "start": {k: setting_of(start, k) for k in grid},
+              "chosen": {k: setting_of(current, k) for k in grid}, "passes": passes, "trials": found["trials"],
+              "validation": {"start": round(found["start_scores"][part]["map"], 4),
+                             "chosen": round(found["best_scores"][part]["map"], 4), "gain": found["gain"]}}
     test_start, test_chosen = scored(start, "test"), scored(current, "test")
     if test_start:
         report["test"] = {name: {"start": round(test_start[name]["map"], 4),

@@ -31,14 +31,26 @@ def test_ensemble_end_to_end_reuses_member_shards(tiny_root, tmp_path, capsys):
                                   "model.whiten_dim=0"])
         save_checkpoint(runs / name / "checkpoint.pt", build_net(cfg["model"]))
     common = ["--config", "toy", f"data.root={tiny_root}", f"run.dir={runs}", "run.name=ens", "run.workers=0",
-              "infer.image_size=64", "infer.scales=[1]", "infer.flip=false", "infer.qe.enabled=false",
+              "infer.image_size=64", "infer.scales=[1]", "infer.flip=false", "infer.qe.enabled=true",
               "infer.dba.enabled=false", "ensemble.members=[{run: a, weight: 1.0}, {run: b, weight: 0.5}]",
               "ensemble.whiten_on=index", "ensemble.whiten_dim=8"]
     assert main(["submit", *common, "--out", str(tmp_path / "subs")]) == 0
     out = capsys.readouterr().out
-    assert "| ensemble |" in out and "| a alone |" in out and "ensemble minus its best member on Public" in out
+    assert "| ensemble | qe.n=" in out and "| a alone |" in out and "| a alone, whitened as the ensemble |" in out
     report = json.loads((runs / "ens" / "ensemble.json").read_text())
-    assert report["dim"] == 8 and set(report["alone"]) == {"a", "b"} and report["best_member"] in ("a", "b")
+    assert report["kind"] == "ensemble" and report["dim"] == 8 and report["tuned_on_validation"]
+    assert set(report["rows"]) == {"ensemble", "a alone", "b alone", "a alone, whitened as the ensemble"}
+    assert set(report["minus"]) == set(report["rows"]) - {"ensemble"}
+    for row in report["rows"].values():  # every descriptor searched with its own settings, chosen on validation
+        assert {"qe.n", "qe.alpha", "label_rerank.k"} <= set(row["tuned"]["settings"])
+        assert "all" in row["tuned"]["validation"]
+    # compared, paired on test, with another submission (here the first one, made the same way: a tie at 0)
+    first = tmp_path / "first.csv"
+    first.write_bytes((tmp_path / "subs" / "toy-ens.csv").read_bytes())
+    assert main(["ensemble", *common, f"ensemble.against={first}", "--out", str(tmp_path / "subs")]) == 0
+    against = json.loads((runs / "ens" / "ensemble.json").read_text())["against"]
+    assert against["minus"]["diff"] == 0 and not against["minus"]["excludes_zero"]
+    assert f"| `{first}` | as it was made |" in capsys.readouterr().out
     whitening = np.load(runs / "ens" / "whitening.npz")
     assert whitening["weight"].shape == (8, 112 + 1280 + 1280) and str(whitening["fitted_on"]) == "index"
     shards = sorted((runs / "a" / "features").rglob("*.npy"))
