@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from solution.kernel import plan
 from solution.kernel.plan import (
     MARGIN,
     Plan,
@@ -64,7 +65,13 @@ def test_a_single_scale_recipe_gives_up_dba_first_at_the_2021_size():
     assert [p.fits for p in plans] == [False, True]
 
 
-def test_a_multi_scale_recipe_shrinks_extraction_and_keeps_the_search_steps(caplog):
+# The ladder's mechanism under fixed costs (the costs themselves are the toy's measurements and move with it)
+PINNED_COSTS = {"scale": 0.0915 / 2, "qe": 0.0212, "dba": 0.0210, "label_rerank": 0.0218}
+
+
+def test_a_multi_scale_recipe_shrinks_extraction_and_keeps_the_search_steps(caplog, monkeypatch):
+    for step, cost in PINNED_COSTS.items():
+        monkeypatch.setitem(plan.MAP_COST, step, cost)
     probe, calls = _per_image(0.010)  # 3 scales + flip: 70 ms an image, 59,500 s for 850k images
     search = _pairs_search(1e-15)  # search is nearly free: only extraction must shrink
     cfg, plans = choose_plan(_cfg(qe=True, dba=True), probe, search, images_left=850_000,
@@ -156,9 +163,11 @@ def test_plan_describe_names_the_figures():
     assert "500 images x 20.0 ms" in text and "10s extraction" in text and "30s search" in text and "fits" in text
 
 
-def test_a_decode_bound_notebook_stops_giving_up_pixels_that_save_nothing(caplog):
+def test_a_decode_bound_notebook_stops_giving_up_pixels_that_save_nothing(caplog, monkeypatch):
     """Every probe takes 50 ms an image whatever the scales (JPEG decoding on 4 vCPUs is the bound): after one
     extraction step shows no saving, the fitted line says pixels cost nothing and DBA goes instead."""
+    for step, cost in PINNED_COSTS.items():
+        monkeypatch.setitem(plan.MAP_COST, step, cost)
     calls = []
 
     def decode_bound(cfg):
