@@ -18,7 +18,7 @@ from .registry import arg, config_of, stage, whole
 
 
 @stage("extract", "descriptors of a split, in shards that resume",
-       arg("--split", action="append", choices=["index", "test", "train"],
+       arg("--split", action="append", choices=["index", "test", "train", "val"],
            help="repeatable (default: index and test)"),
        arg("--shard", help="i/n: this process's share of the shards (default: torchrun rank / world)"),
        arg("--merge", action="store_true", help="merge and check the shards after extracting"))

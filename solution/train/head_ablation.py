@@ -170,5 +170,6 @@ def table(out: dict) -> str:
                  _cell(diff.get("test_after"), True), ", ".join(f"{m:.4f}" for m in row["test_after"]["per_seed"])]
         lines.append(f"| {row['label']} | " + " | ".join(cells) + f" | {row['train_seconds']} |")
     lines.append("")
-    lines.append(f"Seeds {out['seeds']}; intervals: {interval_words(out)}. {verdict(out)}.")
+    lines.append(f"Seeds {out['seeds']}; intervals: {interval_words(out)}. {verdict(out)}. train s: wall seconds "
+                 "summed over the seeds (on a shared machine: not a speed comparison).")
     return "\n".join(lines)
