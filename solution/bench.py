@@ -392,7 +392,7 @@ def bench_scale(n_index: int = 1_000_000, n_queries: int = 2_000, dim: int = 409
     ours_s = time.perf_counter() - started
     rows.append({"stage": "CPU float16: faiss IndexScalarQuantizer(QT_fp16) vs ExactIndex",
                  "index": f"{sq_rows}x{dim}", "queries": len(few), "faiss_sq_s": round(sq_s, 2),
-                 "exact_index_s": round(ours_s, 2), "speedup": round(sq_s / ours_s, 1)})
+                 "exact_index_s": round(ours_s, 2), "speedup": float(f"{sq_s / ours_s:.3g}")})
     # The 2021 set on one T4, float16 on the GPU: the same flop counts at an assumed sustained rate.
     q21, n21 = GLR2021["queries"], GLR2021["index"]
     search21, dba21 = 2 * 2 * q21 * n21 * dim, 2 * n21 * n21 * dim

@@ -242,7 +242,8 @@ def _features(ctx, *extra) -> Path:
 def _other_scales_extract_again(ctx):
     _features(ctx, "infer.scales=[1,2]")
     ctx.tags_before = {p.name for p in (ctx.runs / "toy-tiny" / "features").iterdir()}
-    (ctx.runs / "toy-tiny" / "ranking.npz").unlink()  # the second submit writes its own
+    for own in ("ranking.npz", "submit.json"):  # the second submit writes its own
+        (ctx.runs / "toy-tiny" / own).unlink()
     return ["submit", *ctx.args("infer.scales=[0.5,1]"), "--out", str(ctx.tmp / "second")]
 
 
