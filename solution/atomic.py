@@ -110,6 +110,11 @@ class RunBusy(RuntimeError):
     """Another command holds this run's lock."""
 
 
+def first_rank() -> bool:
+    """Whether this process is torchrun's rank 0 (or not under torchrun): the one that writes a run's files."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 @contextmanager
 def run_lock(folder: str | Path, what: str) -> Iterator[None]:
     """One writer per run: an exclusive ``flock`` on ``<run>/.lock``, held for the block. The kernel drops it
@@ -117,7 +122,7 @@ def run_lock(folder: str | Path, what: str) -> Iterator[None]:
     the first rank takes it (the others write nothing of their own there)."""
     import fcntl
 
-    if os.environ.get("RANK", "0") != "0":
+    if not first_rank():
         yield
         return
     folder = Path(folder)

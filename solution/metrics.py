@@ -164,6 +164,25 @@ def cluster_bootstrap(a: Mapping[str, float], clusters: Mapping[str, str], b: Ma
             "queries": len(values), "clusters": len(names), "excludes_zero": bool(low > 0 or high < 0)}
 
 
+def rounded(value, digits: int = 4):
+    """Floats rounded to ``digits`` (through dicts, lists and tuples; lists come back as lists), for
+    result files: a figure's noise is at the third decimal, so more digits only add churn."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v, digits) for v in value]
+    return value
+
+
+def format_gain(stats: dict) -> str:
+    """A paired difference (``diff``, ``low``, ``high``, ``excludes_zero``) as ``+0.01 [-0.01, +0.03] (tie)``:
+    marked a tie when its interval contains 0."""
+    return (format_interval(stats["diff"], (stats["low"], stats["high"]), signed=True)
+            + ("" if stats["excludes_zero"] else " (tie)"))
+
+
 def format_interval(mean: float, ci: Sequence[float], signed: bool = False) -> str:
     """``0.5450 [0.4912, 0.5981]``, or with signs for differences."""
     f = "{:+.4f}" if signed else "{:.4f}"

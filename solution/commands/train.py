@@ -7,12 +7,11 @@ the package's own functions."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-from ..atomic import run_lock
+from ..atomic import first_rank, run_lock
 from ..config import ConfigError, run_dir
 from ..runtime import data_workers
 from .registry import arg, config_of, stage, whole
@@ -34,13 +33,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     selected = (f"nothing: the last of train.epochs={cfg['train']['epochs']} epochs is kept, {curve}, and test "
                 "(and the validation queries, where the competition has them) is only reported")
     print(f"train: selected on {selected}")
-    transfer, first_rank = None, os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 checks and writes
-    if cfg["train"]["transfer_check"] and first_rank and (run_dir(cfg) / "initial.pt").is_file():
+    transfer, writes = None, first_rank()  # under torchrun, rank 0 alone checks and writes
+    if cfg["train"]["transfer_check"] and writes and (run_dir(cfg) / "initial.pt").is_file():
         from ..infer.transfer import summary_line, transfer_check
 
         transfer = transfer_check(cfg, Path(cfg["data"]["root"]) / "photos")
         print(f"train: {summary_line(transfer)}")
-    if result.get("map_after") is not None and first_rank:
+    if result.get("map_after") is not None and writes:
         from ..results import write_result
         from ..train.report import train_report
 

@@ -15,7 +15,7 @@ import copy
 
 from ..competition import load_competition
 from ..config import ConfigError, run_dir
-from ..metrics import format_interval, paired_bootstrap
+from ..metrics import format_gain, format_interval, paired_bootstrap, rounded
 from ..results import write_result
 from .pipeline import has_split, id_rankings, run_net, search_competition, solution_intervals
 
@@ -56,9 +56,7 @@ def scored_row(name: str, parts: dict[str, dict], previous: dict[str, dict] | No
     row = {"step": name, **{k: round(v["map"], 4) for k, v in parts.items()},
            "ci95": {k: [round(x, 4) for x in v["ci"]] for k, v in parts.items()}}
     if previous is not None:
-        row["gain"] = {k: {m: round(x, 4) if isinstance(x, float) else x
-                           for m, x in paired_bootstrap(v["aps"], previous[k]["aps"]).items()}
-                       for k, v in parts.items()}
+        row["gain"] = {k: rounded(paired_bootstrap(v["aps"], previous[k]["aps"])) for k, v in parts.items()}
     return row
 
 
@@ -110,10 +108,7 @@ def ablate(cfg: dict, skip: tuple[str, ...] = ()) -> dict:
 
 
 def _gain(gain: dict | None) -> str:
-    if not gain:
-        return ""
-    mark = "" if gain["excludes_zero"] else " (tie)"
-    return format_interval(gain["diff"], (gain["low"], gain["high"]), signed=True) + mark
+    return format_gain(gain) if gain else ""
 
 
 def gain_cell(row: dict, part: str) -> str:

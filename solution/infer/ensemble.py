@@ -21,7 +21,7 @@ import numpy as np
 from ..atomic import atomic_path
 from ..competition import Competition, load_competition
 from ..config import ConfigError, run_dir, writable_folder
-from ..metrics import format_interval, paired_bootstrap
+from ..metrics import format_gain, format_interval, paired_bootstrap, rounded
 from ..model.whitening import fit_pca_whitening
 from ..results import write_result
 from ..runtime import data_workers
@@ -220,12 +220,12 @@ def run_ensemble(cfg: dict, out_dir: str | Path = "submissions") -> dict:
             comp, root, {split: whiten(rows_, own) for split, rows_ in control.items()}, ids, labels, cfg["infer"],
             ens, has_val)
         report["rows"] = {name: {"test": _summary(p), **({"tuned": t} if t else {})} for name, (p, t) in rows.items()}
-        report["minus"] = {name: _rounded(paired_bootstrap(parts["all"]["aps"], p["all"]["aps"]))
+        report["minus"] = {name: rounded(paired_bootstrap(parts["all"]["aps"], p["all"]["aps"]))
                            for name, (p, _) in rows.items() if name != "ensemble"}
         if ens["against"]:
             against = solution_intervals(comp, root, submission_rankings(ens["against"]), "test")
             report["against"] = {"submission": str(ens["against"]), "test": _summary(against),
-                                 "minus": _rounded(paired_bootstrap(parts["all"]["aps"], against["all"]["aps"]))}
+                                 "minus": rounded(paired_bootstrap(parts["all"]["aps"], against["all"]["aps"]))}
     path_json = write_result(run / "ensemble.json", "ensemble", report, cfg)
     return {**report, "submission": path, "rows_written": len(ids["test"]), "path": path_json,
             "scores": {k: v["map"] for k, v in parts.items()}}
@@ -245,20 +245,11 @@ def _scored_alone(comp, root, descriptors, ids, labels, infer, ens, has_val) -> 
 
 
 def _summary(parts: dict[str, dict]) -> dict[str, dict]:
-    return {k: {"map": round(v["map"], 4), "ci": [round(x, 4) for x in v["ci"]]} for k, v in parts.items()}
-
-
-def _rounded(stats: dict) -> dict:
-    return {k: round(v, 4) if isinstance(v, float) else v for k, v in stats.items()}
+    return {k: rounded({"map": v["map"], "ci": v["ci"]}) for k, v in parts.items()}
 
 
 def _cell(part: dict) -> str:
     return format_interval(part["map"], part["ci"])
-
-
-def _diff(stats: dict) -> str:
-    return (format_interval(stats["diff"], (stats["low"], stats["high"]), signed=True)
-            + ("" if stats["excludes_zero"] else " (tie)"))
 
 
 def table(result: dict) -> str:
@@ -274,12 +265,12 @@ def table(result: dict) -> str:
                        + (" (adopted)" if tuned["adopt"] else " (the config's: no clear gain)")
                        + f" ({tuned['validation']['all']['map']:.4f})")
         cells = " | ".join(_cell(row["test"][k]) for k in ("Public", "Private", "all"))
-        minus = _diff(result["minus"][name]) if name in result["minus"] else ""
+        minus = format_gain(result["minus"][name]) if name in result["minus"] else ""
         lines.append(f"| {name} | {setting} | {cells} | {minus} |")
     if "against" in result:
         against = result["against"]
         cells = " | ".join(_cell(against["test"][k]) for k in ("Public", "Private", "all"))
-        lines.append(f"| `{against['submission']}` | as it was made | {cells} | {_diff(against['minus'])} |")
+        lines.append(f"| `{against['submission']}` | as it was made | {cells} | {format_gain(against['minus'])} |")
     members = ", ".join(f"{m['run']} x{m['weight']}" for m in result["members"])
     lines += ["", f"Members: {members}; concatenation whitened to {result['whiten_dim']}-D on {result['whiten_on']}; "
               f"{len(result['scales'])} scale(s){', flip' if result['flip'] else ''}. The control is the first "

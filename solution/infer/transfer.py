@@ -20,7 +20,7 @@ import torch
 from ..atomic import atomic_path
 from ..config import run_dir
 from ..data.photos import generate, leave_one_out
-from ..metrics import average_precision_at_k, cluster_bootstrap, format_interval
+from ..metrics import average_precision_at_k, cluster_bootstrap, format_interval, rounded
 from ..model.net import RetrievalNet
 from ..runtime import data_workers
 from .extract import extract_descriptors
@@ -62,8 +62,8 @@ def transfer_check(cfg: dict, photos_root: str | Path) -> dict:
     margin = float(cfg["train"]["transfer_margin"])
     result = {name: _scored(cluster_bootstrap(aps, sources)) for name, aps in scores.items()}
     change = cluster_bootstrap(scores["fine_tuned"], sources, scores["off_the_shelf"])
-    result.update(change={"diff": round(change["mean"], 4), "low": round(change["low"], 4),
-                          "high": round(change["high"], 4), "excludes_zero": change["excludes_zero"]},
+    result.update(change=rounded({"diff": change["mean"], "low": change["low"], "high": change["high"],
+                                  "excludes_zero": change["excludes_zero"]}),
                   queries=change["queries"], photographs=change["clusters"], margin=margin,
                   verdict=verdict(change, margin))
     with atomic_path(run / "transfer.json") as tmp:
@@ -72,7 +72,7 @@ def transfer_check(cfg: dict, photos_root: str | Path) -> dict:
 
 
 def _scored(stats: dict) -> dict:
-    return {"map": round(stats["mean"], 4), "ci": [round(stats["low"], 4), round(stats["high"], 4)]}
+    return rounded({"map": stats["mean"], "ci": [stats["low"], stats["high"]]})
 
 
 def verdict(change: dict, margin: float) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from ..competition import load_competition
 from ..config import ConfigError, run_dir
-from ..metrics import format_interval, paired_bootstrap
+from ..metrics import format_gain, format_interval, paired_bootstrap, rounded
 from ..results import write_result
 from .ablation import selection
 from .pipeline import id_rankings, run_net, search_competition, solution_intervals
@@ -88,7 +88,7 @@ def coordinate_search(scored: Callable[[dict, str], dict[str, dict]], start: dic
                                "fixed": {k: setting_of(current, k) for k in grid if k != key}})
                 if not same and result[part]["map"] > best[part]["map"]:
                     current, best = trial, result
-    gain = _rounded(paired_bootstrap(best[part]["aps"], start_scores[part]["aps"]))
+    gain = rounded(paired_bootstrap(best[part]["aps"], start_scores[part]["aps"]))
     return {"best": current, "adopt": bool(gain["low"] > 0), "trials": trials, "gain": gain,
             "start_scores": start_scores, "best_scores": best}
 
@@ -114,24 +114,16 @@ def tune(cfg: dict, grid: dict[str, list[float]] | None = None, passes: int = 1)
               "chosen": {k: setting_of(current, k) for k in grid}, "passes": passes, "trials": found["trials"],
               "validation": {"start": round(found["start_scores"][part]["map"], 4),
                              "chosen": round(found["best_scores"][part]["map"], 4), "gain": found["gain"]}}
-    test_start, test_chosen = scored(start, "test"), scored(current, "test")
+    test_start = scored(start, "test")
+    test_chosen = test_start if current == start else scored(current, "test")
     if test_start:
         report["test"] = {name: {"start": round(test_start[name]["map"], 4),
                                  "chosen": round(test_chosen[name]["map"], 4),
                                  "ci95": [round(x, 4) for x in test_chosen[name]["ci"]],
-                                 "gain": _rounded(paired_bootstrap(test_chosen[name]["aps"], test_start[name]["aps"]))}
+                                 "gain": rounded(paired_bootstrap(test_chosen[name]["aps"], test_start[name]["aps"]))}
                           for name in test_chosen}
     path = write_result(run_dir(cfg) / "tune.json", "tune", report, cfg)
     return {**report, "path": path}
-
-
-def _rounded(stats: dict) -> dict:
-    return {k: round(v, 4) if isinstance(v, float) else v for k, v in stats.items()}
-
-
-def _gain(gain: dict) -> str:
-    return (format_interval(gain["diff"], (gain["low"], gain["high"]), signed=True)
-            + ("" if gain["excludes_zero"] else " (tie)"))
 
 
 def table(result: dict) -> str:
@@ -150,9 +142,9 @@ def table(result: dict) -> str:
     verdict = ("its interval is above 0: adopt it" if result["adopt"] else
                "a tie (the interval contains 0), so the config's settings stay")
     lines += ["", f"Started from {start}; the best on {chooses} was {chosen} ({val['start']:.4f} -> "
-              f"{val['chosen']:.4f}, paired {_gain(val['gain'])}): {verdict}."]
+              f"{val['chosen']:.4f}, paired {format_gain(val['gain'])}): {verdict}."]
     if "test" in result:
-        cells = "; ".join(f"{name} {part['start']:.4f} -> {part['chosen']:.4f}, paired {_gain(part['gain'])}"
+        cells = "; ".join(f"{name} {part['start']:.4f} -> {part['chosen']:.4f}, paired {format_gain(part['gain'])}"
                           for name, part in result["test"].items())
         lines.append(f"Test, the start against the search's best, reported and not chosen on: {cells}.")
     return "\n".join(lines)

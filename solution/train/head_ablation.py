@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..atomic import atomic_path
 from ..config import ConfigError, check_values, merge, run_dir
-from ..metrics import format_interval, hierarchical_bootstrap
+from ..metrics import format_interval, hierarchical_bootstrap, rounded
 from ..results import write_result
 from .loop import train
 
@@ -66,11 +66,6 @@ def _runs(summaries: list[dict], measure: str) -> list[dict[str, float]]:
     return [s[MEASURES[measure][0]] for s in summaries]
 
 
-def _interval(stats: dict) -> dict:
-    """A hierarchical bootstrap's result, rounded for the JSON (``mean``, ``low``, ``high``, seeds, per seed)."""
-    return {k: round(v, 4) if isinstance(v, float) else v for k, v in stats.items()}
-
-
 def ablate_heads(cfg: dict, variants: list[str], seeds: list[int]) -> dict:
     """Train (or resume) every variant for every seed, then the table against REMAP.
 
@@ -95,13 +90,13 @@ def ablate_heads(cfg: dict, variants: list[str], seeds: list[int]) -> dict:
     for variant in variants:
         mine = runs[variant]
         row = {"variant": variant, "label": VARIANTS[variant][0], "model": VARIANTS[variant][1],
-               **{m: _interval(hierarchical_bootstrap(_runs(mine, m))) for m in MEASURES
+               **{m: rounded(hierarchical_bootstrap(_runs(mine, m))) for m in MEASURES
                   if all(s.get(MEASURES[m][0]) for s in mine)},
-               "gain": _interval(hierarchical_bootstrap(_runs(mine, "test_after"), _runs(mine, "test_before"))),
+               "gain": rounded(hierarchical_bootstrap(_runs(mine, "test_after"), _runs(mine, "test_before"))),
                "train_seconds": round(sum(s.get("seconds", 0) for s in mine))}
         if variant != REFERENCE:
             reference = runs[REFERENCE]
-            row["remap_minus_this"] = {m: _interval(hierarchical_bootstrap(_runs(reference, m), _runs(mine, m)))
+            row["remap_minus_this"] = {m: rounded(hierarchical_bootstrap(_runs(reference, m), _runs(mine, m)))
                                        for m in dict.fromkeys((chosen_on, "test_after"))}
         rows.append(row)
     rows.sort(key=lambda r: -r[chosen_on]["mean"])

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..metrics import format_interval
+from ..infer.retrieve import STEPS
+from ..metrics import format_gain, format_interval, paired_bootstrap, rounded
 
 PARTS = ("Public", "Private", "all")
 
@@ -11,17 +12,15 @@ def _scored(summary: dict, prefix: str, when: str) -> dict | None:
     value = summary.get(f"{prefix}map_{when}")
     if value is None:
         return None
-    return {"map": round(value, 4), "ci": [round(x, 4) for x in summary.get(f"{prefix}ci_{when}", [value, value])],
+    return {**rounded({"map": value, "ci": summary.get(f"{prefix}ci_{when}", [value, value])}),
             "queries": len(summary.get(f"{prefix}aps_{when}", {}))}
 
 
 def _gain(summary: dict, prefix: str) -> dict | None:
-    from ..metrics import paired_bootstrap
-
     before, after = summary.get(f"{prefix}aps_before"), summary.get(f"{prefix}aps_after")
     if not before or not after:
         return None
-    return {k: round(v, 4) if isinstance(v, float) else v for k, v in paired_bootstrap(after, before).items()}
+    return rounded(paired_bootstrap(after, before))
 
 
 def train_report(summary: dict, cfg: dict, selected_on: str, transfer: dict | None = None) -> dict:
@@ -45,10 +44,7 @@ def _cell(part: dict | None) -> str:
 
 
 def _gain_cell(gain: dict | None) -> str:
-    if not gain:
-        return "n/a"
-    mark = "" if gain["excludes_zero"] else " (tie)"
-    return format_interval(gain["diff"], (gain["low"], gain["high"]), signed=True) + mark
+    return format_gain(gain) if gain else "n/a"
 
 
 def train_table(result: dict) -> str:
@@ -74,10 +70,10 @@ def train_table(result: dict) -> str:
 def submit_report(result: dict, cfg: dict) -> dict:
     """The result file of a submission: each part's mAP@100 with its interval, the steps and the features."""
     infer = cfg["infer"]
-    steps = [s for s in ("qe", "dba", "diffusion", "superglobal", "label_rerank") if infer[s]["enabled"]]
+    steps = [s for s in STEPS if infer[s]["enabled"]]
     return {"run": cfg["run"]["name"], "submission": str(result["submission"]), "rows": result["rows"],
             "scales": infer["scales"], "flip": infer["flip"], "image_size": infer["image_size"], "steps": steps,
-            "parts": {k: {"map": round(v["map"], 4), "ci": [round(x, 4) for x in v["ci"]], "queries": v["queries"]}
+            "parts": {k: {**rounded({"map": v["map"], "ci": v["ci"]}), "queries": v["queries"]}
                       for k, v in result.get("intervals", {}).items()}}
 
 
