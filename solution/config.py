@@ -253,6 +253,8 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
     "run.workers": (lambda v: v is None or _count(v), "null (one per core, shared by the GPUs) or a whole number >= 0"),
     "train.schedule": (_one_of("exponential", "cosine"), "exponential or cosine"),
     "train.negatives": (_one_of("hard", "random"), "hard or random"),
+    "train.select": (_one_of("auto", "val_queries", "val_landmarks", "last"),
+                     "auto, val_queries, val_landmarks or last"),
     "train.amp": (_one_of("auto", "off"), "auto or off"),
     "infer.combine": (_one_of("mean", "gem"), "mean or gem"),
     "infer.dtype": (_one_of("float16", "float32"), "float16 or float32"),

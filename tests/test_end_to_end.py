@@ -14,7 +14,7 @@ def test_tiny_pipeline(tmp_path, monkeypatch, capsys):
     assert main(["train", *common]) == 0
     out = capsys.readouterr().out
     assert "before" in out and "runs/toy-tiny/checkpoint.pt" in out
-    assert "train: selected on nothing: the last of train.epochs=1 epochs is kept" in out  # test only reports
+    assert "train: selected on the validation queries (one scale): epoch 1 of 1 is kept" in out  # test only reports
     assert (tmp_path / "runs/toy-tiny/config.yaml").is_file()
     assert (tmp_path / "runs/toy-tiny/plots/curves.png").is_file()
     rows = list(csv.DictReader(open(tmp_path / "runs/toy-tiny/metrics.csv")))

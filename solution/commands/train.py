@@ -19,7 +19,7 @@ from .registry import arg, config_of, stage, whole
 
 @stage("train", "fine-tune a descriptor; prints test mAP@100 before and after")
 def cmd_train(args: argparse.Namespace) -> int:
-    from ..train.loop import train
+    from ..train.loop import selection_words, train
 
     cfg = config_of(args)
     started = time.perf_counter()
@@ -28,10 +28,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     state = "already finished" if result["finished"] else f"trained in {time.perf_counter() - started:.0f}s"
     print(f"train: {state}; test mAP@100 {_before_after(result)}; "
           f"wrote {result['checkpoint']} and {run_dir(cfg) / 'metrics.csv'}")
-    held = cfg["train"]["val_landmarks"]
-    curve = f"the {held} held-out train landmarks only draw the validation curve" if held else "no validation curve"
-    selected = (f"nothing: the last of train.epochs={cfg['train']['epochs']} epochs is kept, {curve}, and test "
-                "(and the validation queries, where the competition has them) is only reported")
+    selected = selection_words(result.get("selected"), cfg["train"])
     print(f"train: selected on {selected}")
     transfer, writes = None, first_rank()  # under torchrun, rank 0 alone checks and writes
     if cfg["train"]["transfer_check"] and writes and (run_dir(cfg) / "initial.pt").is_file():

@@ -98,9 +98,12 @@ class SavedWhitening(NamedTuple):
     weights: list[float]
     whitening: tuple[np.ndarray, np.ndarray] | None  # (weight, bias); None: whiten_dim 0
     fitted_on: str
+    weights_on: str = "config"  # validation: the weights are the ones ``ensemble.tune_weights`` chose there
 
 
 WHITENING_KEYS = ("members", "weights", "weight", "bias", "fitted_on")
+# member weights tried, one member at a time, when ``ensemble.tune_weights`` searches them on validation
+WEIGHT_GRID = [0.5, 1.0, 2.0]
 
 
 def load_whitening(path: str | Path) -> SavedWhitening:
@@ -110,7 +113,7 @@ def load_whitening(path: str | Path) -> SavedWhitening:
     fix = "run `make ensemble CONFIG=<ensemble yaml>` again to rewrite it"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; run `make ensemble CONFIG=<ensemble yaml>` first")
-    saved = read_npz(path, WHITENING_KEYS, "a whitening file written by `ensemble`", fix)
+    saved = read_npz(path, WHITENING_KEYS, "a whitening file written by `ensemble`", fix, optional=("weights_on",))
     if saved["weights"].dtype.kind not in "iuf" or saved["weight"].dtype.kind != "f":
         raise CacheError(f"{path} holds weights of dtype {saved['weights'].dtype} and a whitening of dtype "
                          f"{saved['weight'].dtype}, not numbers; {fix}")
@@ -120,7 +123,8 @@ def load_whitening(path: str | Path) -> SavedWhitening:
             not (np.isfinite(weight).all() and np.isfinite(bias).all()):
         raise CacheError(f"{path} holds {len(names)} members, {len(weights)} weights and a whitening of shape "
                          f"{weight.shape} with a bias of shape {bias.shape}, or values that are not finite; {fix}")
-    return SavedWhitening(names, weights, (weight, bias) if weight.size else None, fitted_on)
+    return SavedWhitening(names, weights, (weight, bias) if weight.size else None, fitted_on,
+                          str(saved.get("weights_on", "config")))
 
 
 def check_whitening(path: Path, saved: SavedWhitening, listed: list[tuple[str, float]], member_dims: list[int],
@@ -128,8 +132,8 @@ def check_whitening(path: Path, saved: SavedWhitening, listed: list[tuple[str, f
     """``saved`` (from ``path``) is the whitening these members and ``ens`` (the ensemble section) call for:
     the same runs and weights, fitted on the same split, ``whiten_dim`` rows over the members' concatenated
     dimensions (none when ``whiten_dim`` is 0)."""
-    if saved.members != [run for run, _ in listed] or saved.weights != [w for _, w in listed] or \
-            saved.fitted_on != ens["whiten_on"]:
+    same_weights = saved.weights_on == "validation" or saved.weights == [w for _, w in listed]
+    if saved.members != [run for run, _ in listed] or not same_weights or saved.fitted_on != ens["whiten_on"]:
         raise CacheError(f"{path} was fitted on {saved.fitted_on} for members {saved.members} with weights "
                          f"{saved.weights}, not on {ens['whiten_on']} for this config's {listed}; run "
                          "`make ensemble CONFIG=<ensemble yaml>` again")
@@ -185,15 +189,18 @@ def run_ensemble(cfg: dict, out_dir: str | Path = "submissions") -> dict:
         wanted.append("train")
     splits = {split: concatenated(cfg, comp, nets, split) for split in wanted}
     ids = {split: split_ids for split, (_, split_ids) in splits.items()}
-    combined = {split: combine(parts, list(weights)) for split, (parts, _) in splits.items()}
-    whitening = _fit(combined[ens["whiten_on"]], ens)
-    combined = {split: whiten(rows, whitening) for split, rows in combined.items()}
+    labels = train_labels(comp, root, ids["train"]) if needs_train(cfg["infer"]) else None
+    weighted = None
+    if ens["tune_weights"] and has_val and len(names) > 1:
+        weighted = _weight_search(comp, root, splits, ids, labels, cfg["infer"], ens, list(weights))
+        weights = weighted["chosen"]
+    combined, whitening = _whitened(splits, list(weights), ens)
     run.mkdir(parents=True, exist_ok=True)
     with atomic_path(run / "whitening.npz") as tmp, tmp.open("wb") as handle:
         np.savez(handle, members=np.array(names), weights=np.array(weights),
                  weight=whitening[0] if whitening else np.zeros((0, 0)),
-                 bias=whitening[1] if whitening else np.zeros(0), fitted_on=ens["whiten_on"])
-    labels = train_labels(comp, root, ids["train"]) if needs_train(cfg["infer"]) else None
+                 bias=whitening[1] if whitening else np.zeros(0), fitted_on=ens["whiten_on"],
+                 weights_on="validation" if weighted and weighted["adopt"] else "config")
     score = _scorer(comp, root, combined, ids, labels)
     infer, tuned = _settings(score, cfg["infer"], ens["tune"], has_val)
     parts, (neighbours, scores) = score(infer, "test")
@@ -209,6 +216,8 @@ def run_ensemble(cfg: dict, out_dir: str | Path = "submissions") -> dict:
     report = {"run": cfg["run"]["name"], "members": [{"run": n, "weight": w} for n, w in zip(names, weights)],
               "whiten_on": ens["whiten_on"], "whiten_dim": ens["whiten_dim"], "dim": int(combined["test"].shape[1]),
               "scales": cfg["infer"]["scales"], "flip": cfg["infer"]["flip"], "tuned_on_validation": tuned is not None}
+    if weighted:
+        report["weight_search"] = {k: v for k, v in weighted.items() if k != "chosen"}
     if parts:
         rows = {"ensemble": (parts, tuned)}
         for i, name in enumerate(names):
@@ -229,6 +238,31 @@ def run_ensemble(cfg: dict, out_dir: str | Path = "submissions") -> dict:
     path_json = write_result(run / "ensemble.json", "ensemble", report, cfg)
     return {**report, "submission": path, "rows_written": len(ids["test"]), "path": path_json,
             "scores": {k: v["map"] for k, v in parts.items()}}
+
+
+def _whitened(splits: dict[str, tuple[list[np.ndarray], list[str]]], weights: list[float],
+              ens: dict) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, np.ndarray] | None]:
+    """Every split's ensemble descriptors with ``weights``, and the whitening fitted for them."""
+    combined = {split: combine(parts, weights) for split, (parts, _) in splits.items()}
+    whitening = _fit(combined[ens["whiten_on"]], ens)
+    return {split: whiten(rows, whitening) for split, rows in combined.items()}, whitening
+
+
+def _weight_search(comp, root, splits, ids, labels, infer: dict, ens: dict, start: list[float]) -> dict:
+    """Member weights searched on the validation queries (each member over :data:`WEIGHT_GRID`, one at a time,
+    the whitening refitted for every trial, the config's post-processing), kept only when the paired gain over
+    the config's weights has an interval above 0 (``tuning.coordinate_search``)."""
+    def scored(settings: dict, split: str) -> dict:
+        combined, _ = _whitened(splits, [settings["weights"][str(i)] for i in range(len(start))], ens)
+        return _scorer(comp, root, combined, ids, labels)(infer, split)[0]
+
+    found = coordinate_search(scored, {"weights": {str(i): w for i, w in enumerate(start)}},
+                              {f"weights.{i}": WEIGHT_GRID for i in range(len(start))}, "val", "all")
+    best = [found["best"]["weights"][str(i)] for i in range(len(start))]
+    return {"start": start, "best": best, "adopt": found["adopt"], "chosen": best if found["adopt"] else start,
+            "gain": found["gain"], "trials": len(found["trials"]),
+            "validation": {"start": round(found["start_scores"]["all"]["map"], 4),
+                           "best": round(found["best_scores"]["all"]["map"], 4)}}
 
 
 def _fit(rows: np.ndarray, ens: dict) -> tuple[np.ndarray, np.ndarray] | None:
@@ -275,4 +309,11 @@ def table(result: dict) -> str:
     lines += ["", f"Members: {members}; concatenation whitened to {result['whiten_dim']}-D on {result['whiten_on']}; "
               f"{len(result['scales'])} scale(s){', flip' if result['flip'] else ''}. The control is the first "
               "member through the same whitening."]
+    if "weight_search" in result:
+        w = result["weight_search"]
+        verdict = "adopted" if w["adopt"] else "a tie (the interval contains 0), so the config's weights stay"
+        lines.append(f"Member weights searched on validation ({w['trials']} trials, each member over "
+                     f"{WEIGHT_GRID} in turn): best {w['best']} against the config's {w['start']}, "
+                     f"{w['validation']['start']:.4f} -> {w['validation']['best']:.4f}, paired "
+                     f"{format_gain(w['gain'])}: {verdict}.")
     return "\n".join(lines)

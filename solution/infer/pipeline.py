@@ -102,13 +102,13 @@ def solution_intervals(comp: Competition, data_root: str | Path, rankings: dict[
 
 def evaluate_net(net: RetrievalNet, comp: Competition, data_root: str | Path, infer_cfg: dict,
                  device: torch.device, workers: int, describe: Describe | None = None,
-                 score: bool = True) -> dict[str, dict[str, dict]]:
-    """{query split: :func:`solution_intervals`} of ``net`` at a single scale, for test and, where the
-    competition has one, validation (searched against the same index, described once). Every rank calls it
-    with a sharded ``describe``; only the one with ``score`` searches and scores."""
+                 score: bool = True, queries: tuple[str, ...] = ("test", "val")) -> dict[str, dict[str, dict]]:
+    """{query split: :func:`solution_intervals`} of ``net`` at a single scale, for each of ``queries`` the
+    competition has (test and validation by default; all searched against the same index, described once).
+    Every rank calls it with a sharded ``describe``; only the one with ``score`` searches and scores."""
     index, index_ids = describe_split(net, comp, data_root, "index", infer_cfg, device, workers, describe)
     out = {}
-    for split in ("test", *(["val"] if has_split(comp, "val") else [])):
+    for split in [q for q in queries if q == "test" or has_split(comp, q)]:
         queries, query_ids = describe_split(net, comp, data_root, split, infer_cfg, device, workers, describe)
         if score:
             out[split] = solution_intervals(comp, data_root, rank(queries, query_ids, index, index_ids,

@@ -24,12 +24,12 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_path
-from ..competition import load_competition
+from ..competition import Competition, load_competition
 from ..config import ConfigError, resume_conflicts, run_dir, save_config
 from ..data.datasets import TupleDataset, collate_tuples, worker_init
 from ..data.images import warn_unreadable
 from ..infer.extract import extract_descriptors
-from ..infer.pipeline import evaluate_net
+from ..infer.pipeline import evaluate_net, has_split
 from ..metrics import format_interval, map_at_k, paired_bootstrap
 from ..model.net import RetrievalNet, build_net, load_checkpoint, place, save_checkpoint
 from ..runtime import data_workers, resolve_device, seed_everything
@@ -61,6 +61,32 @@ from .tuples import (
 log = logging.getLogger(__name__)
 
 __all__ = ["TrainSet", "TrainingDiverged", "load_train_set", "train"]
+
+
+def selection_source(comp: Competition, tcfg: dict) -> str:
+    """What ``train.select`` means for this competition: val_queries, val_landmarks or last."""
+    choice = tcfg["select"]
+    if choice == "auto":
+        return "val_queries" if has_split(comp, "val") else "val_landmarks" if tcfg["val_landmarks"] else "last"
+    if choice == "val_queries" and not has_split(comp, "val"):
+        raise ConfigError(f"train.select=val_queries, but competition {comp.slug} has no validation queries with "
+                          "ground truth; use train.select=val_landmarks (the held-out train landmarks) or last")
+    if choice == "val_landmarks" and not tcfg["val_landmarks"]:
+        raise ConfigError("train.select=val_landmarks needs held-out landmarks: set train.val_landmarks > 0, or "
+                          "train.select=last")
+    return choice
+
+
+def selection_words(selected: dict | None, tcfg: dict) -> str:
+    """How the kept epoch was chosen, for the console and the result file."""
+    epochs = tcfg["epochs"]
+    if not selected or selected["on"] == "last":
+        return (f"nothing: the last of train.epochs={epochs} epochs is kept (train.select=last), and test is only "
+                "reported")
+    source = ("the validation queries (one scale)" if selected["on"] == "val_queries"
+              else f"the {tcfg['val_landmarks']} held-out train landmarks")
+    return (f"{source}: epoch {selected['epoch']} of {epochs} is kept (mAP@100 {selected['score']:.4f} there); "
+            "test is only reported")
 
 
 class TrainingDiverged(RuntimeError):
@@ -150,6 +176,8 @@ class Trainer:
         self.seed = cfg["run"]["seed"]
         self.amp = amp_dtype(self.device, self.tcfg["amp"])
         self.comp = load_competition(cfg["competition"])
+        self.select = selection_source(self.comp, self.tcfg)
+        self.memo: dict[str, np.ndarray] = {}  # descriptors by split of the current weights; cleared when they change
         self.tensorboard = None
         self.warned: set[str] = set()  # unreadable images already named: each is warned about once per run
 
@@ -185,32 +213,39 @@ class Trainer:
                     for q in val.queries}
         return map_at_k(predictions, solution)
 
-    def test_map(self, net: RetrievalNet) -> dict | None:
+    def test_map(self, net: RetrievalNet, queries: tuple[str, ...] = ("test", "val")) -> dict | None:
         """{query split: "all" scores} for test and, where the competition has one, validation, at one scale;
         described by every rank (a share each, gathered), scored on rank 0: with rank 0 alone describing
-        GLDv2's 880k images the others would wait past any collective timeout."""
+        GLDv2's 880k images the others would wait past any collective timeout. A split already described with
+        these weights (the last epoch's validation pass) is not described again."""
         infer = self.cfg["infer"]
 
         def describe(paths, desc):
-            return self.describe(net, paths, desc, infer["image_size"], infer["batch_size"])
+            if desc not in self.memo:
+                self.memo[desc] = self.describe(net, paths, desc, infer["image_size"], infer["batch_size"])
+            return self.memo[desc]
 
         scores = evaluate_net(net, self.comp, self.cfg["data"]["root"], infer, self.device, self.workers,
-                              describe, score=self.info.main)
+                              describe, score=self.info.main, queries=queries)
         if not self.info.main:
             return None
         return {split: parts["all"] for split, parts in scores.items() if parts.get("all")} or None
 
-    def record_test(self, net: RetrievalNet, summary: dict, when: str) -> None:
-        """``map_<when>``, its interval over queries and the per-query APs (for the paired gain) into ``summary``,
-        and the same for the validation queries as ``val_map_<when>`` ..., which head comparisons choose on."""
+    def scored(self, net: RetrievalNet, queries: tuple[str, ...] = ("test", "val")) -> dict | None:
+        """:meth:`test_map` on every rank (each describes a share, rank 0 alone scores), rank 0's scores shared."""
         result, error = None, None
         try:
-            result = self.test_map(net)  # every rank describes a share; rank 0 alone scores
+            result = self.test_map(net, queries)
         except Exception as exc:
             if not (self.info.active and self.info.main):
                 raise
             error = exc
-        result = rank0_outcome(self.info, result, error, share=True)
+        return rank0_outcome(self.info, result, error, share=True)
+
+    def record_test(self, net: RetrievalNet, summary: dict, when: str) -> None:
+        """``map_<when>``, its interval over queries and the per-query APs (for the paired gain) into ``summary``,
+        and the same for the validation queries as ``val_map_<when>`` ..., which head comparisons choose on."""
+        result = self.scored(net)
         if not result or "test" not in result:
             summary[f"map_{when}"] = None
             return
@@ -322,6 +357,7 @@ class Trainer:
             self.run_epoch(net, model, optimizer, scheduler, scaler, train_set, val, shapes, epoch, summary,
                            EpochPlan.from_state(state["plan"]) if resuming else None,
                            start_step if resuming else 0, list(state.get("steps", [])) if resuming else [])
+        self.restore_selected(net, summary)
         self.record_test(net, summary, "after")
         # wall time over every process that worked on this run, resumed ones included
         summary["seconds"] = round(summary.get("seconds", 0) + time.perf_counter() - started)
@@ -334,6 +370,7 @@ class Trainer:
                   steps: list[dict]) -> None:
         tcfg, info = self.tcfg, self.info
         started = time.perf_counter()
+        self.memo.clear()  # the weights are about to change
         if plan is None:
             plan = plan_epoch(train_set, shapes, tcfg, self.seed, epoch,
                               lambda idx: self.describe(net, [train_set.paths[i] for i in idx], "mine"))
@@ -383,10 +420,45 @@ class Trainer:
                "tuples": len(plan.tuples), "unreadable": unreadable, **{k: round(v, 4) for k, v in means.items()},
                **{k: round(v, 2) for k, v in plan.stats.items()},
                "lr": round(optimizer.param_groups[0]["lr"], 8), "epoch_s": round(time.perf_counter() - started, 1)}
+        score = self.selection_score(net, row)
         if row["val_map"] is not None:
             row["val_map"] = round(row["val_map"], 4)
         self.log_epoch(row)
+        chosen = summary.get("selected")
+        if score is not None and (not chosen or score > chosen["score"]):  # a tie keeps the earlier epoch
+            summary["selected"] = {"epoch": epoch + 1, "score": score, "on": self.select}
+            main_only(self.info, save_checkpoint, self.out / "best.pt", net, epoch=epoch + 1, score=score)
         self.save(net, optimizer, scheduler, scaler, epoch + 1, 0, summary)
+
+    def selection_score(self, net: RetrievalNet, row: dict) -> float | None:
+        """This epoch's score on what ``train.select`` chooses on (the same on every rank), None for last. The
+        validation queries' pass also goes into ``row`` (and the curves) as ``val_queries_map``."""
+        if self.select == "val_queries":
+            scored = self.scored(net, ("val",)) or {}
+            score = scored["val"]["map"] if "val" in scored else None
+            row["val_queries_map"] = None if score is None else round(score, 4)
+            return score
+        if self.select == "val_landmarks":
+            return broadcast_object(self.info, row["val_map"])  # rank 0 validates alone
+        return None
+
+    def restore_selected(self, net: RetrievalNet, summary: dict) -> None:
+        """Load the selected epoch's weights (``best.pt``, rank 0's, sent to every rank) when it is not the last;
+        with ``train.select=last`` record that the last was kept."""
+        if self.select == "last":
+            summary["selected"] = {"epoch": self.tcfg["epochs"], "score": None, "on": "last"}
+            return
+        chosen = summary.get("selected")
+        if not chosen or chosen["epoch"] == self.tcfg["epochs"]:
+            return
+        def best_weights() -> dict:  # read on rank 0 only: other nodes may not share its disk
+            return load_checkpoint(self.out / "best.pt")[0].state_dict()
+
+        weights = main_only(self.info, best_weights)
+        net.load_state_dict(broadcast_object(self.info, weights))
+        self.memo.clear()
+        log.info("kept epoch %d of %d: the best on %s (%.4f); its weights replace the last epoch's",
+                 chosen["epoch"], self.tcfg["epochs"], chosen["on"], chosen["score"])
 
     def _kept(self) -> str:
         if self.checkpoint_path.is_file():

@@ -44,6 +44,13 @@ def test_ensemble_end_to_end_reuses_member_shards(tiny_root, tmp_path, capsys):
     for row in report["rows"].values():  # every descriptor searched with its own settings, chosen on validation
         assert {"qe.n", "qe.alpha", "label_rerank.k"} <= set(row["tuned"]["settings"])
         assert "all" in row["tuned"]["validation"]
+    search = report["weight_search"]  # the member weights were searched on validation: 2 members x 3 values
+    assert search["trials"] == 6 and search["start"] == [1.0, 0.5] and len(search["best"]) == 2
+    kept = search["best"] if search["adopt"] else search["start"]
+    assert [m["weight"] for m in report["members"]] == kept and "Member weights searched on validation" in out
+    saved = np.load(runs / "ens" / "whitening.npz")
+    assert saved["weights"].tolist() == kept
+    assert str(saved["weights_on"]) == ("validation" if search["adopt"] else "config")
     # compared, paired on test, with another submission (here the first one, made the same way: a tie at 0)
     first = tmp_path / "first.csv"
     first.write_bytes((tmp_path / "subs" / "toy-ens.csv").read_bytes())
@@ -63,10 +70,10 @@ def test_ensemble_end_to_end_reuses_member_shards(tiny_root, tmp_path, capsys):
 
 
 def _saved_whitening(path, names=("a", "b"), weights=(1.0, 0.5), rows=8, columns=24, fitted_on="index",
-                     weight=None):
+                     weight=None, **extra):
     np.savez(path, members=np.array(names), weights=np.array(weights),
              weight=np.ones((rows, columns)) if weight is None else weight, bias=np.zeros(rows),
-             fitted_on=fitted_on)
+             fitted_on=fitted_on, **extra)
     return path
 
 
@@ -85,6 +92,9 @@ def test_a_whitening_fitted_for_another_config_is_refused(tmp_path, change, matc
         check_whitening(path, load_whitening(path), [("a", 1.0), ("b", 0.5)], [16, 8], ens)
     good = _saved_whitening(tmp_path / "good.npz")
     check_whitening(good, load_whitening(good), [("a", 1.0), ("b", 0.5)], [16, 8], ens)
+    if "weights" in change:  # weights the ensemble chose on validation are its own, not the config's
+        tuned = _saved_whitening(tmp_path / "tuned.npz", weights_on="validation", **change)
+        check_whitening(tuned, load_whitening(tuned), [("a", 1.0), ("b", 0.5)], [16, 8], ens)
 
 
 @pytest.mark.parametrize("content", [b"not a zip", b"PK\x03\x04garbage"])
