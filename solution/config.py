@@ -230,7 +230,7 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
     **{key: (_positive_int, "a whole number > 0") for key in (
         "train.image_size", "train.tuples_per_epoch", "train.tuples_per_step", "train.tuples_per_forward",
         "train.sync_every",
-        "train.neg_num", "train.pool_size",
+        "train.neg_num", "train.pool_size", "train.positive_k",
         "infer.image_size", "infer.batch_size", "infer.topk", "infer.shard_size", "model.kl.images",
         "model.kl.pairs", "model.kl.bins", "model.kl.image_size", "model.regions.levels", "train.epochs",
         "infer.qe.n", "infer.dba.k", "infer.superglobal.m", "infer.label_rerank.k")},
@@ -247,12 +247,18 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
     "hardware.gpu": (lambda v: v is None or v in ("t4", "v100", "a100", "h100"), "null, t4, v100, a100 or h100"),
     **{key: (_non_negative, "a number >= 0") for key in (
         "train.margin", "train.weight_decay", "train.grad_clip", "train.head_lr_mult", "train.whiten_lr_mult",
+        "train.region_lr",
         "model.whiten_shrinkage", "infer.qe.alpha", "infer.dba.alpha", "infer.superglobal.beta")},
     "run.device": (lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,
                    "auto, cpu, cuda or cuda:N"),
     "run.workers": (lambda v: v is None or _count(v), "null (one per core, shared by the GPUs) or a whole number >= 0"),
     "train.schedule": (_one_of("exponential", "cosine"), "exponential or cosine"),
     "train.negatives": (_one_of("hard", "random"), "hard or random"),
+    "train.positives": (_one_of("random", "nearest"), "random or nearest"),
+    "infer.label_rerank.vote": (_one_of("similarity", "yokoo"), "similarity or yokoo"),
+    "infer.label_rerank.query": (_one_of("expanded", "own"), "expanded or own"),
+    "infer.label_rerank.gate": (_one_of("both", "insert"), "both or insert"),
+    "train.positive_view": (_one_of("crop", "whole"), "crop or whole"),
     "train.select": (_one_of("auto", "val_queries", "val_landmarks", "last"),
                      "auto, val_queries, val_landmarks or last"),
     "train.amp": (_one_of("auto", "off"), "auto or off"),
@@ -292,6 +298,10 @@ PAIR_RULES: list[tuple[Any, str]] = [
     (lambda c: c["train.neg_num"] <= c["train.pool_size"],
      "train.neg_num={train.neg_num} negatives cannot be drawn from a pool of train.pool_size={train.pool_size} "
      "images; raise train.pool_size or lower train.neg_num"),
+    (lambda c: not (c["infer.superglobal.enabled"] and c["infer.dba.enabled"]),
+     "infer.superglobal and infer.dba are both on: SuperGlobal refines each item with its own database "
+     "neighbours, which DBA has already averaged in, so the database would be smoothed twice; turn one off "
+     "(infer.dba.enabled=false or infer.superglobal.enabled=false)"),
 ]
 
 

@@ -78,6 +78,28 @@ def kl_heatmap(weights, layers: list[int], out: str | Path) -> Path:
     return _save_figure(fig, out)
 
 
+def region_weights_before_after(initial, trained, layers: list[int], out: str | Path) -> Path:
+    """REMAP's region weights at their KL start, after training, and the change, as three heat maps."""
+    import numpy as np
+
+    plt = _pyplot()
+    initial, trained = np.asarray(initial), np.asarray(trained)
+    fig, axes = plt.subplots(3, 1, figsize=(max(6, initial.shape[1] * 0.22), 3 * (0.9 + 0.45 * initial.shape[0])))
+    top = max(initial.max(), trained.max())
+    change = trained - initial
+    bound = max(abs(change).max(), 1e-6)
+    for ax, values, title, cmap, low, high in (
+            (axes[0], initial, "KL start", "viridis", 0, top), (axes[1], trained, "after training", "viridis", 0, top),
+            (axes[2], change, "change (after - start)", "coolwarm", -bound, bound)):
+        image = ax.imshow(values, aspect="auto", cmap=cmap, vmin=low, vmax=high)
+        ax.set_yticks(range(len(layers)), [f"stage {i}" for i in layers])
+        ax.set_title(f"REMAP region weights: {title}")
+        fig.colorbar(image, ax=ax, fraction=0.03)
+    axes[2].set_xlabel("region (R-MAC order: coarse to fine, last = whole image)")
+    fig.tight_layout()
+    return _save_figure(fig, out)
+
+
 def kl_regions_on_image(image_path_: str | Path, regions, weights, layers: list[int], out: str | Path) -> Path:
     """The regions drawn on a sample image, one panel per layer, coloured by weight (thicker = heavier)."""
     import numpy as np

@@ -28,10 +28,31 @@ def test_kl_then_train_keeps_kl_weights_and_fits_whitening(tmp_path, monkeypatch
     assert weights.shape == (2, 41) and (weights >= 0).all() and weights.std() > 0
     assert torch.allclose(weights.mean(), torch.tensor(1.0), atol=1e-3)
 
-    assert main(["train", *TINY, "train.head_lr_mult=0"]) == 0  # the head frozen: the KL weights must survive
+    assert main(["train", *TINY, "train.region_lr=0"]) == 0  # the weights frozen: the KL weights must survive
     trained, _ = load_checkpoint(tmp_path / "runs/toy-remap/checkpoint.pt")
     assert trained.meta["whitening_fitted"]
     assert torch.allclose(trained.head.region_weights, weights, atol=1e-5)
+    assert "REMAP region weights moved from their KL start" in capsys.readouterr().out
+    moved = json.loads((tmp_path / "runs/toy-remap/region_weights.json").read_text())["moved"]
+    assert max(m["max"] for m in moved.values()) < 1e-4
+
+
+def test_remap_weights_move_in_two_steps(tmp_path, monkeypatch, capsys):
+    """At train.region_lr (0.01) an Adam step moves each weight by about 0.01, 1% of the mean start weight (1);
+    the softplus weights at the head's rate (1e-3, times the softplus slope) moved under 0.1% a step."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["data", *TINY]) == 0
+    assert main(["train", *TINY, "train.transfer_check=false"]) == 0
+    out = capsys.readouterr().out
+    assert "train: REMAP region weights moved from their KL start" in out and "stage 3 mean" in out
+    run = tmp_path / "runs/toy-remap"
+    saved = json.loads((run / "region_weights.json").read_text())
+    assert set(saved["moved"]) == {"stage 3", "stage 4"}  # EfficientNet-Lite0's last two feature stages
+    assert all(m["mean"] > 0.004 for m in saved["moved"].values()), saved["moved"]
+    start, end = np.array(saved["initial"]), np.array(saved["trained"])
+    assert np.isclose(start.mean(), 1.0, atol=1e-3) and (end >= 0).all()
+    assert (run / "plots/region_weights.png").stat().st_size > 1000
+    assert json.loads((run / "train.json").read_text())["weights_moved"] == saved["moved"]
 
     assert main(["export", *TINY, "--size", "96x64"]) == 0
     assert (tmp_path / "runs/toy-remap/export/model-96x64.pt").is_file()

@@ -30,6 +30,12 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"wrote {result['checkpoint']} and {run_dir(cfg) / 'metrics.csv'}")
     selected = selection_words(result.get("selected"), cfg["train"])
     print(f"train: selected on {selected}")
+    if result.get("weights_moved"):
+        from ..train.region_weights import moved_line
+
+        print(f"train: REMAP region weights moved from their KL start (change over the layer's mean start weight): "
+              f"{moved_line(result['weights_moved'])}; wrote {run_dir(cfg) / 'region_weights.json'} and "
+              f"{run_dir(cfg) / 'plots' / 'region_weights.png'}")
     transfer, writes = None, first_rank()  # under torchrun, rank 0 alone checks and writes
     if cfg["train"]["transfer_check"] and writes and (run_dir(cfg) / "initial.pt").is_file():
         from ..infer.transfer import summary_line, transfer_check

@@ -111,17 +111,22 @@ def collate_eval(batch: list[tuple[torch.Tensor, int, bool]]):
     return torch.stack(images), torch.tensor(indices), torch.tensor(ok)
 
 
-def train_augmentation(cfg: dict, size: tuple[int, int]) -> A.Compose:
+def train_augmentation(cfg: dict, size: tuple[int, int], whole: bool = False) -> A.Compose:
     """Random resized crop to ``size`` (width, height) keeping most of the landmark, colour jitter, blur, JPEG;
     with ``rotate`` > 0 a rotation up to that many degrees, with ``gray_p`` > 0 greyscale (what photographs
     of a landmark differ by and the toy's renderer never shows). A step that is off is left out, not run at
-    p=0, so recipes without it draw the same random numbers as before it existed."""
+    p=0, so recipes without it draw the same random numbers as before it existed. With ``whole`` the image
+    is not cropped but fitted inside ``size`` whole (aspect kept, black borders): a positive keeps all it
+    shares with its query."""
     width, height = size
     aspect = width / height
-    steps = [
-        A.RandomResizedCrop(size=(height, width), scale=tuple(cfg["crop_scale"]),
-                            ratio=(0.75 * aspect, 1.333 * aspect)),
-    ]
+    if whole:
+        steps = [A.LongestMaxSize(max_size_hw=(height, width)),
+                 A.PadIfNeeded(min_height=height, min_width=width, position="center", border_mode=0, fill=0),
+                 A.CenterCrop(height=height, width=width)]
+    else:
+        steps = [A.RandomResizedCrop(size=(height, width), scale=tuple(cfg["crop_scale"]),
+                                     ratio=(0.75 * aspect, 1.333 * aspect))]
     if cfg["rotate"] > 0:
         steps.append(A.Affine(rotate=(-cfg["rotate"], cfg["rotate"]), border_mode=0, p=0.7))
     steps += [
@@ -139,9 +144,9 @@ def train_augmentation(cfg: dict, size: tuple[int, int]) -> A.Compose:
 class TupleDataset(Dataset):
     """Each item is one (query, positive, negatives...) tuple, stacked as (2 + k) x 3 x H x W.
 
-    Item i is cropped to ``shapes[i]`` (its aspect-ratio bucket). The augmentation
-    is re-seeded from (``seed``, item index) for every item, so a tuple looks the
-    same whichever worker or rank loads it: runs and resumed runs repeat.
+    Item i is cropped to ``shapes[i]`` (its aspect-ratio bucket); with ``train.positive_view=whole`` the
+    positive is fitted in whole instead. The augmentation is re-seeded from (``seed``, item index) for every
+    item, so a tuple looks the same whichever worker or rank loads it: runs and resumed runs repeat.
     """
 
     def __init__(self, tuples: list[list[Path]], shapes: list[tuple[int, int]], cfg: dict, seed: int = 0):
@@ -149,7 +154,7 @@ class TupleDataset(Dataset):
         self.shapes = shapes
         self.cfg = cfg
         self.seed = seed
-        self._augmenters: dict[tuple[int, int], A.Compose] = {}
+        self._augmenters: dict[tuple[int, int, bool], A.Compose] = {}
 
     def __len__(self) -> int:
         return len(self.tuples)
@@ -161,11 +166,16 @@ class TupleDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, list[str]]:
         """(the tuple's images, the paths of those that were unreadable and replaced by zeros)."""
         shape = tuple(self.shapes[index])
-        if shape not in self._augmenters:
-            self._augmenters[shape] = train_augmentation(self.cfg, shape)
-        augment = self._augmenters[shape]
-        augment.set_random_seed(self.seed * 1_000_003 + index)
-        images = [self._load(p, augment, shape) for p in self.tuples[index]]
+        whole_positive = self.cfg.get("positive_view", "crop") == "whole"
+        images = []
+        for position, path in enumerate(self.tuples[index]):
+            whole = whole_positive and position == 1
+            if (*shape, whole) not in self._augmenters:
+                self._augmenters[(*shape, whole)] = train_augmentation(self.cfg, shape, whole)
+            augment = self._augmenters[(*shape, whole)]
+            if position == 0 or whole:  # one stream per pipeline: crop mode draws what it always drew
+                augment.set_random_seed(self.seed * 1_000_003 + index + (7 if whole else 0))
+            images.append(self._load(path, augment, shape))
         bad = [str(p) for p, image in zip(self.tuples[index], images) if image is None]
         return torch.stack([torch.zeros(3, shape[1], shape[0], dtype=torch.uint8) if i is None else i
                             for i in images]), bad

@@ -26,11 +26,13 @@ STEPS = [
     ("+ alpha-QE", {"qe": {"enabled": True}}),
     ("+ DBA", {"dba": {"enabled": True}}),
     ("+ diffusion", {"diffusion": {"enabled": True}}),
-    ("+ SuperGlobal", {"superglobal": {"enabled": True}}),
+    # SuperGlobal averages the database with its own neighbours, as DBA does: never both (config rule)
+    ("+ SuperGlobal (instead of DBA)", {"superglobal": {"enabled": True}, "dba": {"enabled": False}}),
     ("+ label re-ranking", {"label_rerank": {"enabled": True}}),
 ]
 STEP_KEYS = {"multiscale": "+ multi-scale", "flip": "+ flip", "qe": "+ alpha-QE", "dba": "+ DBA",
-             "diffusion": "+ diffusion", "superglobal": "+ SuperGlobal", "label_rerank": "+ label re-ranking"}
+             "diffusion": "+ diffusion", "superglobal": "+ SuperGlobal (instead of DBA)",
+             "label_rerank": "+ label re-ranking"}
 
 
 def _apply(infer_cfg: dict, change: dict) -> dict:

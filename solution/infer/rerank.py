@@ -93,16 +93,6 @@ def database_augmentation(database: np.ndarray, k: int = 10, scheme: str = "alph
     return database
 
 
-def dense_knn(queries: np.ndarray, database: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k by one matrix product, for small sets (a truncated subgraph): no index, no GPU round trip."""
-    sims = queries @ database.T
-    k = min(k, database.shape[0])
-    top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(sims, top, 1), axis=1, kind="stable")
-    top = np.take_along_axis(top, order, 1)
-    return np.take_along_axis(sims, top, 1), top
-
-
 def diffusion_neighbours(n: int) -> int:
     """The graph's k when ``infer.diffusion.k`` is null: n / 250 within [5, 50].
 
@@ -123,16 +113,7 @@ def diffusion(queries: np.ndarray, database: np.ndarray, k: int = 50, kq: int = 
     at once, so memory is database x chunk.
     """
     n = len(database)
-    k = min(k, n - 1) if n > 1 else 1
-    sims, nbrs = search(database, database, k + 1)
-    rows = np.repeat(np.arange(n), nbrs.shape[1])
-    graph = sp.csr_matrix((np.clip(sims.ravel(), 0, None) ** gamma, (rows, nbrs.ravel())), shape=(n, n))
-    graph.setdiag(0)
-    graph = graph.minimum(graph.T)  # mutual neighbours only
-    graph.eliminate_zeros()
-    degree = np.asarray(graph.sum(1)).ravel()
-    inv_sqrt = sp.diags(1.0 / np.sqrt(np.maximum(degree, 1e-12)))
-    system = (sp.eye(n) - alpha * (inv_sqrt @ graph @ inv_sqrt)).tocsr()
+    system = _system(affinity_graph(database, k, gamma, search), alpha)
     q_sims, q_nbrs = search(queries, database, min(kq, n))
     out_scores = np.empty((len(queries), min(topk, n)), np.float32)
     out_ids = np.empty((len(queries), min(topk, n)), np.int64)
@@ -148,25 +129,51 @@ def diffusion(queries: np.ndarray, database: np.ndarray, k: int = 50, kq: int = 
     return out_scores, out_ids
 
 
+def affinity_graph(database: np.ndarray, k: int, gamma: float, search=None) -> sp.csr_matrix:
+    """The database's mutual k-NN graph, a_ij = max(0, sim)^gamma: the offline part of diffusion."""
+    n = len(database)
+    k = min(k, n - 1) if n > 1 else 1
+    sims, nbrs = (search or knn)(database, database, k + 1)
+    rows = np.repeat(np.arange(n), nbrs.shape[1])
+    graph = sp.csr_matrix((np.clip(sims.ravel(), 0, None) ** gamma, (rows, nbrs.ravel())), shape=(n, n))
+    graph.setdiag(0)
+    graph = graph.minimum(graph.T)  # mutual neighbours only
+    graph.eliminate_zeros()
+    return graph
+
+
+def _system(graph: sp.csr_matrix, alpha: float) -> sp.csr_matrix:
+    """I - alpha D^-1/2 A D^-1/2."""
+    degree = np.asarray(graph.sum(1)).ravel()
+    inv_sqrt = sp.diags(1.0 / np.sqrt(np.maximum(degree, 1e-12)))
+    return (sp.eye(graph.shape[0]) - alpha * (inv_sqrt @ graph @ inv_sqrt)).tocsr()
+
+
 def truncated_diffusion(queries: np.ndarray, database: np.ndarray, m: int = 1000, k: int = 50, kq: int = 10,
                         gamma: float = 3.0, alpha: float = 0.99, iterations: int = 20,
-                        topk: int = 100) -> tuple[np.ndarray, np.ndarray]:
+                        topk: int = 100, graph: sp.csr_matrix | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Diffusion restricted to each query's top-``m`` database items (Iscen et al.'s truncation).
 
-    The graph is built and solved on that subgraph only, so the cost per query is set by ``m``,
-    not by the database size: the variant for GLDv2-sized indexes. Items outside the top ``m``
-    keep their order after the diffused ones.
+    The database's global mutual k-NN graph (``graph``, built once here when not given) is cut to each
+    query's top ``m`` items and the system solved on that subgraph only, so the cost per query is set by
+    ``m``: the variant for GLDv2-sized indexes. Cutting the global graph keeps each item's neighbours as the
+    whole database defines them (a graph rebuilt inside the top ``m`` would link items that are not each
+    other's neighbours at all). Items outside the top ``m`` keep their order after the diffused ones.
     """
     m = min(m, len(database))
-    _, candidates = knn(queries, database, m)  # one search for all queries; each subgraph is then solved densely
+    graph = affinity_graph(database, k, gamma) if graph is None else graph
+    q_sims, candidates = knn(queries, database, m)  # one search for all queries; each cut is then solved alone
     out_scores = np.empty((len(queries), min(topk, m)), np.float32)
     out_ids = np.empty((len(queries), min(topk, m)), np.int64)
     for q, ids in enumerate(candidates):
-        ids = ids[ids >= 0]
-        scores, local = diffusion(queries[q:q + 1], database[ids], min(k, len(ids) - 1), kq, gamma, alpha,
-                                  iterations, len(ids), search=dense_knn)
-        width = min(out_ids.shape[1], local.shape[1])
-        out_ids[q, :width], out_scores[q, :width] = ids[local[0, :width]], scores[0, :width]
+        keep = ids >= 0
+        ids, sims = ids[keep], q_sims[q][keep]
+        y = np.zeros((len(ids), 1))
+        y[:kq, 0] = np.clip(sims[:kq], 0, None) ** gamma  # the candidates come nearest first
+        f = _conjugate_gradient(_system(graph[ids][:, ids], alpha), y, iterations)[:, 0]
+        local = np.argsort(-f, kind="stable")[: out_ids.shape[1]]
+        width = len(local)
+        out_ids[q, :width], out_scores[q, :width] = ids[local], f[local]
     return out_scores, out_ids
 
 
@@ -221,10 +228,19 @@ def superglobal_rerank(queries: np.ndarray, database: np.ndarray, neighbours: np
     return scores, order
 
 
+VOTES = ("similarity", "yokoo")
+
+
 def vote_labels(descriptors: np.ndarray, train: np.ndarray, train_labels: np.ndarray,
-                k: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """Label each row by summed similarity over its top-k train neighbours: (labels, confidence)."""
+                k: int = 3, vote: str = "similarity") -> tuple[np.ndarray, np.ndarray]:
+    """Label each row by the summed votes of its top-k train neighbours: (labels, confidence). A neighbour's
+    vote is its cosine similarity s, or with ``yokoo`` 1 - |a - b|^2 = 2s - 1 (what the GLR 2019 winners'
+    code sums: a far neighbour votes against its label)."""
+    if vote not in VOTES:
+        raise ValueError(f"label vote '{vote}' is not one of {VOTES}")
     sims, nbrs = knn(descriptors, train, k)
+    if vote == "yokoo":
+        sims = 2.0 * sims - 1.0
     labels = np.empty(len(descriptors), dtype=train_labels.dtype)
     confidence = np.empty(len(descriptors), np.float32)
     for i, (row_s, row_n) in enumerate(zip(sims, nbrs)):
@@ -235,27 +251,37 @@ def vote_labels(descriptors: np.ndarray, train: np.ndarray, train_labels: np.nda
     return labels, confidence
 
 
+GATES = ("both", "insert")
+
+
 def label_rerank(neighbours: np.ndarray, query_labels: np.ndarray, index_labels: np.ndarray,
                  index_conf: np.ndarray, topk: int = 100,
                  insert_threshold: float = np.inf, query_conf: np.ndarray | None = None,
-                 min_confidence: float = 0.0) -> np.ndarray:
-    """GLR19 1st place: index items sharing the query's label move to the front of the top-k (order kept);
-    same-label items outside the list whose confidence exceeds ``insert_threshold`` are inserted after them.
+                 min_confidence: float = 0.0, gate: str = "both") -> np.ndarray:
+    """GLR19 1st place (Yokoo et al.). Sort step: index items sharing the query's label move to the front of
+    the top-k, order kept. Insert step: same-label index items outside the list whose confidence exceeds
+    ``insert_threshold`` are inserted after them (most confident first).
 
-    A query whose own label vote is below ``min_confidence`` keeps its list: a landmark that train never
-    shows still gets the nearest train label, and promoting that label's index images would bury it.
+    A query whose own label vote is below ``min_confidence`` is gated: with ``gate=both`` it keeps its list
+    (a landmark that train never shows still gets the nearest train label, and promoting that label's index
+    images would bury it); with ``gate=insert``, as in the winners' code, it is still sorted and only the
+    insertion is skipped.
     """
+    if gate not in GATES:
+        raise ValueError(f"label gate '{gate}' is not one of {GATES}")
     out = np.empty((len(neighbours), min(topk, neighbours.shape[1])), np.int64)
     for q, row in enumerate(neighbours):
         row = row[row >= 0][:topk]
-        if query_conf is not None and query_conf[q] < min_confidence:
+        confident = query_conf is None or query_conf[q] >= min_confidence
+        if not confident and gate == "both":
             out[q] = np.pad(row, (0, out.shape[1] - len(row)), constant_values=-1)
             continue
         same = index_labels[row] == query_labels[q]
         front = row[same]
         listed = set(row.tolist())
-        extra = np.flatnonzero((index_labels == query_labels[q]) & (index_conf > insert_threshold))
-        extra = [int(j) for j in extra[np.argsort(-index_conf[extra])] if int(j) not in listed]
+        extra = np.flatnonzero((index_labels == query_labels[q]) & (index_conf > insert_threshold)) if confident \
+            else np.zeros(0, np.int64)
+        extra = [int(j) for j in extra[np.argsort(-index_conf[extra], kind="stable")] if int(j) not in listed]
         merged = np.concatenate([front, np.asarray(extra, np.int64), row[~same]])[: out.shape[1]]
         out[q] = np.pad(merged, (0, out.shape[1] - len(merged)), constant_values=-1)
     return out

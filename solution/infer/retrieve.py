@@ -56,9 +56,11 @@ def retrieve(query: np.ndarray, index: np.ndarray, infer_cfg: dict, train: np.nd
     qe, dba, dif, sg, lab = (infer_cfg[name] for name in ("qe", "dba", "diffusion", "superglobal", "label_rerank"))
     if lab["enabled"] and (train is None or train_labels is None):
         raise ValueError("label re-ranking needs train descriptors and labels")
+    if sg["enabled"] and dba["enabled"]:
+        raise ValueError("SuperGlobal on a DBA-averaged database smooths it twice; enable one of them")
     depth = min(len(index), max(topk, sg["m"] if sg["enabled"] else 0))
     # The index's own labels are voted on its descriptors as extracted, before DBA may overwrite them.
-    index_votes = vote_labels(index, train, train_labels, lab["k"]) if lab["enabled"] else None
+    index_votes = vote_labels(index, train, train_labels, lab["k"], lab["vote"]) if lab["enabled"] else None
     dtype = np.dtype(infer_cfg["index"].get("dtype", "float32"))
     database, owned = index, in_place
     if database.dtype != dtype:
@@ -83,10 +85,11 @@ def retrieve(query: np.ndarray, index: np.ndarray, infer_cfg: dict, train: np.nd
     if sg["enabled"]:
         scores, neighbours = superglobal_rerank(original, database, neighbours, sg["m"], sg["k"], sg["beta"])
     if index_votes is not None:
-        q_labels, q_conf = vote_labels(query, train, train_labels, lab["k"])
+        voter = original if lab["query"] == "own" else query  # own: as described, not QE-expanded (Yokoo)
+        q_labels, q_conf = vote_labels(voter, train, train_labels, lab["k"], lab["vote"])
         i_labels, i_conf = index_votes
         neighbours = label_rerank(neighbours, q_labels, i_labels, i_conf, topk, lab["insert_threshold"], q_conf,
-                                  lab["min_confidence"])
+                                  lab["min_confidence"], lab["gate"])
         scores = np.zeros(neighbours.shape, np.float32)
     return neighbours[:, :topk], scores[:, :topk]
 

@@ -23,13 +23,18 @@ from ..results import write_result
 from .ablation import selection
 from .pipeline import id_rankings, run_net, search_competition, solution_intervals
 
-# "step.key": values tried. The toy's index shows each landmark 2-6 times, hence the small n and k.
-GRID: dict[str, list[float]] = {
+# "step.key": values tried. The toy's index shows each landmark 2-6 times, hence the small n and k. The label
+# re-ranking's vote, query, gate and insertion are the parts of the GLR 2019 winners' version, each measured.
+GRID: dict[str, list] = {
     "qe.n": [1, 2, 3, 5, 10],
     "qe.alpha": [1.0, 3.0, 5.0],
     "dba.k": [2, 3, 5, 10],
     "label_rerank.k": [1, 3, 5],
+    "label_rerank.vote": ["similarity", "yokoo"],
+    "label_rerank.query": ["expanded", "own"],
     "label_rerank.min_confidence": [0.0, 1.0, 2.0, 3.0, 4.0],
+    "label_rerank.gate": ["both", "insert"],
+    "label_rerank.insert_threshold": [1.0e9, 0.0, 1.0, 2.0],
 }
 
 
@@ -46,8 +51,9 @@ def _set(infer: dict, key: str, value) -> dict:
     return out
 
 
-def parse_grid(items: list[str] | None) -> dict[str, list[float]]:
-    """``["qe.n=1,2,3", ...]`` -> {"qe.n": [1, 2, 3]}; None -> :data:`GRID`."""
+def parse_grid(items: list[str] | None) -> dict[str, list]:
+    """``["qe.n=1,2,3", ...]`` -> {"qe.n": [1, 2, 3]}; None -> :data:`GRID`. A key whose values are words
+    (``label_rerank.vote=similarity,yokoo``) takes words from :data:`GRID`'s list."""
     if not items:
         return dict(GRID)
     grid = {}
@@ -55,6 +61,13 @@ def parse_grid(items: list[str] | None) -> dict[str, list[float]]:
         key, _, values = item.partition("=")
         if key not in GRID or not values:
             raise ConfigError(f"--grid {item}: want step.key=v1,v2,... with step.key one of {', '.join(GRID)}")
+        if isinstance(GRID[key][0], str):
+            words = [v.strip() for v in values.split(",")]
+            unknown = [w for w in words if w not in GRID[key]]
+            if unknown:
+                raise ConfigError(f"--grid {item}: {', '.join(unknown)} is not one of {', '.join(GRID[key])}")
+            grid[key] = words
+            continue
         try:
             grid[key] = [int(v) if v.strip().lstrip("-").isdigit() else float(v) for v in values.split(",")]
         except ValueError:

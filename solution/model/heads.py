@@ -126,8 +126,12 @@ LAYER_MODES = ("sum", "learned", "l2")
 class REMAP(_RegionHead):
     """REMAP: a non-negative, trainable weight per (layer, region), initialised from KL divergence.
 
-    The weight is softplus of a raw parameter, so it stays non-negative under any
-    optimiser step. Before KL initialisation every weight is 1 (R-MAC).
+    The weights are plain parameters, as the paper's 1x1 convolution over the region axis, kept
+    non-negative by projection: :meth:`project_` clamps them at 0 after every optimiser step, and the
+    forward clamps too (value only: the gradient passes unchanged). A weight at 0 still gets its full
+    gradient (a softplus would scale it by 1 - e^-w, so a region the KL start puts near 0 could never come
+    back), and ``train.region_lr`` gives them a learning rate of their own. Before KL initialisation every
+    weight is 1 (R-MAC).
 
     ``layers`` says how the layers' weighted region sums meet:
     - ``sum``: concatenated as they are, then L2; a layer's weights set its share of the descriptor.
@@ -140,36 +144,44 @@ class REMAP(_RegionHead):
         if layers not in LAYER_MODES:
             raise ValueError(f"REMAP layer mode '{layers}' is not one of {LAYER_MODES}")
         self.layer_mode = layers
-        self.raw_weights = nn.Parameter(torch.full((len(channels), self.num_regions), _inverse_softplus(1.0)))
+        self.weight = nn.Parameter(torch.ones(len(channels), self.num_regions))
         if layers == "learned":
-            self.raw_layer_weights = nn.Parameter(torch.full((len(channels),), _inverse_softplus(1.0)))
+            self.layer_weight = nn.Parameter(torch.ones(len(channels)))
 
     @classmethod
     def from_config(cls, channels: list[int], model_cfg: dict) -> nn.Module:
         spec = model_cfg["regions"]
+        # "l2" is the mode of checkpoints saved before the key existed (their meta lacks it); a config always
+        # has the key, defaults.yaml's "sum" included
         return cls(channels, region_grid(spec["levels"], spec["overlap"], tuple(spec["reference"]), spec["whole"]),
                    layers=model_cfg.get("remap_layers", "l2"))
 
     @property
     def region_weights(self) -> torch.Tensor:
-        return F.softplus(self.raw_weights)
+        return _non_negative(self.weight)
 
     @property
     def layer_weights(self) -> torch.Tensor:
         """What each layer's share is multiplied by (ones unless the mode learns them)."""
         if self.layer_mode == "learned":
-            return F.softplus(self.raw_layer_weights)
-        return torch.ones(len(self.channels), device=self.raw_weights.device)
+            return _non_negative(self.layer_weight)
+        return torch.ones(len(self.channels), device=self.weight.device)
 
     @torch.no_grad()
     def set_region_weights(self, weights: torch.Tensor | np.ndarray) -> None:
         """Set the L x R weights; in ``learned`` mode each layer's mean becomes its layer weight."""
-        weights = torch.as_tensor(np.asarray(weights), dtype=self.raw_weights.dtype)
-        if weights.shape != self.raw_weights.shape:
-            raise ValueError(f"region weights must be {tuple(self.raw_weights.shape)}, got {tuple(weights.shape)}")
-        self.raw_weights.copy_(_softplus_inverse(weights))
+        weights = torch.as_tensor(np.asarray(weights), dtype=self.weight.dtype)
+        if weights.shape != self.weight.shape:
+            raise ValueError(f"region weights must be {tuple(self.weight.shape)}, got {tuple(weights.shape)}")
+        self.weight.copy_(weights.clamp(min=0))
         if self.layer_mode == "learned":
-            self.raw_layer_weights.copy_(_softplus_inverse(weights.mean(dim=1)))
+            self.layer_weight.copy_(weights.clamp(min=0).mean(dim=1))
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        """Clamp the weights at 0 (after an optimiser step)."""
+        for p in self.region_parameters():
+            p.clamp_(min=0)
 
     def pool(self, x, layer):
         return torch.einsum("nrc,r->nc", self.region_vectors(x), self.region_weights[layer])
@@ -181,13 +193,19 @@ class REMAP(_RegionHead):
         scale = self.layer_weights
         return LF.l2n(torch.cat([LF.l2n(p) * scale[i] for i, p in enumerate(pooled)], dim=-1))
 
-    def no_decay_parameters(self) -> list[nn.Parameter]:
-        return [self.raw_weights] + ([self.raw_layer_weights] if self.layer_mode == "learned" else [])
+    def region_parameters(self) -> list[nn.Parameter]:
+        """The weights trained at ``train.region_lr`` without weight decay."""
+        return [self.weight] + ([self.layer_weight] if self.layer_mode == "learned" else [])
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints before the projected weights stored softplus parameters (raw_weights, raw_layer_weights)
+        for old, new in (("raw_weights", "weight"), ("raw_layer_weights", "layer_weight")):
+            if prefix + old in state_dict:
+                state_dict[prefix + new] = F.softplus(state_dict.pop(prefix + old))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-def _softplus_inverse(weights: torch.Tensor) -> torch.Tensor:
-    return torch.log(torch.expm1(weights.clamp(min=1e-4)))
-
-
-def _inverse_softplus(value: float) -> float:
-    return float(np.log(np.expm1(value)))
+def _non_negative(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` clamped at 0 in value, with the identity's gradient: torch's clamp passes no gradient at the
+    boundary itself, so a weight the projection put at exactly 0 would never move again."""
+    return weight + (weight.clamp(min=0) - weight).detach()

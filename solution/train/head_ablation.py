@@ -38,9 +38,13 @@ VARIANTS: dict[str, tuple[str, dict]] = {
                                                                "remap_layers": "l2"}),
     "remap-klmix": ("REMAP, KL weights blended half with uniform", {"head": "remap", "layers": [-2, -1],
                                                                     "kl": {"enabled": True, "uniform_mix": 0.5}}),
+    "remap-nearest": ("REMAP, nearest positives seen whole", {"head": "remap", "layers": [-2, -1],
+                                                                "remap_layers": "sum", "kl": {"enabled": True}}),
     REFERENCE: ("REMAP (weights across regions and layers, KL-initialised)",
                 {"head": "remap", "layers": [-2, -1], "remap_layers": "sum", "kl": {"enabled": True}}),
 }
+# the few variants that change the training recipe rather than the head: name -> changes to the train section
+RECIPES: dict[str, dict] = {"remap-nearest": {"positives": "nearest", "positive_view": "whole"}}
 
 
 def variant_config(cfg: dict, variant: str, seed: int) -> dict:
@@ -49,6 +53,7 @@ def variant_config(cfg: dict, variant: str, seed: int) -> dict:
         raise ConfigError(f"unknown head variant '{variant}'; choose from {', '.join(VARIANTS)}")
     out = copy.deepcopy(cfg)
     out["model"] = merge(out["model"], copy.deepcopy(VARIANTS[variant][1]), f"head variant {variant}")
+    out["train"] = merge(out["train"], copy.deepcopy(RECIPES.get(variant, {})), f"head variant {variant}")
     out["run"]["seed"] = seed
     out["run"]["name"] = f"{cfg['run']['name']}-heads-{variant}-s{seed}"
     out["train"]["eval_before"] = True  # the off-the-shelf column
@@ -90,6 +95,7 @@ def ablate_heads(cfg: dict, variants: list[str], seeds: list[int]) -> dict:
     for variant in variants:
         mine = runs[variant]
         row = {"variant": variant, "label": VARIANTS[variant][0], "model": VARIANTS[variant][1],
+               **({"train": RECIPES[variant]} if variant in RECIPES else {}),
                **{m: rounded(hierarchical_bootstrap(_runs(mine, m))) for m in MEASURES
                   if all(s.get(MEASURES[m][0]) for s in mine)},
                "gain": rounded(hierarchical_bootstrap(_runs(mine, "test_after"), _runs(mine, "test_before"))),

@@ -46,6 +46,7 @@ from .distributed import (
 )
 from .initialise import initialise
 from .loss import triplet_loss, triplet_stats
+from .region_weights import moved_line, record_weights_moved
 from .tuples import (
     EpochPlan,
     TrainSet,
@@ -108,13 +109,16 @@ def wrap_ddp(net: nn.Module, device: torch.device) -> DistributedDataParallel:
 
 
 def make_optimizer(net: RetrievalNet, cfg: dict) -> torch.optim.Optimizer:
-    """Adam; the head at ``head_lr_mult`` (no decay on region weights or GeM p), whitening at ``whiten_lr_mult``."""
+    """Adam; the head at ``head_lr_mult`` (no decay on GeM p), REMAP's region and layer weights at their own
+    ``region_lr`` (no decay: it would pull them to 0), whitening at ``whiten_lr_mult``."""
+    region = list(getattr(net.head, "region_parameters", list)())
     no_decay = set(map(id, getattr(net.head, "no_decay_parameters", list)()))
+    head = [p for p in net.head.parameters() if id(p) not in set(map(id, region))]
     head_lr, decay = cfg["lr"] * cfg["head_lr_mult"], cfg["weight_decay"]
     groups = [{"params": list(net.backbone.parameters()), "lr": cfg["lr"], "weight_decay": decay},
-              {"params": [p for p in net.head.parameters() if id(p) not in no_decay], "lr": head_lr,
-               "weight_decay": decay},
-              {"params": [p for p in net.head.parameters() if id(p) in no_decay], "lr": head_lr, "weight_decay": 0.0}]
+              {"params": [p for p in head if id(p) not in no_decay], "lr": head_lr, "weight_decay": decay},
+              {"params": [p for p in head if id(p) in no_decay], "lr": head_lr, "weight_decay": 0.0},
+              {"params": region, "lr": cfg["region_lr"], "weight_decay": 0.0}]
     if net.whiten is not None:
         groups.append({"params": list(net.whiten.parameters()), "lr": cfg["lr"] * cfg["whiten_lr_mult"],
                        "weight_decay": 0.0})
@@ -358,6 +362,10 @@ class Trainer:
                            EpochPlan.from_state(state["plan"]) if resuming else None,
                            start_step if resuming else 0, list(state.get("steps", [])) if resuming else [])
         self.restore_selected(net, summary)
+        moved = main_only(self.info, record_weights_moved, net, self.out / "initial.pt", self.out)
+        if moved:
+            summary["weights_moved"] = moved
+            log.info("REMAP region weights moved from their KL start: %s", moved_line(moved))
         self.record_test(net, summary, "after")
         # wall time over every process that worked on this run, resumed ones included
         summary["seconds"] = round(summary.get("seconds", 0) + time.perf_counter() - started)
@@ -528,6 +536,9 @@ class Trainer:
         finite = torch.isfinite(check) & (torch.isfinite(norm) if not scaler.is_enabled() else True)
         scaler.step(optimizer)
         scaler.update()
+        project = getattr(getattr(model, "module", model).head, "project_", None)
+        if project is not None:  # REMAP's weights back to >= 0 (the same on every rank)
+            project()
         return {"loss": check, "finite": finite, **stats}
 
 

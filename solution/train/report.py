@@ -33,6 +33,8 @@ def train_report(summary: dict, cfg: dict, selected_on: str, transfer: dict | No
         if _scored(summary, prefix, "after") is not None:
             report[split] = {"before": _scored(summary, prefix, "before"), "after": _scored(summary, prefix, "after"),
                              "gain": _gain(summary, prefix)}
+    if summary.get("weights_moved"):
+        report["weights_moved"] = summary["weights_moved"]
     if transfer is not None:
         report["transfer"] = {k: transfer[k] for k in ("off_the_shelf", "fine_tuned", "change", "queries",
                                                        "photographs", "margin", "verdict")}
@@ -58,6 +60,11 @@ def train_table(result: dict) -> str:
               f"{recipe['tuples_per_epoch']} tuples at {recipe['image_size']} px, trained in {result['seconds']} s; "
               f"one scale; {result['test']['after']['queries']} scored queries per set. Selected on: "
               f"{result['selected_on']}."]
+    if "weights_moved" in result:
+        from .region_weights import moved_line
+
+        lines.append(f"REMAP region weights moved from their KL start (change over the layer's mean start weight): "
+                     f"{moved_line(result['weights_moved'])}.")
     if "transfer" in result:
         t = result["transfer"]
         lines.append(f"Real photographs ({t['queries']} hard views of {t['photographs']} photographs, intervals over "

@@ -98,28 +98,49 @@ def image_shapes(paths: list[Path], longest: int, buckets: bool) -> list[tuple[i
 Describe = Callable[[list[int]], np.ndarray]
 
 
+def nearest_positives(query_desc: np.ndarray, candidates: list[np.ndarray], described: dict[int, np.ndarray],
+                      k: int, rng: np.random.Generator) -> np.ndarray:
+    """Per query, one of the ``k`` candidates (train indices: its landmark's other images) most similar to it
+    (the most similar with k=1), by the descriptors in ``described``."""
+    chosen = []
+    for q, options in zip(query_desc, candidates):
+        similarity = np.stack([described[int(i)] for i in options]) @ q
+        best = options[np.argsort(-similarity, kind="stable")[:k]]
+        chosen.append(best[rng.integers(len(best))] if len(best) > 1 else best[0])
+    return np.asarray(chosen, np.int64)
+
+
 def plan_epoch(train: TrainSet, shapes: list[tuple[int, int]], cfg: dict, seed: int, epoch: int,
                describe: Describe | None) -> EpochPlan:
     """Sample queries with a positive of their landmark; take negatives mined with ``describe`` (or random).
 
-    ``describe`` maps train indices to L2-normalised descriptors with the current net. Only queries
-    and pool are described; distance statistics come from the training pass over the same tuples.
+    ``describe`` maps train indices to L2-normalised descriptors with the current net. Queries and pool
+    are described (and, with ``train.positives=nearest``, every other image of the queries' landmarks, of
+    which the nearest becomes the positive); distance statistics come from the training pass.
     """
     rng = np.random.default_rng([seed, epoch])
     by_label: dict[int, np.ndarray] = {int(lab): np.flatnonzero(train.labels == lab) for lab in np.unique(train.labels)}
     eligible = np.concatenate([idx for idx in by_label.values() if len(idx) >= 2])
     queries = rng.choice(eligible, min(cfg["tuples_per_epoch"], len(eligible)), replace=False)
-    positives = np.array([rng.choice(by_label[int(train.labels[q])][by_label[int(train.labels[q])] != q])
-                          for q in queries])
+    candidates = [by_label[int(train.labels[q])][by_label[int(train.labels[q])] != q] for q in queries]
+    positives = np.array([rng.choice(options) for options in candidates])
     pool = rng.choice(len(train.paths), min(cfg["pool_size"], len(train.paths)), replace=False)
     stats: dict = {}
-    if cfg["negatives"] == "hard" and describe is not None:
+    hard, nearest = cfg["negatives"] == "hard", cfg["positives"] == "nearest"
+    if (hard or nearest) and describe is not None:
         started = time.perf_counter()
-        unique = np.unique(np.concatenate([queries, pool]))
+        unique = np.unique(np.concatenate([queries, *([pool] if hard else []), *(candidates if nearest else [])]))
         desc = describe(unique.tolist())
-        row = {int(i): r for r, i in enumerate(unique)}
-        q_desc, pool_desc = (desc[[row[int(i)] for i in part]] for part in (queries, pool))
-        negatives = select_negatives(q_desc, train.labels[queries], pool_desc, train.labels[pool], cfg["neg_num"])
+        described = {int(i): desc[r] for r, i in enumerate(unique)}
+        q_desc = np.stack([described[int(i)] for i in queries])
+        if nearest:  # drawn at random above all the same, so the negatives' random numbers stay as they were
+            positives = nearest_positives(q_desc, candidates, described, cfg["positive_k"], rng)
+        if hard:
+            pool_desc = np.stack([described[int(i)] for i in pool])
+            negatives = select_negatives(q_desc, train.labels[queries], pool_desc, train.labels[pool],
+                                         cfg["neg_num"])
+        else:
+            negatives = random_negatives(train.labels[queries], train.labels[pool], cfg["neg_num"], rng)
         stats = {"mine_s": time.perf_counter() - started}
     else:
         negatives = random_negatives(train.labels[queries], train.labels[pool], cfg["neg_num"], rng)

@@ -117,6 +117,48 @@ def test_vote_and_label_rerank():
     assert kept.tolist() == [[3, 0, 1, 2], [0, 2, 4, 3]]
 
 
+def test_yokoo_label_rerank_gates_only_the_insertion_and_votes_2s_minus_1():
+    train = _unit([[1, 0], [0.9, 0.1], [0, 1]])
+    query = _unit([[1, 0.05]])[0]
+    labels, conf = vote_labels(query[None], train, np.array([7, 7, 9]), k=2, vote="yokoo")
+    assert labels.tolist() == [7] and conf[0] == pytest.approx(float(2 * (query @ train[0]) - 1
+                                                                     + 2 * (query @ train[1]) - 1), abs=1e-5)
+    # two far 7s (similarity 0.4 each) outvote one 9 at 0.7 by similarity (0.8 to 0.7); with 2s - 1 a far
+    # neighbour votes against its label (-0.4 to +0.4) and 9 wins
+    votes = _unit([[0.4, 0.9165, 0], [0.4, 0, 0.9165], [0.7, 0.714, 0]])
+    two_far = [vote_labels(_unit([[1, 0, 0]]), votes, np.array([7, 7, 9]), k=3, vote=v)[0].tolist()
+               for v in ("similarity", "yokoo")]
+    assert two_far == [[7], [9]]
+    rows = np.array([[3, 0, 1, 2], [3, 0, 1, 2]])
+    index_labels, index_conf = np.array([5, 8, 5, 8, 5]), np.array([0.1, 0.1, 0.2, 0.1, 0.9])
+    yokoo = label_rerank(rows, np.array([5, 5]), index_labels, index_conf, topk=4, insert_threshold=0.0,
+                         query_conf=np.array([0.4, 0.9]), min_confidence=0.5, gate="insert")
+    # the unsure query is still sorted (0, 2 first), only the insertion of 4 is skipped; the sure one gets both
+    assert yokoo.tolist() == [[0, 2, 3, 1], [0, 2, 4, 3]]
+    with pytest.raises(ValueError, match="gate"):
+        label_rerank(rows, np.array([5, 5]), index_labels, index_conf, gate="never")
+
+
+def test_label_rerank_votes_the_query_with_its_own_descriptor_when_asked():
+    from solution.config import load_config
+    from solution.infer.retrieve import retrieve
+
+    # train: landmark 1 along x, landmark 2 along y; the query sits near x, but QE pulls it towards y
+    train = _unit([[1, 0, 0], [1, 0.1, 0], [0, 1, 0], [0.1, 1, 0]])
+    index = _unit([[0.6, 0.8, 0], [0.55, 0.83, 0], [1, 0.05, 0.3]])
+    query = _unit([[0.8, 0.6, 0]])
+    infer = load_config("toy")["infer"]
+    infer = {**infer, "topk": 3, "dba": {**infer["dba"], "enabled": False},
+             "qe": {**infer["qe"], "enabled": True, "n": 2, "alpha": 0.0},
+             "label_rerank": {**infer["label_rerank"], "enabled": True, "k": 1, "min_confidence": 0.0}}
+    labels = np.array([1, 1, 2, 2])
+    expanded = retrieve(query, index, infer, train, labels)[0]
+    own = retrieve(query, index, {**infer, "label_rerank": {**infer["label_rerank"], "query": "own"}}, train,
+                   labels)[0]
+    assert expanded[0].tolist()[:2] == [0, 1]   # the expanded query leans to y: landmark 2's images first
+    assert own[0].tolist()[0] == 2              # its own descriptor says landmark 1: image 2 goes first
+
+
 def test_truncated_diffusion_matches_full_when_m_covers_the_database_and_stays_inside_top_m():
     rng = np.random.default_rng(0)
     db = _unit(rng.normal(size=(40, 6)))
@@ -130,8 +172,8 @@ def test_truncated_diffusion_matches_full_when_m_covers_the_database_and_stays_i
 
 
 def test_truncated_diffusion_searches_the_index_once(monkeypatch):
-    """One faiss search for all queries' candidates; each subgraph is solved densely (no GPU round trip per
-    query)."""
+    """One search builds the database's graph, one finds all queries' candidates; each cut is then solved
+    alone (no search, no GPU round trip, per query)."""
     from solution.infer import rerank
 
     calls = []
@@ -140,7 +182,20 @@ def test_truncated_diffusion_searches_the_index_once(monkeypatch):
     rng = np.random.default_rng(1)
     db, q = _unit(rng.normal(size=(50, 6))), _unit(rng.normal(size=(7, 6)))
     rerank.truncated_diffusion(q, db, m=20, k=5, kq=3, gamma=1.0, iterations=10, topk=10)
-    assert calls == [7]
+    assert calls == [50, 7]
+
+
+def test_truncated_diffusion_cuts_the_global_graph():
+    """Items 0 and 1 are each other's nearest in the whole database, but the query's top 3 holds only 0, 2, 3:
+    inside the cut, 0 keeps no edge to 2 or 3 (they are not its neighbours globally), where a graph rebuilt
+    inside the top 3 would link them."""
+    from solution.infer.rerank import affinity_graph
+
+    db = _unit([[1, 0, 0], [0.99, 0.1, 0], [0.5, 0.86, 0], [0.45, 0.86, 0.2], [0, 0, 1]])
+    graph = affinity_graph(db, k=1, gamma=1.0)
+    assert graph[0, 1] > 0 and graph[0, 2] == 0 and graph[2, 3] > 0
+    cut = graph[[0, 2, 3]][:, [0, 2, 3]]
+    assert cut[0].nnz == 0 and cut[1, 2] > 0
 
 
 def test_diffusion_neighbours_scale_with_the_index():

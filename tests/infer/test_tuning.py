@@ -64,6 +64,7 @@ def test_only_enabled_steps_are_tuned_and_the_grid_is_checked(tmp_path, monkeypa
     with pytest.raises(ConfigError, match="no enabled step to tune"):
         tune(cfg)
     assert parse_grid(["qe.n=1,2", "qe.alpha=0.5,3"]) == {"qe.n": [1, 2], "qe.alpha": [0.5, 3]}
-    for bad in ("qe.m=1", "qe.n=", "qe.n=a,b"):
+    assert parse_grid(["label_rerank.vote=yokoo, similarity"]) == {"label_rerank.vote": ["yokoo", "similarity"]}
+    for bad in ("qe.m=1", "qe.n=", "qe.n=a,b", "label_rerank.gate=never"):
         with pytest.raises(ConfigError, match="--grid"):
             parse_grid([bad])

@@ -29,7 +29,7 @@ def test_frozen_batchnorm_keeps_its_statistics_in_train_mode():
 def test_learning_rate_groups():
     net = _net()
     cfg = load_config("toy-remap", ["train.lr=0.001", "train.head_lr_mult=10", "train.whiten_lr_mult=0.5",
-                                    "train.weight_decay=0.01"])["train"]
+                                    "train.weight_decay=0.01", "train.region_lr=0.02"])["train"]
     groups = make_optimizer(net, cfg).param_groups
     owner = {}
     for group in groups:
@@ -38,8 +38,8 @@ def test_learning_rate_groups():
             owner[id(p)] = group
     assert set(owner) == {id(p) for p in net.parameters()}
     backbone = owner[id(net.backbone.body.conv_stem.weight)]
-    region = owner[id(net.head.raw_weights)]
+    region = owner[id(net.head.weight)]
     whiten = owner[id(net.whiten.weight)]
     assert (backbone["lr"], backbone["weight_decay"]) == (0.001, 0.01)
-    assert region["lr"] == 0.01 and region["weight_decay"] == 0.0  # no decay pulling region weights to 0
+    assert region["lr"] == 0.02 and region["weight_decay"] == 0.0  # their own rate; no decay pulling them to 0
     assert whiten["lr"] == 0.0005 and whiten["weight_decay"] == 0.0
