@@ -129,7 +129,8 @@ def training_curves(metrics_csv: str | Path, out: str | Path) -> Path | None:
     import pandas as pd
 
     frame = pd.read_csv(metrics_csv)
-    columns = [c for c in ("loss", "val_map", "d_pos", "d_neg", "easy_frac") if c in frame and frame[c].notna().any()]
+    columns = [c for c in ("loss", "val_map", "val_queries_map", "d_pos", "d_neg", "easy_frac")
+               if c in frame and frame[c].notna().any()]
     if frame.empty or not columns:
         return None
     plt = _pyplot()
