@@ -5,7 +5,7 @@ import pytest
 
 from solution.config import ConfigError, _flat_items, load_config
 from solution.train import head_ablation
-from solution.train.head_ablation import VARIANTS, ablate_heads, variant_config
+from solution.train.head_ablation import RECIPES, VARIANTS, ablate_heads, variant_config
 
 
 def test_variants_change_only_the_head_its_layers_and_the_run():
@@ -15,7 +15,10 @@ def test_variants_change_only_the_head_its_layers_and_the_run():
         changed = {k for k, v in _flat_items(variant_config(cfg, variant, 3)).items() if v != base[k]}
         allowed = {"run.name", "run.seed", "model.head", "model.layers", "model.kl.enabled", "model.remap_layers",
                    "model.kl.uniform_mix"}
-        assert changed <= allowed, variant
+        recipe = {f"train.{k}" for k in RECIPES.get(variant, {})}  # a recipe variant changes its train keys
+        assert changed <= allowed | recipe, variant
+    nearest = variant_config(cfg, "remap-nearest", 0)["train"]
+    assert (nearest["positives"], nearest["positive_view"]) == ("nearest", "whole")
     assert variant_config(cfg, "gem", 1)["run"]["name"] == "toy-heads-gem-s1"
     with pytest.raises(ConfigError, match="unknown head variant"):
         variant_config(cfg, "vlad", 0)
