@@ -68,7 +68,8 @@ def test_tap_relu_makes_every_map_non_negative():
     from solution.model.net import build_net
 
     for relu in (True, False):
-        cfg = load_config("toy", ["model.pretrained=none", f"model.tap_relu={str(relu).lower()}"])["model"]
+        cfg = load_config("toy", ["model.pretrained=none", "model.layers=[-2,-1]",  # the inner tap is signed
+                                  f"model.tap_relu={str(relu).lower()}"])["model"]
         maps = build_net(cfg).eval().features(torch.rand(1, 3, 96, 128))
         assert (min(float(m.min()) for m in maps) >= 0) == relu
 
