@@ -38,13 +38,15 @@ VARIANTS: dict[str, tuple[str, dict]] = {
                                                                "remap_layers": "l2"}),
     "remap-klmix": ("REMAP, KL weights blended half with uniform", {"head": "remap", "layers": [-2, -1],
                                                                     "kl": {"enabled": True, "uniform_mix": 0.5}}),
+    "gem-nearest": ("GeM, nearest positives seen whole", {"head": "gem", "layers": [-1]}),
     "remap-nearest": ("REMAP, nearest positives seen whole", {"head": "remap", "layers": [-2, -1],
                                                                 "remap_layers": "sum", "kl": {"enabled": True}}),
     REFERENCE: ("REMAP (weights across regions and layers, KL-initialised)",
                 {"head": "remap", "layers": [-2, -1], "remap_layers": "sum", "kl": {"enabled": True}}),
 }
 # the few variants that change the training recipe rather than the head: name -> changes to the train section
-RECIPES: dict[str, dict] = {"remap-nearest": {"positives": "nearest", "positive_view": "whole"}}
+RECIPES: dict[str, dict] = {name: {"positives": "nearest", "positive_view": "whole"}
+                            for name in ("gem-nearest", "remap-nearest")}
 
 
 def variant_config(cfg: dict, variant: str, seed: int) -> dict:
