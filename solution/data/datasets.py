@@ -166,7 +166,7 @@ class TupleDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, list[str]]:
         """(the tuple's images, the paths of those that were unreadable and replaced by zeros)."""
         shape = tuple(self.shapes[index])
-        whole_positive = self.cfg.get("positive_view", "crop") == "whole"
+        whole_positive = self.cfg["positive_view"] == "whole"
         images = []
         for position, path in enumerate(self.tuples[index]):
             whole = whole_positive and position == 1

@@ -251,9 +251,12 @@ def _whitened(splits: dict[str, tuple[list[np.ndarray], list[str]]], weights: li
 def _weight_search(comp, root, splits, ids, labels, infer: dict, ens: dict, start: list[float]) -> dict:
     """Member weights searched on the validation queries (each member over :data:`WEIGHT_GRID`, one at a time,
     the whitening refitted for every trial, the config's post-processing), kept only when the paired gain over
-    the config's weights has an interval above 0 (``tuning.coordinate_search``)."""
+    the config's weights has an interval above 0 (``tuning.coordinate_search``). Test is never whitened here:
+    the search does not look at it."""
+    chosen_on = {split: parts for split, parts in splits.items() if split != "test"}
+
     def scored(settings: dict, split: str) -> dict:
-        combined, _ = _whitened(splits, [settings["weights"][str(i)] for i in range(len(start))], ens)
+        combined, _ = _whitened(chosen_on, [settings["weights"][str(i)] for i in range(len(start))], ens)
         return _scorer(comp, root, combined, ids, labels)(infer, split)[0]
 
     found = coordinate_search(scored, {"weights": {str(i): w for i, w in enumerate(start)}},

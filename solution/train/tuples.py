@@ -126,24 +126,23 @@ def plan_epoch(train: TrainSet, shapes: list[tuple[int, int]], cfg: dict, seed: 
     positives = np.array([rng.choice(options) for options in candidates])
     pool = rng.choice(len(train.paths), min(cfg["pool_size"], len(train.paths)), replace=False)
     stats: dict = {}
-    hard, nearest = cfg["negatives"] == "hard", cfg["positives"] == "nearest"
-    if (hard or nearest) and describe is not None:
-        started = time.perf_counter()
+    hard = cfg["negatives"] == "hard" and describe is not None
+    nearest = cfg["positives"] == "nearest" and describe is not None
+    started = time.perf_counter()
+    if hard or nearest:
         unique = np.unique(np.concatenate([queries, *([pool] if hard else []), *(candidates if nearest else [])]))
         desc = describe(unique.tolist())
         described = {int(i): desc[r] for r, i in enumerate(unique)}
         q_desc = np.stack([described[int(i)] for i in queries])
-        if nearest:  # drawn at random above all the same, so the negatives' random numbers stay as they were
-            positives = nearest_positives(q_desc, candidates, described, cfg["positive_k"], rng)
-        if hard:
-            pool_desc = np.stack([described[int(i)] for i in pool])
-            negatives = select_negatives(q_desc, train.labels[queries], pool_desc, train.labels[pool],
-                                         cfg["neg_num"])
-        else:
-            negatives = random_negatives(train.labels[queries], train.labels[pool], cfg["neg_num"], rng)
-        stats = {"mine_s": time.perf_counter() - started}
+    if nearest:  # drawn at random above all the same, so the negatives' random numbers stay as they were
+        positives = nearest_positives(q_desc, candidates, described, cfg["positive_k"], rng)
+    if hard:
+        pool_desc = np.stack([described[int(i)] for i in pool])
+        negatives = select_negatives(q_desc, train.labels[queries], pool_desc, train.labels[pool], cfg["neg_num"])
     else:
         negatives = random_negatives(train.labels[queries], train.labels[pool], cfg["neg_num"], rng)
+    if hard or nearest:
+        stats = {"mine_s": time.perf_counter() - started}
     tuples = [[int(q), int(p), *(int(pool[n]) for n in negs)]
               for q, p, negs in zip(queries, positives, negatives) if (negs >= 0).all()]
     return EpochPlan(tuples, [shapes[t[0]] for t in tuples], stats)
