@@ -232,7 +232,7 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
         "train.sync_every",
         "train.neg_num", "train.pool_size", "train.positive_k",
         "infer.image_size", "infer.batch_size", "infer.topk", "infer.shard_size", "model.kl.images",
-        "model.kl.pairs", "model.kl.bins", "model.kl.image_size", "model.regions.levels", "train.epochs",
+        "model.kl.pairs", "model.kl.bins", "model.regions.levels", "train.epochs",
         "infer.qe.n", "infer.dba.k", "infer.superglobal.m", "infer.label_rerank.k")},
     **{key: (_count, "a whole number >= 0") for key in (
         "model.whiten_dim", "train.checkpoint_every", "train.val_landmarks", "run.seed",
@@ -253,6 +253,19 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
                    "auto, cpu, cuda or cuda:N"),
     "run.workers": (lambda v: v is None or _count(v), "null (one per core, shared by the GPUs) or a whole number >= 0"),
     "train.schedule": (_one_of("exponential", "cosine"), "exponential or cosine"),
+    "train.loss": (_one_of("triplet", "arcface", "arcface+triplet"), "triplet, arcface or arcface+triplet"),
+    "train.arcface.init": (_one_of("imprint", "random"), "imprint or random"),
+    "train.arcface.subcenters": (_positive_int, "a whole number > 0"),
+    **{key: (_positive, "a number > 0") for key in ("train.arcface.scale", "train.arcface.weight",
+                                                    "train.arcface.lr_mult", "model.region_p")},
+    **{key: (lambda v: _non_negative(v) and v < math.pi / 2, "an angle in radians in [0, pi/2)")
+       for key in ("train.arcface.margin", "train.arcface.dynamic_a", "train.arcface.dynamic_b")},
+    "train.size_schedule": (lambda v: isinstance(v, list) and all(
+        isinstance(e, list) and len(e) == 2 and all(_positive_int(x) for x in e) for e in v)
+        and [e[0] for e in v] == sorted({e[0] for e in v}),
+        "a list of [first_epoch, size] pairs with increasing first epochs, e.g. [[1, 128], [4, 192]]"),
+    "model.region_pool": (_one_of("max", "gem"), "max or gem"),
+    "model.kl.image_size": (lambda v: v is None or _positive_int(v), "null (infer.image_size) or a whole number > 0"),
     "train.negatives": (_one_of("hard", "random"), "hard or random"),
     "train.positives": (_one_of("random", "nearest"), "random or nearest"),
     "infer.label_rerank.vote": (_one_of("similarity", "yokoo"), "similarity or yokoo"),
@@ -265,6 +278,7 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
     "infer.combine": (_one_of("mean", "gem"), "mean or gem"),
     "infer.dtype": (_one_of("float16", "float32"), "float16 or float32"),
     "infer.index.type": (_one_of("flat", "ivfpq"), "flat or ivfpq"),
+    "train.arcface.dynamic": (lambda v: isinstance(v, bool), "true or false"),
     "infer.index.dtype": (_one_of("float16", "float32"), "float16 or float32"),
     "infer.index.spill_dir": (lambda v: v is None or (isinstance(v, str) and v != ""),
                               "null (the temp folder) or a folder path"),
@@ -280,7 +294,7 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
     "ensemble.against": (lambda v: v is None or (isinstance(v, str) and v != ""), "null or a submission CSV path"),
     "infer.diffusion.k": (lambda v: v is None or _positive_int(v), "null (scaled to the index) or a whole number > 0"),
     **{key: (lambda v: isinstance(v, bool), "true or false") for key in (
-        "model.final_map", "model.tap_relu", "model.kl.enabled")},
+        "model.final_map", "model.tap_relu", "model.kl.enabled", "model.uncap_final")},
     "run.name": (plain_name, "a plain name (letters, digits, '.', '_', '-'; no '/' and no '..')"),
     "competition": (plain_name, "a competition folder's name under competition/, e.g. toy"),
     "ensemble.members": (_members, "a list of {run: <plain run name>, weight: <finite number > 0>}, each run once"),

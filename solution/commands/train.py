@@ -88,7 +88,7 @@ def cmd_kl(args: argparse.Namespace) -> int:
     from ..competition import load_competition
     from ..model.net import build_net, load_checkpoint, save_checkpoint
     from ..runtime import resolve_device
-    from ..train.initialise import fit_region_weights
+    from ..train.initialise import fit_region_weights, kl_image_size
     from ..train.tuples import load_train_set
 
     cfg = config_of(args)
@@ -103,7 +103,7 @@ def cmd_kl(args: argparse.Namespace) -> int:
     train_set = load_train_set(comp, cfg["data"]["root"], cfg["data"]["train_list"])
     started = time.perf_counter()
     with run_lock(out, "kl"):
-        fit_region_weights(net, train_set.paths, train_set.labels, cfg["model"]["kl"], device,
+        fit_region_weights(net, train_set.paths, train_set.labels, cfg["model"]["kl"], kl_image_size(cfg), device,
                            data_workers(cfg["run"]["workers"]), np.random.default_rng([cfg["run"]["seed"], 7]),
                            out / "plots")
         save_checkpoint(checkpoint, net, **{k: v for k, v in state.items() if k not in ("meta", "state_dict")})

@@ -106,6 +106,26 @@ class _Channels(list):
         return list(self)
 
 
+def final_activation(body: nn.Module) -> tuple[nn.Module, str, nn.Module] | None:
+    """(owner, attribute, module) of the activation that ends a timm network's final map, where it has one of
+    its own (EfficientNet's ``bn2.act``, MobileNet's ``conv_head`` act); None for ResNets, whose last block's
+    ReLU is inside the block."""
+    for owner_name in ("bn2", "norm_head", "conv_head"):
+        owner = getattr(body, owner_name, None)
+        if owner is not None and isinstance(getattr(owner, "act", None), nn.Module):
+            return owner, "act", owner.act
+    return None
+
+
+def activation_cap(module: nn.Module | None) -> float | None:
+    """The ceiling of a capped activation (ReLU6: 6.0, Hardtanh: its max_val), None when uncapped."""
+    if isinstance(module, nn.ReLU6):
+        return 6.0
+    if isinstance(module, nn.Hardtanh):
+        return float(module.max_val)
+    return None
+
+
 class FinalMapBackbone(nn.Module):
     """A whole timm model tapped through ``forward_intermediates``; its last tap is the network's own final map.
 
@@ -114,11 +134,17 @@ class FinalMapBackbone(nn.Module):
     For ResNets the two coincide.
     """
 
-    def __init__(self, body: nn.Module, out_indices: tuple[int, ...]):
+    def __init__(self, body: nn.Module, out_indices: tuple[int, ...], uncap: bool = False):
         super().__init__()
         self.body = body
         self.out_indices = tuple(out_indices)
         self.takes_final = self.out_indices[-1] == len(body.feature_info) - 1
+        final = final_activation(body) if self.takes_final else None
+        self.final_cap = activation_cap(final[2]) if final else None
+        if uncap and self.final_cap is not None:
+            # the same map below the ceiling; above it the values (and their gradient) go on rising
+            setattr(final[0], final[1], nn.ReLU(inplace=True))
+            self.final_cap = None
         channels = [body.feature_info[i]["num_chs"] for i in self.out_indices]
         if not self.takes_final and hasattr(body, "prune_intermediate_layers"):
             # the stages after the last tap, and the head, would never run: under DDP their parameters would be
@@ -146,11 +172,13 @@ def _load_weights(model: nn.Module, name: str, pretrained: str, pretrained_file:
 
 
 def create_backbone(name: str, layers: list[int] | tuple[int, ...], pretrained: str = "none",
-                    pretrained_file: str | None = None, final_map: bool = False) -> tuple[nn.Module, tuple[int, ...]]:
+                    pretrained_file: str | None = None, final_map: bool = False,
+                    uncap_final: bool = False) -> tuple[nn.Module, tuple[int, ...]]:
     """A model returning the maps of ``layers`` (and ``feature_info.channels()``); also the resolved layers.
 
     ``final_map``: the whole network, whose last tap (when it is the last stage) is its final feature map;
-    otherwise timm's ``features_only`` model.
+    otherwise timm's ``features_only`` model. ``uncap_final``: the final map's capped activation (lite0's
+    ReLU6) becomes a ReLU, so a region maximum above the cap still passes gradient.
     """
     if pretrained not in WEIGHT_SOURCES:
         raise ConfigError(f"model.pretrained='{pretrained}' is not one of {WEIGHT_SOURCES}")
@@ -164,7 +192,9 @@ def create_backbone(name: str, layers: list[int] | tuple[int, ...], pretrained: 
             raise ConfigError(f"model.final_map=true needs a timm model with forward_intermediates; '{name}' has "
                               "none: set model.final_map=false")
         _load_weights(body, name, pretrained, pretrained_file)
-        return FinalMapBackbone(body, out_indices), out_indices
+        return FinalMapBackbone(body, out_indices, uncap_final), out_indices
+    if uncap_final:
+        raise ConfigError("model.uncap_final=true needs model.final_map=true (the final map is where the cap is)")
     if pretrained == "timm":
         return timm.create_model(name, pretrained=True, features_only=True, out_indices=out_indices), out_indices
     model = timm.create_model(name, pretrained=False, features_only=True, out_indices=out_indices)

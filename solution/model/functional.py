@@ -63,3 +63,27 @@ def region_max_pool(x: torch.Tensor, cells: np.ndarray) -> torch.Tensor:
     by_cols = torch.stack([x[..., a:b].amax(dim=-1) for a, b in col_ranges], dim=-1)       # N C H Xu
     grid = torch.stack([by_cols[..., a:b, :].amax(dim=-2) for a, b in row_ranges], dim=-2)  # N C Yu Xu
     return grid[:, :, rows, cols].transpose(1, 2)
+
+
+
+def region_gem_pool(x: torch.Tensor, cells: np.ndarray, p: torch.Tensor | float = 3.0,
+                    eps: float = 1e-6) -> torch.Tensor:
+    """Generalised mean over each box of ``cells``: N x C x H x W -> N x R x C.
+
+    ``region_max_pool``'s smooth counterpart (p -> inf is the max, p = 1 the mean): every cell of a region
+    passes gradient in proportion to its share of the p-th power sum, where max pooling passes it to one
+    cell alone (and to none when that cell sits at a capped activation's ceiling). Separable like
+    ``region_max_pool``: a mean over each distinct column range, then over each distinct row range (exact
+    means, no integral-image cancellation), then a gather. Computed in float32: a p-th power mean in
+    bfloat16 would round away most of a region's spread.
+    """
+    key = tuple(tuple(int(v) for v in cell) for cell in cells)
+    col_ranges, row_ranges, _, _ = _cell_ranges(key)
+    if type(x) is torch.Tensor:
+        rows, cols = _cell_index_tensors(key, x.device)
+    else:  # fake tensors (`plan`) belong to one fake mode: never cache them for later real forwards
+        rows, cols = _cell_index_tensors.__wrapped__(key, x.device)
+    powered = x.float().clamp(min=eps).pow(p)
+    by_cols = torch.stack([powered[..., a:b].mean(dim=-1) for a, b in col_ranges], dim=-1)       # N C H Xu
+    grid = torch.stack([by_cols[..., a:b, :].mean(dim=-2) for a, b in row_ranges], dim=-2)       # N C Yu Xu
+    return grid[:, :, rows, cols].pow(1.0 / p).transpose(1, 2).to(x.dtype)

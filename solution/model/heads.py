@@ -89,26 +89,52 @@ class GeM(_PerLayerHead):
         return [self.p]
 
 
-class _RegionHead(_PerLayerHead):
-    """Shared by R-MAC and REMAP: L2-normalised max-pooled vectors of fixed relative regions."""
+REGION_POOLS = ("max", "gem")
 
-    def __init__(self, channels: list[int], regions: np.ndarray | list | None = None):
+
+class _RegionHead(_PerLayerHead):
+    """Shared by R-MAC and REMAP: L2-normalised pooled vectors of fixed relative regions.
+
+    ``region_pool`` says how a region is pooled: ``max`` (the papers': R-MAC's and REMAP's) or ``gem``, a
+    generalised mean with one learnable p per layer (no weight decay), started at ``region_p``. Max is GeM's
+    p -> inf limit; GeM lets every cell of a region learn, where max trains one cell per region and channel.
+    """
+
+    def __init__(self, channels: list[int], regions: np.ndarray | list | None = None, region_pool: str = "max",
+                 region_p: float = 3.0):
         super().__init__(channels)
+        if region_pool not in REGION_POOLS:
+            raise ValueError(f"region pooling '{region_pool}' is not one of {REGION_POOLS}")
         self.regions = np.asarray(region_grid() if regions is None else regions, dtype=np.float64)
+        self.region_pool = region_pool
+        if region_pool == "gem":
+            self.region_p = nn.Parameter(torch.full((len(channels),), float(region_p)))
+
+    @staticmethod
+    def _keys(model_cfg: dict) -> dict:
+        spec = model_cfg["regions"]
+        # .get: checkpoints saved before region pooling was a key were max-pooled
+        return {"regions": region_grid(spec["levels"], spec["overlap"], tuple(spec["reference"]), spec["whole"]),
+                "region_pool": model_cfg.get("region_pool", "max"), "region_p": model_cfg.get("region_p", 3.0)}
 
     @classmethod
     def from_config(cls, channels: list[int], model_cfg: dict) -> nn.Module:
-        spec = model_cfg["regions"]
-        return cls(channels, region_grid(spec["levels"], spec["overlap"], tuple(spec["reference"]), spec["whole"]))
+        return cls(channels, **cls._keys(model_cfg))
 
     @property
     def num_regions(self) -> int:
         return len(self.regions)
 
-    def region_vectors(self, x: torch.Tensor) -> torch.Tensor:
-        """N x R x C, each region's max-pooled vector L2-normalised."""
+    def region_vectors(self, x: torch.Tensor, layer: int = 0) -> torch.Tensor:
+        """N x R x C, each region's pooled vector L2-normalised."""
         height, width = int(x.shape[-2]), int(x.shape[-1])  # plain ints, also while tracing
-        return LF.l2n(LF.region_max_pool(x, boxes_to_cells(self.regions, height, width)))
+        cells = boxes_to_cells(self.regions, height, width)
+        if self.region_pool == "gem":
+            return LF.l2n(LF.region_gem_pool(x, cells, self.region_p[layer]))
+        return LF.l2n(LF.region_max_pool(x, cells))
+
+    def no_decay_parameters(self) -> list[nn.Parameter]:
+        return [self.region_p] if self.region_pool == "gem" else []
 
 
 @register_head("rmac")
@@ -116,7 +142,7 @@ class RMAC(_RegionHead):
     """R-MAC: the plain sum of the L2-normalised region vectors."""
 
     def pool(self, x, layer):
-        return self.region_vectors(x).sum(dim=1)
+        return self.region_vectors(x, layer).sum(dim=1)
 
 
 LAYER_MODES = ("sum", "learned", "l2")
@@ -139,8 +165,9 @@ class REMAP(_RegionHead):
     - ``l2``: each L2-normalised; any per-layer scale of the weights cancels (checkpoints before the choice).
     """
 
-    def __init__(self, channels: list[int], regions: np.ndarray | list | None = None, layers: str = "l2"):
-        super().__init__(channels, regions)
+    def __init__(self, channels: list[int], regions: np.ndarray | list | None = None, layers: str = "l2",
+                 region_pool: str = "max", region_p: float = 3.0):
+        super().__init__(channels, regions, region_pool, region_p)
         if layers not in LAYER_MODES:
             raise ValueError(f"REMAP layer mode '{layers}' is not one of {LAYER_MODES}")
         self.layer_mode = layers
@@ -150,11 +177,9 @@ class REMAP(_RegionHead):
 
     @classmethod
     def from_config(cls, channels: list[int], model_cfg: dict) -> nn.Module:
-        spec = model_cfg["regions"]
         # "l2" is the mode of checkpoints saved before the key existed (their meta lacks it); a config always
         # has the key, defaults.yaml's "sum" included
-        return cls(channels, region_grid(spec["levels"], spec["overlap"], tuple(spec["reference"]), spec["whole"]),
-                   layers=model_cfg.get("remap_layers", "l2"))
+        return cls(channels, layers=model_cfg.get("remap_layers", "l2"), **cls._keys(model_cfg))
 
     @property
     def region_weights(self) -> torch.Tensor:
@@ -184,7 +209,7 @@ class REMAP(_RegionHead):
             p.clamp_(min=0)
 
     def pool(self, x, layer):
-        return torch.einsum("nrc,r->nc", self.region_vectors(x), self.region_weights[layer])
+        return torch.einsum("nrc,r->nc", self.region_vectors(x, layer), self.region_weights[layer])
 
     def forward(self, maps: list[torch.Tensor]) -> torch.Tensor:
         pooled = [self.pool(x, i) for i, x in enumerate(maps)]

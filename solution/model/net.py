@@ -69,7 +69,8 @@ def build_net(model_cfg: dict, pretrained: str | None = None) -> RetrievalNet:
     source = model_cfg["pretrained"] if pretrained is None else pretrained
     # .get: checkpoints written before these keys rebuild as they were trained
     backbone, layers = create_backbone(model_cfg["backbone"], model_cfg["layers"], source,
-                                       model_cfg.get("pretrained_file"), model_cfg.get("final_map", False))
+                                       model_cfg.get("pretrained_file"), model_cfg.get("final_map", False),
+                                       model_cfg.get("uncap_final", False))
     channels = [backbone.feature_info.channels()[i] for i in range(len(layers))]
     head = create_head(model_cfg["head"], channels, model_cfg)
     mean, std = normalisation(model_cfg["backbone"], model_cfg["pretrained"])

@@ -31,18 +31,25 @@ def sample_for_kl(labels: np.ndarray, n_images: int, rng: np.random.Generator, p
     return np.asarray(chosen[:n_images])
 
 
-def fit_region_weights(net: RetrievalNet, paths: list[Path], labels: np.ndarray, kl_cfg: dict,
+def kl_image_size(cfg: dict) -> int:
+    """Where the KL weights are estimated: ``model.kl.image_size``, or (null) the size they are used at."""
+    return cfg["model"]["kl"]["image_size"] or cfg["infer"]["image_size"]
+
+
+def fit_region_weights(net: RetrievalNet, paths: list[Path], labels: np.ndarray, kl_cfg: dict, image_size: int,
                        device: torch.device, workers: int, rng: np.random.Generator,
                        plots: Path | None = None, warned: set[str] | None = None) -> np.ndarray:
-    """Estimate per-(layer, region) KL with the current net, set the weights; returns the L x R KL."""
+    """Estimate per-(layer, region) KL with the current net at ``image_size``, set the weights; returns the
+    L x R KL. The regions' cells depend on the map size, so the weights belong to the geometry they were
+    estimated at."""
     head = net.head
     chosen = sample_for_kl(labels, kl_cfg["images"], rng)
 
     def region_rows(images: torch.Tensor) -> torch.Tensor:
-        return torch.cat([head.region_vectors(x).flatten(1) for x in net.features(images)], dim=1)
+        return torch.cat([head.region_vectors(x, i).flatten(1) for i, x in enumerate(net.features(images))], dim=1)
 
     # float32 on purpose, also on GPUs: the KL compares distance histograms that bf16 rounding would blur
-    rows, _ = extract_descriptors(net, [paths[i] for i in chosen], kl_cfg["image_size"], 32, device, workers,
+    rows, _ = extract_descriptors(net, [paths[i] for i in chosen], image_size, 32, device, workers,
                                   desc="KL regions", forward=region_rows, warned=warned)
     per_layer, start = [], 0
     for channels in head.channels:
@@ -88,6 +95,7 @@ def initialise(net: RetrievalNet, paths: list[Path], labels: np.ndarray, cfg: di
     rng = np.random.default_rng([cfg["run"]["seed"], 7])
     model_cfg = cfg["model"]
     if hasattr(net.head, "set_region_weights") and model_cfg["kl"]["enabled"] and not net.meta.get("kl_fitted"):
-        fit_region_weights(net, paths, labels, model_cfg["kl"], device, workers, rng, plots, warned)
+        fit_region_weights(net, paths, labels, model_cfg["kl"], kl_image_size(cfg), device, workers, rng, plots,
+                           warned)
     if net.whiten is not None and not net.meta.get("whitening_fitted"):
         fit_whitening(net, paths, model_cfg, cfg["infer"]["image_size"], device, workers, rng, warned)

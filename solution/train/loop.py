@@ -45,18 +45,21 @@ from .distributed import (
     shutdown,
 )
 from .initialise import initialise
-from .loss import triplet_loss, triplet_stats
+from .loss import MarginClassifier, triplet_loss, triplet_stats
 from .region_weights import moved_line, record_weights_moved
 from .tuples import (
     EpochPlan,
     TrainSet,
     ValSet,
     epoch_batches,
+    epoch_image_size,
     image_shapes,
     load_train_set,
     micro_batches,
     plan_epoch,
     split_validation,
+    uses_arcface,
+    uses_triplet,
 )
 
 log = logging.getLogger(__name__)
@@ -108,9 +111,10 @@ def wrap_ddp(net: nn.Module, device: torch.device) -> DistributedDataParallel:
                                    broadcast_buffers=False)
 
 
-def make_optimizer(net: RetrievalNet, cfg: dict) -> torch.optim.Optimizer:
+def make_optimizer(net: RetrievalNet, cfg: dict, classifier: nn.Module | None = None) -> torch.optim.Optimizer:
     """Adam; the head at ``head_lr_mult`` (no decay on GeM p), REMAP's region and layer weights at their own
-    ``region_lr`` (no decay: it would pull them to 0), whitening at ``whiten_lr_mult``."""
+    ``region_lr`` (no decay: it would pull them to 0), whitening at ``whiten_lr_mult``, ArcFace's class centres
+    (last, so a checkpoint without them keeps its groups' order) at ``arcface.lr_mult``."""
     region = list(getattr(net.head, "region_parameters", list)())
     no_decay = set(map(id, getattr(net.head, "no_decay_parameters", list)()))
     head = [p for p in net.head.parameters() if id(p) not in set(map(id, region))]
@@ -121,6 +125,9 @@ def make_optimizer(net: RetrievalNet, cfg: dict) -> torch.optim.Optimizer:
               {"params": region, "lr": cfg["region_lr"], "weight_decay": 0.0}]
     if net.whiten is not None:
         groups.append({"params": list(net.whiten.parameters()), "lr": cfg["lr"] * cfg["whiten_lr_mult"],
+                       "weight_decay": 0.0})
+    if classifier is not None:
+        groups.append({"params": list(classifier.parameters()), "lr": cfg["lr"] * cfg["arcface"]["lr_mult"],
                        "weight_decay": 0.0})
     return torch.optim.Adam([g for g in groups if g["params"]])
 
@@ -184,17 +191,20 @@ class Trainer:
         self.memo: dict[str, np.ndarray] = {}  # descriptors by split of the current weights; cleared when they change
         self.tensorboard = None
         self.warned: set[str] = set()  # unreadable images already named: each is warned about once per run
+        self.classifier: MarginClassifier | None = None  # ArcFace's class centres, beside the net, never in it
+        self.class_of = np.zeros(0, np.int64)  # train index -> class index of the classifier
 
     # ----------------------------------------------------------------- helpers
 
-    def describe(self, net: RetrievalNet, paths: list[Path], desc: str, image_size: int | None = None,
+    def describe(self, net: RetrievalNet, paths: list[Path], desc: str, image_size: int,
                  batch_size: int = 32) -> np.ndarray:
-        """Descriptors of ``paths`` with each rank doing every world-th image, gathered on all ranks."""
+        """Descriptors of ``paths`` at ``image_size``, each rank doing every world-th image, gathered on all
+        ranks."""
         mine = paths[self.info.rank::self.info.world]
 
         def my_share():
             with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-                return extract_descriptors(net, mine, image_size or self.tcfg["image_size"], batch_size, self.device,
+                return extract_descriptors(net, mine, image_size, batch_size, self.device,
                                            self.workers, desc=desc, warned=self.warned)[0]
 
         part = guarded(self.info, my_share)  # a rank that fails here stops the others before the gather
@@ -263,9 +273,32 @@ class Trainer:
         if when == "after" and summary.get("aps_before"):
             summary["gain"] = paired_bootstrap(summary["aps_after"], summary["aps_before"])
 
+    def build_classifier(self, net: RetrievalNet, train_set: TrainSet, state: dict) -> MarginClassifier | None:
+        """ArcFace's class centres over the train landmarks (with ``train.loss`` arcface or arcface+triplet):
+        restored from the checkpoint on resume, else imprinted from the initialised net's descriptors (every
+        rank describes a share; all get the same means) or left random, as ``train.arcface.init`` says."""
+        if not uses_arcface(self.tcfg):
+            return None
+        arc = self.tcfg["arcface"]
+        classes, self.class_of = np.unique(train_set.labels, return_inverse=True)
+        classifier = MarginClassifier.from_config(net.dim, np.bincount(self.class_of), arc).to(self.device)
+        if "classifier" in state:
+            classifier.load_state_dict(state["classifier"])
+        elif arc["init"] == "imprint":
+            torch.manual_seed(self.seed)  # the sub-centres' spread: the same on every rank
+            descriptors = self.describe(net, train_set.paths, "imprint classes", epoch_image_size(self.tcfg, 0))
+            classifier.imprint(torch.from_numpy(descriptors), torch.from_numpy(self.class_of))
+        log.info("ArcFace head: %d classes x %d sub-centre(s) on the %d-D descriptor, s=%s, margin %s",
+                 len(classes), arc["subcenters"], net.dim, arc["scale"],
+                 f"{classifier.margins.min():.3f}-{classifier.margins.max():.3f} by class frequency"
+                 if arc["dynamic"] else arc["margin"])
+        return classifier
+
     def save(self, net, optimizer, scheduler, scaler, epoch: int, step: int, summary: dict,
              plan: EpochPlan | None = None, steps: list[dict] | None = None) -> None:
-        main_only(self.info, save_checkpoint, self.checkpoint_path, net, config=self.cfg, epoch=epoch, step=step,
+        extra = {} if self.classifier is None else {"classifier": self.classifier.state_dict()}
+        main_only(self.info, save_checkpoint, self.checkpoint_path, net, **extra, config=self.cfg, epoch=epoch,
+                  step=step,
                   optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
                   torch_rng=torch.get_rng_state(), summary=summary,
                   plan=plan.to_state() if plan is not None else None, steps=list(steps or []))
@@ -328,7 +361,6 @@ class Trainer:
         net = place(net, self.device)
         full = load_train_set(self.comp, cfg["data"]["root"], cfg["data"]["train_list"])
         train_set, val = split_validation(full, tcfg["val_landmarks"], self.seed)
-        shapes = image_shapes(train_set.paths, tcfg["image_size"], tcfg["aspect_buckets"])
         def initialise_on_rank0():
             initialise(net, train_set.paths, train_set.labels, cfg, self.device, self.workers, self.out / "plots",
                        self.warned)
@@ -340,7 +372,8 @@ class Trainer:
             payload = broadcast_object(self.info, (net.meta, {k: v.cpu() for k, v in net.state_dict().items()}))
             net.meta = payload[0]
             net.load_state_dict(payload[1])
-        optimizer = make_optimizer(net, tcfg)
+        self.classifier = self.build_classifier(net, train_set, state)
+        optimizer = make_optimizer(net, tcfg, self.classifier)
         scheduler = make_scheduler(optimizer, tcfg)
         scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
         if "optimizer" in state:  # a checkpoint from `kl` alone has weights but no training state yet
@@ -358,7 +391,7 @@ class Trainer:
         start_epoch, start_step = state.get("epoch", 0), state.get("step", 0)
         for epoch in range(start_epoch, tcfg["epochs"]):
             resuming = epoch == start_epoch and start_step > 0 and state.get("plan")
-            self.run_epoch(net, model, optimizer, scheduler, scaler, train_set, val, shapes, epoch, summary,
+            self.run_epoch(net, model, optimizer, scheduler, scaler, train_set, val, epoch, summary,
                            EpochPlan.from_state(state["plan"]) if resuming else None,
                            start_step if resuming else 0, list(state.get("steps", [])) if resuming else [])
         self.restore_selected(net, summary)
@@ -374,14 +407,16 @@ class Trainer:
         return {"checkpoint": self.checkpoint_path, "finished": False, **summary}
 
     def run_epoch(self, net, model, optimizer, scheduler, scaler, train_set: TrainSet, val: ValSet | None,
-                  shapes, epoch: int, summary: dict, plan: EpochPlan | None, start_step: int,
+                  epoch: int, summary: dict, plan: EpochPlan | None, start_step: int,
                   steps: list[dict]) -> None:
         tcfg, info = self.tcfg, self.info
         started = time.perf_counter()
         self.memo.clear()  # the weights are about to change
+        size = epoch_image_size(tcfg, epoch)
         if plan is None:
-            plan = plan_epoch(train_set, shapes, tcfg, self.seed, epoch,
-                              lambda idx: self.describe(net, [train_set.paths[i] for i in idx], "mine"))
+            plan = plan_epoch(train_set, image_shapes(train_set.paths, size, tcfg["aspect_buckets"]), tcfg,
+                              self.seed, epoch,
+                              lambda idx: self.describe(net, [train_set.paths[i] for i in idx], "mine", size))
         dataset = TupleDataset([[train_set.paths[i] for i in t] for t in plan.tuples], plan.shapes, tcfg,
                                seed=self.seed * 1000 + epoch)
         if epoch == 0 and start_step == 0:
@@ -405,8 +440,10 @@ class Trainer:
             loaded = [next(forwards) for _ in micro]
             bad = [p for _, unreadable in loaded for p in unreadable]
             warn_unreadable([Path(p) for p in bad], self.warned)
+            labels = [torch.from_numpy(self.class_of[np.asarray([plan.tuples[t] for t in m])]) for m in micro] \
+                if self.classifier is not None else [None] * len(micro)
             pending.append({**self.train_step(model, optimizer, scaler, [images for images, _ in loaded],
-                                              len(batch), epoch), "unreadable": torch.tensor(len(bad))})
+                                              len(batch), epoch, labels), "unreadable": torch.tensor(len(bad))})
             step += 1
             saving = bool(tcfg["checkpoint_every"]) and step % tcfg["checkpoint_every"] == 0 and step < len(batches)
             if len(pending) >= tcfg["sync_every"] or saving:
@@ -419,7 +456,7 @@ class Trainer:
         scheduler.step()
         net.eval()
         means = {key: float(np.mean([s[key] for s in steps])) if steps else math.nan
-                 for key in ("loss", "d_pos", "d_neg", "easy_frac")}
+                 for key in ("loss", "d_pos", "d_neg", "easy_frac", *(("arcface",) if self.classifier else ()))}
         unreadable = sum(s.get("unreadable", 0) for s in steps)
         if unreadable:
             log.warning("epoch %d: %d unreadable training images were replaced by zeros (named above)",
@@ -427,7 +464,8 @@ class Trainer:
         row = {"epoch": epoch + 1, "loss": round(means.pop("loss"), 5), "val_map": self.validate(net, val),
                "tuples": len(plan.tuples), "unreadable": unreadable, **{k: round(v, 4) for k, v in means.items()},
                **{k: round(v, 2) for k, v in plan.stats.items()},
-               "lr": round(optimizer.param_groups[0]["lr"], 8), "epoch_s": round(time.perf_counter() - started, 1)}
+               "lr": round(optimizer.param_groups[0]["lr"], 8), "size": size,
+               "epoch_s": round(time.perf_counter() - started, 1)}
         score = self.selection_score(net, row)
         if row["val_map"] is not None:
             row["val_map"] = round(row["val_map"], 4)
@@ -494,12 +532,17 @@ class Trainer:
             steps.append(figures)
 
     def train_step(self, model, optimizer, scaler, forwards: list[torch.Tensor], global_tuples: int,
-                   epoch: int) -> dict[str, torch.Tensor]:
+                   epoch: int, labels: list[torch.Tensor | None] | None = None) -> dict[str, torch.Tensor]:
         """One optimiser step over this rank's ``forwards`` (micro-batches of tuples), gradients accumulated.
 
         Each forward's mean loss is weighted by its share of the step's ``global_tuples`` (times the world,
         since DDP averages over ranks), so the step's gradient is the mean over every tuple of the global
         batch, however it was split across ranks and forwards. DDP reduces gradients on the last forward only.
+
+        The loss is ``train.loss``: the triplet over each tuple, ArcFace over every image of the tuples (class
+        indices in ``labels``, one tensor per forward), or their sum with ArcFace weighted by
+        ``train.arcface.weight``. The class centres are not inside DDP: their gradient is averaged over the ranks
+        here, after the last forward, as DDP averages the net's.
 
         Nothing here waits for the GPU: the figures come back as 0-d device tensors, ``finite`` among them,
         for :meth:`flush` to read every ``train.sync_every`` steps and before every save. A diverged step may
@@ -511,6 +554,8 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         stats: dict[str, torch.Tensor] = {}
         tuples = sum(len(f) for f in forwards)
+        labels = labels or [None] * len(forwards)
+        triplet, classifier = uses_triplet(self.tcfg), self.classifier
         for i, batch in enumerate(forwards):
             b, n = batch.shape[:2]
             last = i == len(forwards) - 1
@@ -519,7 +564,14 @@ class Trainer:
                 with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
                     images = batch.flatten(0, 1).to(self.device, non_blocking=True)
                     descriptors = model(images).float().view(b, n, -1)
-                loss = triplet_loss(descriptors[:, 0], descriptors[:, 1], descriptors[:, 2:], self.tcfg["margin"])
+                loss = torch.zeros((), device=self.device)
+                if triplet:
+                    loss = loss + triplet_loss(descriptors[:, 0], descriptors[:, 1], descriptors[:, 2:],
+                                               self.tcfg["margin"])
+                if classifier is not None:
+                    arc = classifier(descriptors.flatten(0, 1), labels[i].flatten().to(self.device))
+                    loss = loss + self.tcfg["arcface"]["weight"] * arc
+                    stats["arcface"] = stats.get("arcface", 0.0) + arc.detach() * (b / tuples)
                 scaler.scale(loss * (b * weight)).backward()
             total += loss.detach() * b
             for key, value in triplet_stats(descriptors[:, 0], descriptors[:, 1], descriptors[:, 2:],
@@ -529,7 +581,12 @@ class Trainer:
         if self.info.active:  # every rank must see a divergence together, or the others would hang
             torch.distributed.all_reduce(check)
             check /= self.info.world
+        if classifier is not None and self.info.active:
+            for p in classifier.parameters():
+                torch.distributed.all_reduce(p.grad)
+                p.grad /= self.info.world
         scaler.unscale_(optimizer)
+        # the net's norm alone: the class centres' gradient (s = 30 logits) would set the clip for the backbone
         norm = nn.utils.clip_grad_norm_(model.parameters(), self.tcfg["grad_clip"])
         # With the fp16 scaler an infinite gradient is routine (the scaler skips that step); without it, the
         # step would write NaN into every weight. DDP has averaged the gradients: every rank sees one norm.

@@ -88,6 +88,24 @@ def split_validation(train: TrainSet, n_landmarks: int, seed: int) -> tuple[Trai
     return train.subset(np.flatnonzero(~is_val)), val
 
 
+def epoch_image_size(tcfg: dict, epoch: int) -> int:
+    """The longest training side in ``epoch`` (0-based): ``train.size_schedule``'s entry in force, else
+    ``train.image_size``."""
+    size = tcfg["image_size"]
+    for first, scheduled in tcfg.get("size_schedule") or []:
+        if epoch + 1 >= first:
+            size = scheduled
+    return size
+
+
+def uses_triplet(tcfg: dict) -> bool:
+    return "triplet" in tcfg.get("loss", "triplet")
+
+
+def uses_arcface(tcfg: dict) -> bool:
+    return "arcface" in tcfg.get("loss", "triplet")
+
+
 def image_shapes(paths: list[Path], longest: int, buckets: bool) -> list[tuple[int, int]]:
     """(width, height) each image is trained at: its aspect-ratio bucket, or a square."""
     if not buckets:
@@ -114,8 +132,8 @@ def plan_epoch(train: TrainSet, shapes: list[tuple[int, int]], cfg: dict, seed: 
                describe: Describe | None) -> EpochPlan:
     """Sample queries with a positive of their landmark; take negatives mined with ``describe`` (or random).
 
-    ``describe`` maps train indices to L2-normalised descriptors with the current net. Queries and pool
-    are described (and, with ``train.positives=nearest``, every other image of the queries' landmarks, of
+    ``describe`` maps train indices to L2-normalised descriptors with the current net. With a triplet term
+    (``train.loss``) and hard negatives, queries and pool are described (and, with ``train.positives=nearest``, every other image of the queries' landmarks, of
     which the nearest becomes the positive); distance statistics come from the training pass.
     """
     rng = np.random.default_rng([seed, epoch])
@@ -126,7 +144,7 @@ def plan_epoch(train: TrainSet, shapes: list[tuple[int, int]], cfg: dict, seed: 
     positives = np.array([rng.choice(options) for options in candidates])
     pool = rng.choice(len(train.paths), min(cfg["pool_size"], len(train.paths)), replace=False)
     stats: dict = {}
-    hard = cfg["negatives"] == "hard" and describe is not None
+    hard = cfg["negatives"] == "hard" and uses_triplet(cfg) and describe is not None  # ArcFace alone needs none
     nearest = cfg["positives"] == "nearest" and describe is not None
     started = time.perf_counter()
     if hard or nearest:

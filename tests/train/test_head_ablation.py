@@ -14,12 +14,15 @@ def test_variants_change_only_the_head_its_layers_and_the_run():
     for variant in VARIANTS:
         changed = {k for k, v in _flat_items(variant_config(cfg, variant, 3)).items() if v != base[k]}
         allowed = {"run.name", "run.seed", "model.head", "model.layers", "model.kl.enabled", "model.remap_layers",
-                   "model.kl.uniform_mix"}
-        recipe = {f"train.{k}" for k in RECIPES.get(variant, {})}  # a recipe variant changes its train keys
+                   "model.kl.uniform_mix", "model.region_pool"}
+        recipe = set(_flat_items(RECIPES.get(variant, {}), "train."))  # a recipe variant changes its train keys
         assert changed <= allowed | recipe, variant
     nearest = variant_config(cfg, "remap-nearest", 0)["train"]
     assert (nearest["positives"], nearest["positive_view"]) == ("nearest", "whole")
     assert variant_config(cfg, "gem", 1)["run"]["name"] == "toy-heads-gem-s1"
+    arcface = variant_config(cfg, "remap-gem-arcface", 0)
+    assert (arcface["train"]["loss"], arcface["train"]["arcface"]["subcenters"], arcface["model"]["region_pool"]) \
+        == ("arcface", 3, "gem")
     with pytest.raises(ConfigError, match="unknown head variant"):
         variant_config(cfg, "vlad", 0)
 
