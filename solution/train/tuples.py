@@ -133,8 +133,10 @@ def plan_epoch(train: TrainSet, shapes: list[tuple[int, int]], cfg: dict, seed: 
     """Sample queries with a positive of their landmark; take negatives mined with ``describe`` (or random).
 
     ``describe`` maps train indices to L2-normalised descriptors with the current net. With a triplet term
-    (``train.loss``) and hard negatives, queries and pool are described (and, with ``train.positives=nearest``, every other image of the queries' landmarks, of
-    which the nearest becomes the positive); distance statistics come from the training pass.
+    (``train.loss``) and hard negatives, queries and pool are described; with ``train.positives=nearest``,
+    every other image of the queries' landmarks too, of which the nearest becomes the positive. ArcFace alone
+    takes random negatives: they are only more labelled images for it. Distance statistics come from the
+    training pass.
     """
     rng = np.random.default_rng([seed, epoch])
     by_label: dict[int, np.ndarray] = {int(lab): np.flatnonzero(train.labels == lab) for lab in np.unique(train.labels)}
