@@ -404,6 +404,8 @@ class Trainer:
         summary["seconds"] = round(summary.get("seconds", 0) + time.perf_counter() - started)
         self.save(net, optimizer, scheduler, scaler, tcfg["epochs"], 0, summary)
         log.info("rank %d final weights checksum %.12e", self.info.rank, weights_checksum(net))
+        if self.classifier is not None:  # outside DDP: in step only because train_step averages its gradient
+            log.info("rank %d final class centres checksum %.12e", self.info.rank, weights_checksum(self.classifier))
         return {"checkpoint": self.checkpoint_path, "finished": False, **summary}
 
     def run_epoch(self, net, model, optimizer, scheduler, scaler, train_set: TrainSet, val: ValSet | None,

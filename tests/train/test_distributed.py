@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -46,6 +48,31 @@ def test_two_ranks_train_in_step_and_only_rank0_writes(tiny_root, tmp_path):
     assert (run / "checkpoint.pt").is_file() and (run / "config.yaml").is_file()
     losses = [float(r["loss"]) for r in csv.DictReader(open(run / "metrics.csv"))]
     assert len(losses) == 3 and losses[-1] < losses[0]
+
+
+def test_two_ranks_keep_arcface_class_centres_in_step(tiny_root, tmp_path):
+    """The class centres live outside DDP: their gradient is averaged by hand, or each rank's would drift."""
+    port = _free_port()
+    processes = []
+    for rank in range(2):
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2",
+               "RANK": str(rank), "LOCAL_RANK": str(rank), "OMP_NUM_THREADS": "1"}
+        args = [sys.executable, "-m", "solution", "train", "--config", "toy-tiny", f"data.root={tiny_root}",
+                f"run.dir={tmp_path / f'rank{rank}'}", "run.workers=0", "run.device=cpu", "train.epochs=1",
+                "train.tuples_per_epoch=8", "train.tuples_per_step=4", "train.tuples_per_forward=1",
+                "train.val_landmarks=0", "train.eval_before=false", "train.loss=arcface+triplet",
+                "train.arcface.subcenters=2"]
+        processes.append(subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          text=True))
+    outputs = [p.communicate(timeout=400) for p in processes]
+    for p, (_, err) in zip(processes, outputs):
+        assert p.returncode == 0, err[-2000:]
+    centres = [re.search(rf"rank {rank} final class centres checksum (\S+)", err) for rank, (_, err)
+               in enumerate(outputs)]
+    assert all(centres), outputs[0][1][-2000:]
+    assert float(centres[0].group(1)) == float(centres[1].group(1))
+    first = torch.load(tmp_path / "rank0/toy-tiny/initial.pt", weights_only=True)
+    assert not any("centres" in key for key in first["state_dict"])
 
 
 def test_two_ranks_share_extraction_and_rank0_merges(tiny_root, tmp_path):
