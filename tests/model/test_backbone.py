@@ -86,3 +86,21 @@ def test_a_final_map_net_that_stops_early_has_no_unused_parameters():
     sum(m.sum() for m in maps).backward()
     unused = [name for name, p in body.named_parameters() if p.grad is None]
     assert unused == [] and len(maps) == 2
+
+
+def test_uncap_final_lifts_relu6_and_keeps_the_map_below_the_cap():
+    capped, _ = create_backbone("tf_efficientnet_lite0", [-1], "package", final_map=True)
+    uncapped, _ = create_backbone("tf_efficientnet_lite0", [-1], "package", final_map=True, uncap_final=True)
+    assert capped.final_cap == 6.0 and uncapped.final_cap is None
+    capped.eval(), uncapped.eval()
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 128, 160) * 2
+    with torch.no_grad():
+        low, high = capped(x)[-1], uncapped(x)[-1]
+    assert float(low.max()) <= 6.0 and float(high.max()) > 6.0  # ImageNet weights saturate lite0's ReLU6
+    below = high < 6.0
+    assert torch.equal(low[below], high[below])
+    resnet, _ = create_backbone("resnet18", [-1], "none", final_map=True)
+    assert resnet.final_cap is None  # a ReLU ends it: nothing to lift
+    with pytest.raises(ConfigError, match="final_map=true"):
+        create_backbone("tf_efficientnet_lite0", [-1], "none", uncap_final=True)

@@ -47,3 +47,11 @@ def test_forwards_split_a_share_and_too_few_tuples_per_step_are_refused():
     assert micro_batches(list(range(12)), rank=1, world=2, tuples_per_forward=4) == [[1, 3, 5, 7], [9, 11]]
     with pytest.raises(ConfigError, match="tuples_per_step=2 is below the 4 ranks"):
         epoch_batches(_plan(8, [(1, 1)]), 2, 4, seed=0, epoch=0)
+
+
+def test_size_schedule_sets_each_epochs_training_size():
+    from solution.train.tuples import epoch_image_size
+
+    tcfg = {"image_size": 128, "size_schedule": [[3, 160], [5, 192]]}
+    assert [epoch_image_size(tcfg, e) for e in range(6)] == [128, 128, 160, 160, 192, 192]
+    assert epoch_image_size({"image_size": 96, "size_schedule": []}, 4) == 96
