@@ -83,9 +83,11 @@ def write_result(path: str | Path, kind: str, data: dict, cfg: dict | None = Non
 
 def _renderers() -> dict[str, Callable[[dict], str]]:
     from .infer import ablation, ensemble, tuning
+    from .studies import geometry, saturation
     from .train import head_ablation, report
     return {"ablation": ablation.table, "heads": head_ablation.table, "tune": tuning.table,
-            "train": report.train_table, "submit": report.submit_table, "ensemble": ensemble.table}
+            "train": report.train_table, "submit": report.submit_table, "ensemble": ensemble.table,
+            "geometry": geometry.table, "saturation": saturation.table}
 
 
 def render(result: dict) -> str:

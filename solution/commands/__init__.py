@@ -5,7 +5,7 @@ import importlib
 
 from .registry import STAGES
 
-for _module in ("data", "train", "infer", "kernel", "tools"):
+for _module in ("data", "train", "infer", "studies", "kernel", "tools"):
     importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = ["STAGES"]

@@ -3,7 +3,8 @@
 - Steps: optimiser steps per epoch and in all, images trained and described (for mining) per epoch, from
   the recipe's counts (``train.tuples_per_step`` is global, so the GPU count changes the time, not the steps).
 - Memory: one real training step (the recipe's net, one forward of ``train.tuples_per_forward`` tuples at
-  ``train.image_size`` square, the triplet loss, backward, Adam's step) and one extraction batch
+  the largest training size square, ``train.loss`` (ArcFace's class centres over the train list's landmarks
+  included), backward, Adam's step) and one extraction batch
   (``infer.batch_size`` images at ``infer.image_size`` through the recipe's TTA) run on PyTorch's fake
   tensors, which carry shapes and dtypes but no data, under its memory tracker
   (``torch.distributed._tools.mem_tracker``), with autocast at the GPU's precision. The peak is compared
@@ -24,7 +25,8 @@ import torch
 from ..infer.features import describer
 from ..model import build_net
 from .loop import freeze_batchnorm
-from .loss import triplet_loss
+from .loss import MarginClassifier, triplet_loss
+from .tuples import uses_arcface, uses_triplet
 
 # name -> (memory GB, precision, assumed sustained TFLOPS in that precision: about a quarter to a third of
 # the tensor-core peak, what convolutional backbones reach in mixed precision)
@@ -36,6 +38,22 @@ GPUS: dict[str, tuple[float, torch.dtype, float]] = {
 }
 OVERHEAD_GB = 1.5  # CUDA context, cuDNN workspaces and the caching allocator's slack, on top of the peak
 DESCRIBED_2019 = 761_757 + 117_577  # the index and test images a submission describes
+# GLDv2's landmark counts (the train list's classes for ArcFace), used when the list is not on disk
+GLDV2_CLASSES = {"clean": 81_313, "full": 203_094}
+
+
+def class_count(cfg: dict) -> int:
+    """The ArcFace head's classes: the landmarks of the recipe's train list, counted where it is on disk, else
+    GLDv2's published counts (the plan is made before the data is downloaded)."""
+    from ..competition import load_competition  # noqa: PLC0415
+    from .tuples import load_train_set  # noqa: PLC0415
+
+    try:
+        labels = load_train_set(load_competition(cfg["competition"]), cfg["data"]["root"],
+                                cfg["data"]["train_list"]).labels
+    except Exception:  # not downloaded (or not readable): the published count
+        return GLDV2_CLASSES[cfg["data"]["train_list"]]
+    return len(set(labels.tolist()))
 
 
 @dataclass(frozen=True)
@@ -67,24 +85,40 @@ def _tracked(mode, modules: list, step) -> Measured:
     return Measured(peak / 2**30, flops.get_total_flops() / 1e12)
 
 
-def measure_train_step(cfg: dict, dtype: torch.dtype) -> Measured:
-    """Peak memory and FLOPs of one forward/backward of ``tuples_per_forward`` tuples and an Adam step."""
+def measure_train_step(cfg: dict, dtype: torch.dtype, classes: int | None = None) -> Measured:
+    """Peak memory and FLOPs of one forward/backward of ``tuples_per_forward`` tuples at the largest training
+    size and an Adam step; with an ArcFace term, its class centres (``classes`` x sub-centres x D, with their
+    gradient and Adam's two moments) and logits are in the step too."""
     tcfg = cfg["train"]
-    mode, net = _fake_copy(build_net({**cfg["model"], "pretrained": "none"}))
-    images = tcfg["tuples_per_forward"] * (2 + tcfg["neg_num"])
+    net = build_net({**cfg["model"], "pretrained": "none"})
+    modules: list[torch.nn.Module] = [net]
+    if uses_arcface(tcfg):
+        arc = tcfg["arcface"]
+        modules.append(MarginClassifier(net.dim, classes or class_count(cfg), arc["subcenters"], arc["scale"],
+                                        arc["margin"]))
+    mode, copies = _fake_copy(torch.nn.ModuleList(modules))
+    net, classifier = copies[0], (copies[1] if len(copies) > 1 else None)
+    per_tuple = 2 + tcfg["neg_num"]
+    images = tcfg["tuples_per_forward"] * per_tuple
+    size = max([tcfg["image_size"], *(s for _, s in tcfg.get("size_schedule") or [])])
 
     def step():
         net.train()
         if tcfg["freeze_bn"]:
             freeze_batchnorm(net.backbone)
-        optimizer = torch.optim.Adam(net.parameters(), lr=tcfg["lr"])
-        batch = torch.randint(0, 256, (images, 3, tcfg["image_size"], tcfg["image_size"]), dtype=torch.uint8)
+        optimizer = torch.optim.Adam([p for m in copies for p in m.parameters()], lr=tcfg["lr"])
+        batch = torch.randint(0, 256, (images, 3, size, size), dtype=torch.uint8)
         with torch.autocast("cpu", dtype=dtype):
-            descriptors = net(batch).float().view(tcfg["tuples_per_forward"], 2 + tcfg["neg_num"], -1)
-        triplet_loss(descriptors[:, 0], descriptors[:, 1], descriptors[:, 2:], tcfg["margin"]).backward()
+            descriptors = net(batch).float().view(tcfg["tuples_per_forward"], per_tuple, -1)
+        loss = torch.zeros(())
+        if uses_triplet(tcfg):
+            loss = loss + triplet_loss(descriptors[:, 0], descriptors[:, 1], descriptors[:, 2:], tcfg["margin"])
+        if classifier is not None:
+            loss = loss + classifier(descriptors.flatten(0, 1), torch.zeros(images, dtype=torch.long))
+        loss.backward()
         optimizer.step()
 
-    return _tracked(mode, [net], step)
+    return _tracked(mode, list(copies), step)
 
 
 def measure_extract_batch(cfg: dict, dtype: torch.dtype) -> Measured:
@@ -164,9 +198,10 @@ def plan_recipe(cfg: dict, gpu: str, gpus: int, measured: dict | None = None) ->
     # mining describes queries and pool once each, forward only, at the training size: about a third of a
     # training image's forward + backward
     mining_per_image = train.tflop / (tcfg["tuples_per_forward"] * images_per_tuple) / 3
+    mines = tcfg["negatives"] == "hard" and uses_triplet(tcfg)  # ArcFace alone mines nothing
     return RecipePlan(gpu, gpus, tcfg["epochs"], max(1, tcfg["tuples_per_epoch"] // tcfg["tuples_per_step"]),
                       tcfg["tuples_per_step"] / tcfg["tuples_per_forward"], tcfg["tuples_per_epoch"] * images_per_tuple,
-                      tcfg["tuples_per_epoch"] + tcfg["pool_size"], train, extract, mining_per_image,
+                      tcfg["tuples_per_epoch"] + tcfg["pool_size"] if mines else 0, train, extract, mining_per_image,
                       extract.tflop / cfg["infer"]["batch_size"])
 
 

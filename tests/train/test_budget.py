@@ -41,3 +41,17 @@ def test_the_plan_command_prints_a_row_per_gpu(capsys):
     out = capsys.readouterr().out.splitlines()
     rows = [line for line in out if line.startswith("| toy-tiny")]
     assert len(rows) == 4 and all(f"x {gpu} (" in row for gpu, row in zip(GPUS, rows))
+
+
+def test_the_arcface_class_head_is_counted_in_the_step():
+    """Centres, their gradient and Adam's two moments: 4 x classes x sub-centres x D floats over the triplet's
+    step, and ArcFace alone describes nothing to mine."""
+    base = ["model.pretrained=none", "model.whiten_dim=64"]
+    triplet = measure_train_step(load_config("toy-tiny", base), GPUS["h100"][1])
+    arcface_cfg = load_config("toy-tiny", [*base, "train.loss=arcface+triplet", "train.arcface.subcenters=3"])
+    arcface = measure_train_step(arcface_cfg, GPUS["h100"][1], classes=20_000)
+    centres_gb = 4 * 20_000 * 3 * 64 * 4 / 2**30
+    assert centres_gb * 0.9 <= arcface.peak_gb - triplet.peak_gb <= centres_gb * 1.5
+    alone = plan_recipe(load_config("toy-tiny", [*base, "train.loss=arcface"]), "h100", 1,
+                        {16: (arcface, triplet)})
+    assert alone.described_per_epoch == 0
