@@ -164,11 +164,25 @@ def _pack_ensemble(model: Path, ensemble: dict, first: Path) -> dict:
         source = Path(member["checkpoint"])
         name = "checkpoint.pt" if source.resolve() == Path(first).resolve() else f"members/{i:02d}-{member['run']}.pt"
         if name != "checkpoint.pt":
-            shutil.copy2(source, model / name)
+            write_describe_only(source, model / name)
         listed.append({"run": member["run"], "weight": float(member["weight"]), "checkpoint": name,
                        "sha256": sha256(model / name)})
     shutil.copy2(ensemble["whitening"], model / "whitening.npz")
     return {"members": listed, "whitening": "whitening.npz"}
+
+
+def write_describe_only(source: Path, target: Path) -> Path:
+    """The checkpoint's net alone (meta and weights): no optimiser state, no mined plan, and no ArcFace class
+    centres (on GLDv2 a gigabyte the notebook would upload and never read). ``checkpoint_sha256`` in the
+    marker still names the trained file, which train features are keyed by."""
+    import torch  # noqa: PLC0415
+
+    from ..model.backbone import load_torch_file  # noqa: PLC0415
+
+    payload = load_torch_file(source, "checkpoint")
+    with atomic_path(target) as tmp:
+        torch.save({"meta": payload["meta"], "state_dict": payload["state_dict"]}, tmp)
+    return target
 
 
 def build(out: str | Path, slug: str, checkpoint: str | Path, user: str, infer_cfg: dict, infer_source: str,
@@ -195,9 +209,9 @@ def build(out: str | Path, slug: str, checkpoint: str | Path, user: str, infer_c
         for name, ref in ids.items():
             _write_json(folders[name] / "dataset-metadata.json",
                         {"title": f"{slug} REMAP {name}", "id": ref, "licenses": [{"name": "apache-2.0"}]})
-        shutil.copy2(checkpoint, folders["model"] / "checkpoint.pt")
+        write_describe_only(checkpoint, folders["model"] / "checkpoint.pt")
         marker = {"checkpoint_sha256": checkpoint_sha, "competition": slug, "infer": infer_cfg,
-                  "infer_source": infer_source}
+                  "infer_source": infer_source, "shipped_sha256": sha256(folders["model"] / "checkpoint.pt")}
         if ensemble is not None:
             marker["ensemble"] = _pack_ensemble(folders["model"], ensemble, checkpoint)
         _write_json(folders["model"] / MODEL_MARKER, marker)

@@ -94,6 +94,14 @@ def test_kernel_folders(built):
     assert set(manifest["files"]) == {p.name for p in (built["out"] / "wheels").glob("*.whl")}
     assert not any(name.startswith("torch") for name in manifest["files"])
     assert KAGGLE_PYTHON == "3.12" and KAGGLE_PYTHONS == ("3.11", "3.12", "3.13")  # the README states these
+    import torch
+
+    from solution.kernel.contract import MODEL_MARKER, sha256
+
+    shipped = torch.load(built["out"] / "model/checkpoint.pt", weights_only=True)
+    assert set(shipped) == {"meta", "state_dict"}  # the net alone: no optimiser state, no class centres
+    marker = json.loads((built["out"] / "model" / MODEL_MARKER).read_text())
+    assert marker["shipped_sha256"] == sha256(built["out"] / "model/checkpoint.pt") != marker["checkpoint_sha256"]
 
 
 def test_public_run_in_the_current_layout(built, notebook, tiny_root, tmp_path):
