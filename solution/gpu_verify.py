@@ -25,7 +25,7 @@ import torch
 
 from .bench import format_table
 
-RECIPES = ("gldv2-resnet101-remap", "gldv2-efficientnet-remap")
+RECIPES = ("gldv2-resnet101-remap", "gldv2-efficientnet-remap", "gldv2-efficientnet-arcface")
 
 
 def _plan_rows(recipes: tuple[str, ...]) -> list[dict]:

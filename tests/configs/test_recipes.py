@@ -13,7 +13,7 @@ from solution.infer.extract import extract_descriptors
 from solution.model.net import load_checkpoint
 from solution.train.loop import train
 
-RECIPES = ["gldv2-resnet101-remap", "gldv2-efficientnet-remap", "kernel-2021"]
+RECIPES = ["gldv2-resnet101-remap", "gldv2-efficientnet-remap", "gldv2-efficientnet-arcface", "kernel-2021"]
 SMALL = ["competition=toy", "data.toy_size=tiny", "model.pretrained=none", "train.image_size=64",
          "infer.image_size=64", "infer.batch_size=4", "model.kl.images=16", "model.kl.pairs=50",
          "model.kl.image_size=64", "train.epochs=1", "train.tuples_per_epoch=2", "train.tuples_per_step=2",

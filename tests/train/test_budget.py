@@ -7,7 +7,7 @@ from solution.cli import main
 from solution.config import load_config, resolve_config_path
 from solution.train.budget import GPUS, OVERHEAD_GB, measure_train_step, plan_recipe
 
-RECIPES = ["gldv2-resnet101-remap", "gldv2-efficientnet-remap"]
+RECIPES = ["gldv2-resnet101-remap", "gldv2-efficientnet-remap", "gldv2-efficientnet-arcface"]
 MIN_STEPS = 10_000  # Adam at 1e-6 moves a weight about lr a step: cirtorch's defaults make about 40,000
 
 
