@@ -47,23 +47,25 @@ def _cell_index_tensors(cells: tuple, device: torch.device) -> tuple[torch.Tenso
     return (torch.tensor(rows, dtype=torch.long, device=device), torch.tensor(cols, dtype=torch.long, device=device))
 
 
-def region_max_pool(x: torch.Tensor, cells: np.ndarray) -> torch.Tensor:
-    """Max over each box of ``cells`` (R x 4 integer x0, y0, x1, y1): N x C x H x W -> N x R x C.
-
-    Separable and batched: a max over each distinct column range, then over each
-    distinct row range, then a gather. The only Python loops run over the few
-    distinct ranges, never over images or channels.
-    """
+def _separable_region_pool(x: torch.Tensor, cells: np.ndarray, reduce) -> torch.Tensor:
+    """``reduce(t, dim)`` over each box of ``cells``: N x C x H x W -> N x R x C. Separable and batched: over
+    each distinct column range, then each distinct row range, then a gather. The only Python loops run over
+    the few distinct ranges, never over images or channels; exact for max and for the mean of equal-width
+    parts."""
     key = tuple(tuple(int(v) for v in cell) for cell in cells)
     col_ranges, row_ranges, _, _ = _cell_ranges(key)
     if type(x) is torch.Tensor:
         rows, cols = _cell_index_tensors(key, x.device)
     else:  # fake tensors (`plan`) belong to one fake mode: never cache them for later real forwards
         rows, cols = _cell_index_tensors.__wrapped__(key, x.device)
-    by_cols = torch.stack([x[..., a:b].amax(dim=-1) for a, b in col_ranges], dim=-1)       # N C H Xu
-    grid = torch.stack([by_cols[..., a:b, :].amax(dim=-2) for a, b in row_ranges], dim=-2)  # N C Yu Xu
+    by_cols = torch.stack([reduce(x[..., a:b], -1) for a, b in col_ranges], dim=-1)       # N C H Xu
+    grid = torch.stack([reduce(by_cols[..., a:b, :], -2) for a, b in row_ranges], dim=-2)  # N C Yu Xu
     return grid[:, :, rows, cols].transpose(1, 2)
 
+
+def region_max_pool(x: torch.Tensor, cells: np.ndarray) -> torch.Tensor:
+    """Max over each box of ``cells`` (R x 4 integer x0, y0, x1, y1): N x C x H x W -> N x R x C."""
+    return _separable_region_pool(x, cells, lambda t, dim: t.amax(dim=dim))
 
 
 def region_gem_pool(x: torch.Tensor, cells: np.ndarray, p: torch.Tensor | float = 3.0,
@@ -72,18 +74,10 @@ def region_gem_pool(x: torch.Tensor, cells: np.ndarray, p: torch.Tensor | float 
 
     ``region_max_pool``'s smooth counterpart (p -> inf is the max, p = 1 the mean): every cell of a region
     passes gradient in proportion to its share of the p-th power sum, where max pooling passes it to one
-    cell alone (and to none when that cell sits at a capped activation's ceiling). Separable like
-    ``region_max_pool``: a mean over each distinct column range, then over each distinct row range (exact
-    means, no integral-image cancellation), then a gather. Computed in float32: a p-th power mean in
-    bfloat16 would round away most of a region's spread.
+    cell alone (and to none when that cell sits at a capped activation's ceiling). The mean of a box is the
+    mean of its column means (each row of a box has the same width), so it is exact. Computed in float32: a
+    p-th power mean in bfloat16 would round away most of a region's spread.
     """
-    key = tuple(tuple(int(v) for v in cell) for cell in cells)
-    col_ranges, row_ranges, _, _ = _cell_ranges(key)
-    if type(x) is torch.Tensor:
-        rows, cols = _cell_index_tensors(key, x.device)
-    else:  # fake tensors (`plan`) belong to one fake mode: never cache them for later real forwards
-        rows, cols = _cell_index_tensors.__wrapped__(key, x.device)
     powered = x.float().clamp(min=eps).pow(p)
-    by_cols = torch.stack([powered[..., a:b].mean(dim=-1) for a, b in col_ranges], dim=-1)       # N C H Xu
-    grid = torch.stack([by_cols[..., a:b, :].mean(dim=-2) for a, b in row_ranges], dim=-2)       # N C Yu Xu
-    return grid[:, :, rows, cols].pow(1.0 / p).transpose(1, 2).to(x.dtype)
+    means = _separable_region_pool(powered, cells, lambda t, dim: t.mean(dim=dim))
+    return means.pow(1.0 / p).to(x.dtype)

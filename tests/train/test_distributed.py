@@ -19,23 +19,28 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_ranks_train_in_step_and_only_rank0_writes(tiny_root, tmp_path):
+def _two_ranks(tiny_root, tmp_path, *args: str) -> list[tuple[str, str]]:
+    """Train on two gloo ranks launched as torchrun launches them, each with a run folder of its own (rank 1
+    writing anything would land in its own); their (stdout, stderr), after both exited 0."""
     port = _free_port()
     processes = []
     for rank in range(2):
-        # Rank 1 gets a run folder of its own: if it wrote anything, it would land there.
-        run_dir = tmp_path / f"rank{rank}"
         env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2",
                "RANK": str(rank), "LOCAL_RANK": str(rank), "OMP_NUM_THREADS": "1"}
-        args = [sys.executable, "-m", "solution", "train", "--config", "toy-tiny", f"data.root={tiny_root}",
-                f"run.dir={run_dir}", "run.workers=0", "run.device=cpu", "train.epochs=3", "train.lr=3e-4",
-                "train.tuples_per_epoch=16", "train.tuples_per_step=4", "train.tuples_per_forward=1",
-                "train.val_landmarks=0"]  # 4 tuples a step over 2 ranks: 2 forwards of 1 each, accumulated
-        processes.append(subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          text=True))
+        command = [sys.executable, "-m", "solution", "train", "--config", "toy-tiny", f"data.root={tiny_root}",
+                   f"run.dir={tmp_path / f'rank{rank}'}", "run.workers=0", "run.device=cpu", *args]
+        processes.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True))
     outputs = [p.communicate(timeout=400) for p in processes]
     for p, (_, err) in zip(processes, outputs):
         assert p.returncode == 0, err[-2000:]
+    return outputs
+
+
+def test_two_ranks_train_in_step_and_only_rank0_writes(tiny_root, tmp_path):
+    # 4 tuples a step over 2 ranks: 2 forwards of 1 each, accumulated
+    outputs = _two_ranks(tiny_root, tmp_path, "train.epochs=3", "train.lr=3e-4", "train.tuples_per_epoch=16",
+                         "train.tuples_per_step=4", "train.tuples_per_forward=1", "train.val_landmarks=0")
     # the test set is described by both ranks (a share each), not by rank 0 while rank 1 waits
     for rank, (_, err) in enumerate(outputs):
         assert re.search(rf"describe test: rank {rank} described \d+ of \d+ images", err), err[-2000:]
@@ -52,21 +57,9 @@ def test_two_ranks_train_in_step_and_only_rank0_writes(tiny_root, tmp_path):
 
 def test_two_ranks_keep_arcface_class_centres_in_step(tiny_root, tmp_path):
     """The class centres live outside DDP: their gradient is averaged by hand, or each rank's would drift."""
-    port = _free_port()
-    processes = []
-    for rank in range(2):
-        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2",
-               "RANK": str(rank), "LOCAL_RANK": str(rank), "OMP_NUM_THREADS": "1"}
-        args = [sys.executable, "-m", "solution", "train", "--config", "toy-tiny", f"data.root={tiny_root}",
-                f"run.dir={tmp_path / f'rank{rank}'}", "run.workers=0", "run.device=cpu", "train.epochs=1",
-                "train.tuples_per_epoch=8", "train.tuples_per_step=4", "train.tuples_per_forward=1",
-                "train.val_landmarks=0", "train.eval_before=false", "train.loss=arcface+triplet",
-                "train.arcface.subcenters=2"]
-        processes.append(subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          text=True))
-    outputs = [p.communicate(timeout=400) for p in processes]
-    for p, (_, err) in zip(processes, outputs):
-        assert p.returncode == 0, err[-2000:]
+    outputs = _two_ranks(tiny_root, tmp_path, "train.epochs=1", "train.tuples_per_epoch=8", "train.tuples_per_step=4",
+                         "train.tuples_per_forward=1", "train.val_landmarks=0", "train.eval_before=false",
+                         "train.loss=arcface+triplet", "train.arcface.subcenters=2")
     centres = [re.search(rf"rank {rank} final class centres checksum (\S+)", err) for rank, (_, err)
                in enumerate(outputs)]
     assert all(centres), outputs[0][1][-2000:]
