@@ -60,6 +60,9 @@ RECIPES: dict[str, dict] = {
     **{f"{name}-arcface": SUBCENTER_ARCFACE for name in ("gem", "remap", "remap-gem")},
     "remap-progressive": {"size_schedule": [[2, 192]]},
 }
+for _name in VARIANTS:  # every other variant trains the triplet, whatever loss the experiment's config trains
+    if not _name.endswith("-arcface"):
+        RECIPES[_name] = {**RECIPES.get(_name, {}), "loss": "triplet"}
 
 
 def variant_config(cfg: dict, variant: str, seed: int) -> dict:

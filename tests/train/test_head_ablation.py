@@ -20,6 +20,8 @@ def test_variants_change_only_the_head_its_layers_and_the_run():
     nearest = variant_config(cfg, "remap-nearest", 0)["train"]
     assert (nearest["positives"], nearest["positive_view"]) == ("nearest", "whole")
     assert variant_config(cfg, "gem", 1)["run"]["name"] == "toy-heads-gem-s1"
+    arcfaced = load_config("toy", ["train.loss=arcface"])  # a default that trains ArcFace: plain rows stay triplet
+    assert variant_config(arcfaced, "gem", 0)["train"]["loss"] == "triplet"
     arcface = variant_config(cfg, "remap-gem-arcface", 0)
     assert (arcface["train"]["loss"], arcface["train"]["arcface"]["subcenters"], arcface["model"]["region_pool"]) \
         == ("arcface", 3, "gem")
