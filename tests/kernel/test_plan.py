@@ -180,3 +180,17 @@ def test_a_decode_bound_notebook_stops_giving_up_pixels_that_save_nothing(caplog
     assert cfg["image_size"] == 384 and len(cfg["scales"]) == 3
     assert cfg["dba"]["enabled"] is False and plans[-1].fits
     assert caplog.text.index("dropping image size") < caplog.text.index("dropping dba")
+
+
+def test_the_measured_map_costs_are_the_filed_ablations_validation_gains():
+    """MAP_COST's measured entries are the paired validation gains of docs/results/ablation-toy.json (the
+    default checkpoint's ablation): re-running the ablation on a new default without updating them fails."""
+    import json
+
+    import pytest
+
+    rows = json.loads((Path(__file__).resolve().parents[2] / "docs/results/ablation-toy.json").read_text())["rows"]
+    gain = {row["step"]: round(row["selected_on"]["gain"]["diff"], 4) for row in rows if "gain" in row["selected_on"]}
+    assert plan.MAP_COST["scale"] == pytest.approx(gain["+ multi-scale"] / 2)  # two extra scales share it
+    for step, name in (("qe", "+ alpha-QE"), ("dba", "+ DBA"), ("label_rerank", "+ label re-ranking")):
+        assert plan.MAP_COST[step] == pytest.approx(max(gain[name], 0.0)), step
