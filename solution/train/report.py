@@ -27,7 +27,8 @@ def train_report(summary: dict, cfg: dict, selected_on: str, transfer: dict | No
     """The result file of a training run: test (and validation) mAP@100 before and after, with intervals
     and the paired gain, the time, the recipe, and what was selected on."""
     report = {"run": cfg["run"]["name"], "seconds": summary.get("seconds"), "selected_on": selected_on,
-              "recipe": {k: cfg["train"][k] for k in ("epochs", "tuples_per_epoch", "image_size", "lr")},
+              "recipe": {**{k: cfg["train"][k] for k in ("epochs", "tuples_per_epoch", "image_size", "lr", "loss")},
+                         **({"arcface": cfg["train"]["arcface"]} if "arcface" in cfg["train"]["loss"] else {})},
               "head": cfg["model"]["head"], "backbone": cfg["model"]["backbone"]}
     for split, prefix in (("test", ""), ("validation", "val_")):
         if _scored(summary, prefix, "after") is not None:
@@ -56,7 +57,13 @@ def train_table(result: dict) -> str:
         lines.append(f"| {label} | " + " | ".join(_cell(result[s][key]) for s in splits) + " |")
     lines.append("| gain, paired | " + " | ".join(_gain_cell(result[s]["gain"]) for s in splits) + " |")
     recipe = result["recipe"]
-    lines += ["", f"Run `{result['run']}`: {result['backbone']} + {result['head']}, {recipe['epochs']} epochs of "
+    loss = recipe.get("loss")  # result files before the key trained the triplet and did not say so
+    if loss and "arcface" in loss:
+        arc = recipe["arcface"]
+        loss = (f"{loss} ({arc['subcenters']} sub-centre(s), "
+                + ("margins by class frequency" if arc["dynamic"] else f"margin {arc['margin']}") + ")")
+    lines += ["", f"Run `{result['run']}`: {result['backbone']} + {result['head']}"
+              + (f", loss {loss}" if loss else "") + f", {recipe['epochs']} epochs of "
               f"{recipe['tuples_per_epoch']} tuples at {recipe['image_size']} px, trained in {result['seconds']} s; "
               f"one scale; {result['test']['after']['queries']} scored queries per set. Selected on: "
               f"{result['selected_on']}."]
