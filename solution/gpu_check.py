@@ -35,7 +35,8 @@ from .bench import format_table
 from .config import load_config
 from .model.net import build_net, place, save_checkpoint
 from .train.loop import Trainer, freeze_batchnorm
-from .train.loss import triplet_loss
+from .train.loss import MarginClassifier, triplet_loss
+from .train.tuples import uses_arcface
 
 MODELS = {"resnet50": 2, "tf_efficientnet_lite0": 4}  # tuples per step (7 images each) that fit 16 GB at 512 px
 
@@ -83,14 +84,19 @@ def check_training(backbone: str, device: torch.device, size: int = 512, tuples:
     net = place(build_net(cfg["model"]), device)
     net.train()
     freeze_batchnorm(net.backbone)
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-6)
+    labels = None
+    if uses_arcface(cfg["train"]):  # the default's loss: its class head and each image's class, as training has
+        trainer.classifier = MarginClassifier.from_config(net.dim, np.full(100, 4), cfg["train"]["arcface"]).to(device)
+        labels = [torch.randint(0, 100, (tuples, 2 + neg))]
+    params = [*net.parameters(), *(trainer.classifier.parameters() if trainer.classifier is not None else [])]
+    optimizer = torch.optim.Adam(params, lr=1e-6)
     scaler = torch.amp.GradScaler(device.type, enabled=trainer.amp == torch.float16)
     batch = torch.randint(0, 256, (tuples, 2 + neg, 3, size, size), dtype=torch.uint8)
     losses = []
     _reset_peak(device)
 
     def step():
-        losses.append(float(trainer.train_step(net, optimizer, scaler, [batch], len(batch), 0)["loss"]))
+        losses.append(float(trainer.train_step(net, optimizer, scaler, [batch], len(batch), 0, labels)["loss"]))
 
     real = _rate(step, tuples * (2 + neg), repeats, device)
     peak = _peak_mb(device)
