@@ -193,6 +193,8 @@ class Trainer:
         self.warned: set[str] = set()  # unreadable images already named: each is warned about once per run
         self.classifier: MarginClassifier | None = None  # ArcFace's class centres, beside the net, never in it
         self.class_of = np.zeros(0, np.int64)  # train index -> class index of the classifier
+        # training shapes by longest side: each size reads every train image's header once per run, not per epoch
+        self.shapes: dict[int, list[tuple[int, int]]] = {}
 
     # ----------------------------------------------------------------- helpers
 
@@ -416,8 +418,9 @@ class Trainer:
         self.memo.clear()  # the weights are about to change
         size = epoch_image_size(tcfg, epoch)
         if plan is None:
-            plan = plan_epoch(train_set, image_shapes(train_set.paths, size, tcfg["aspect_buckets"]), tcfg,
-                              self.seed, epoch,
+            if size not in self.shapes:
+                self.shapes[size] = image_shapes(train_set.paths, size, tcfg["aspect_buckets"])
+            plan = plan_epoch(train_set, self.shapes[size], tcfg, self.seed, epoch,
                               lambda idx: self.describe(net, [train_set.paths[i] for i in idx], "mine", size))
         dataset = TupleDataset([[train_set.paths[i] for i in t] for t in plan.tuples], plan.shapes, tcfg,
                                seed=self.seed * 1000 + epoch)
