@@ -82,9 +82,8 @@ def geometry_study(cfg: dict, sizes: list[int], heads: list[str], whiten_images:
     train_set = load_train_set(comp, root, cfg["data"]["train_list"])
     rng = np.random.default_rng([cfg["run"]["seed"], 13])
     whiten_pick = rng.choice(len(train_set.paths), min(whiten_images, len(train_set.paths)), replace=False)
-    split_paths = {split: [image_path(comp.data_dir(root), split, i) for i in split_ids(comp, root, split)]
-                   for split in ("index", "val")}
     ids = {split: split_ids(comp, root, split) for split in ("index", "val")}
+    split_paths = {split: [image_path(comp.data_dir(root), split, i) for i in names] for split, names in ids.items()}
     rows = []
     for size in sizes:
         net = place(build_net(model_cfg), device).eval()  # the ImageNet backbone, tapped at TAPS
