@@ -38,7 +38,7 @@ def _plan_rows(recipes: tuple[str, ...]) -> list[dict]:
         gpu = cfg["hardware"]["gpu"] or "t4"
         plan = plan_recipe(cfg, gpu, cfg["hardware"]["gpus"])
         rows.append({"what": f"plan {name} on {plan.gpus} x {gpu}",
-                     "figure": f"train step {plan.train.peak_gb:.1f} GB (+{OVERHEAD_GB}) of {plan.memory_gb:.0f}; "
+                     "figure": f"train step {plan.train_peak_gb:.1f} GiB (+{OVERHEAD_GB}) of {plan.memory_gb:.2f}; "
                                f"{plan.steps:,} steps; {plan.train_hours:.1f} h",
                      "ok": plan.fits_card})
     return rows
