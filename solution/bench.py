@@ -247,9 +247,11 @@ def bench_train(cfg: dict, steps: int = 12) -> list[dict]:
              "peak_rss_mb": round(peak_rss_mb(), 0), "unique_batches": int(np.unique([len(b) for b in batches]).size)}]
 
 
-def bench_search(n_index: int = 50_000, n_queries: int = 5_000, dim: int = 512, k: int = 100) -> list[dict]:
-    """Search + alpha-QE + DBA, divided by the bare faiss passes it needs (db x db top-(k_dba+1), then two
-    query passes), on a synthetic clustered L2-normalised index."""
+def bench_search(n_index: int = 50_000, n_queries: int = 5_000, dim: int = 512, k: int = 100,
+                 gemm_dim: int = 2048, gemm_size: int = 4096) -> list[dict]:
+    """Search + alpha-QE + DBA, divided by the bare k-NN passes it needs (db x db top-(k_dba+1), then two
+    query passes), on a synthetic clustered L2-normalised index; then the bare search's share of this
+    machine's GEMM peak at the kernel's ``gemm_dim``."""
     import numpy as np
 
     from .infer.retrieve import retrieve
@@ -276,7 +278,44 @@ def bench_search(n_index: int = 50_000, n_queries: int = 5_000, dim: int = 512, 
     index_mb = index.nbytes / 2**20
     return [{"index": f"{n_index}x{dim}", "queries": n_queries, "k": k, "bare_faiss_s": round(bare, 2),
              "search_qe_dba_s": round(full, 2), "ratio": round(full / bare, 3), "index_mb": round(index_mb, 1),
-             "peak_rss_mb": round(peak_rss_mb(), 0)}]
+             "peak_rss_mb": round(peak_rss_mb(), 0)},
+            search_against_gemm_peak(n_index, n_queries, gemm_dim, k, gemm_size=gemm_size)]
+
+
+def gemm_peak_gflops(n: int = 4096, repeats: int = 5) -> float:
+    """This machine's float32 GEMM rate through torch (the BLAS the search calls): the best of ``repeats``
+    square n x n products after a warm-up."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = min(_seconds(lambda: torch.mm(a, b)) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def _seconds(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def search_against_gemm_peak(n_index: int, n_queries: int, dim: int, k: int = 100, repeats: int = 3,
+                             gemm_size: int = 4096) -> dict:
+    """The blocked exact search's GFLOPS (one top-k pass of ``n_queries`` over ``n_index``, 2 Q N D flops)
+    against :func:`gemm_peak_gflops`, measured in turn ``repeats`` times; the best of each."""
+    import numpy as np
+
+    from .infer.search import knn
+
+    rng = np.random.default_rng(1)
+    index = _synthetic_unit_rows(np.empty((n_index, dim), np.float32), rng)
+    queries = _synthetic_unit_rows(np.empty((n_queries, dim), np.float32), rng)
+    knn(queries[:256], index, k)  # warm-up: BLAS threads, allocator
+    peak, search = 0.0, float("inf")
+    for _ in range(repeats):
+        peak = max(peak, gemm_peak_gflops(gemm_size, repeats=2))
+        search = min(search, _seconds(lambda: knn(queries, index, k)))
+    gflops = 2 * n_queries * n_index * dim / search / 1e9
+    return {"index": f"{n_index}x{dim}", "queries": n_queries, "k": k, "sgemm_peak_gflops": round(peak, 1),
+            "search_gflops": round(gflops, 1), "share_of_peak": round(gflops / peak, 3)}
 
 
 def bench_extract(cfg: dict, images: int = 160) -> list[dict]:
@@ -326,6 +365,59 @@ def _synthetic_unit_rows(out: np.ndarray, rng, chunk: int = 16_384) -> np.ndarra
         block = rng.standard_normal((min(chunk, len(out) - start), out.shape[1]), dtype=np.float32)
         out[start:start + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
     return out
+
+
+def clustered_unit_rows(n: int, dim: int, per_cluster: int, spread: float, rng) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` L2-normalised rows in clusters of ``per_cluster`` around random centres, and each row's cluster:
+    ``spread`` is the noise's norm against the centre's (1.0 puts a cluster's pairs near cosine 0.5, where
+    many scores crowd around a query's 100th neighbour)."""
+    clusters = np.arange(n) // per_cluster
+    centres = rng.standard_normal((clusters[-1] + 1, dim), dtype=np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    rows = centres[clusters] + spread * rng.standard_normal((n, dim), dtype=np.float32) / np.sqrt(dim)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True), clusters
+
+
+def half_product_agreement(n_index: int = 60_000, n_queries: int = 500, dim: int = 2048, k: int = 100,
+                           per_cluster: int = 150, spread: float = 4.0, seed: int = 0) -> dict:
+    """How far the float16 search path (:func:`solution.infer.search._blocked_top_k` with ``half=True``: a
+    float16 product, emulated here with its output rounded to float16, the harsher case, then the float32
+    rescoring of its shortlist) ranks from the float32 one, on clustered data at the real dimension.
+    Reported: the mean and worst top-k overlap with and without the rescoring, the largest difference
+    between the two paths' i-th scores (a swap between equal scores changes the overlap, not the ranking's
+    quality), and mAP@k with each query's cluster as its relevant set for both rankings."""
+    from .infer.search import ExactIndex, search, shortlist_size
+
+    rng = np.random.default_rng(seed)
+    rows, clusters = clustered_unit_rows(n_index + n_queries, dim, per_cluster, spread, rng)
+    order = rng.permutation(len(rows))
+    rows, clusters = rows[order], clusters[order]
+    index, queries = rows[:n_index].astype(np.float16), rows[n_index:]
+    exact_scores, exact = search(ExactIndex(index, device="cpu", half=False), queries, k)
+    half_scores, half = search(ExactIndex(index, device="cpu", half=True), queries, k)
+    import torch
+
+    raw = (torch.from_numpy(queries).half().float() @ torch.from_numpy(index).float().T).half()
+    unrescored = raw.float().topk(k, dim=1).indices.numpy()
+
+    def overlaps(ids: np.ndarray) -> np.ndarray:
+        return np.array([len(set(a.tolist()) & set(e.tolist())) / k for a, e in zip(ids, exact)])
+
+    def mean_ap(ids: np.ndarray) -> float:
+        hits = clusters[:n_index][ids] == clusters[n_index:, None]
+        relevant = np.minimum((clusters[:n_index][None] == clusters[n_index:, None]).sum(1), k)
+        precision = np.cumsum(hits, axis=1) / np.arange(1, k + 1)
+        return float(((precision * hits).sum(1) / np.maximum(relevant, 1)).mean())
+
+    with_rescoring, without = overlaps(half), overlaps(unrescored)
+    return {"stage": f"float16 product, shortlist {shortlist_size(k)} rescored in float32, vs float32",
+            "index": f"{n_index}x{dim} float16, clusters of {per_cluster}", "queries": n_queries,
+            "overlap_mean": round(float(with_rescoring.mean()), 4),
+            "overlap_worst": round(float(with_rescoring.min()), 4),
+            "unrescored_overlap_mean": round(float(without.mean()), 4),
+            "unrescored_overlap_worst": round(float(without.min()), 4),
+            "largest_score_difference": float(f"{np.abs(half_scores - exact_scores).max():.2g}"),
+            "map_float32": round(mean_ap(exact), 4), "map_float16": round(mean_ap(half), 4)}
 
 
 # The 2021 Kaggle retrieval set: 761,757 index images, 117,577 test queries.

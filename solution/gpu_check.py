@@ -188,7 +188,7 @@ def check_search(n: int = 200_000, d: int = 512, queries: int = 10_000, k: int =
     own index code, warmed up, on clustered data. Exact: its top-10 against numpy's on the CPU. IVF-PQ: the
     share of queries whose exact nearest neighbour is in its top 10 (1-recall@10; about 0.97 with CPU faiss
     on this data at 20,000 x 512)."""
-    from .infer.search import build_index, faiss_gpu_usable, search, torch_search_device
+    from .infer.search import ExactIndex, build_index, faiss_gpu_usable, search, search_devices, tensor_core_half
 
     rng = np.random.default_rng(0)
     db = clustered(n, d, rng)
@@ -212,8 +212,22 @@ def check_search(n: int = 200_000, d: int = 512, queries: int = 10_000, k: int =
         top = ids[:len(sample), :10]
         if kind == "flat":
             recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top, truth)]))
-            row = {"check": f"search exact (torch on {torch_search_device()})", "recall_at_10": round(recall, 4),
+            devices = ", ".join(search_devices())
+            row = {"check": f"search exact float32 (torch on {devices})", "recall_at_10": round(recall, 4),
                    "ok": recall >= 0.99}
+            rows.append({**row, "model": f"{n}x{d}", "batch": queries, "img_s": round(queries / seconds, 1)})
+            # The float16 database the kernel holds: float16 products where the card has tensor cores, the
+            # shortlist rescored in float32; its top-k must be the float32 path's.
+            half = ExactIndex(db.astype(np.float16))
+            search(half, q[:100], k)
+            started = time.perf_counter()
+            _, half_ids = search(half, q, k)
+            seconds = time.perf_counter() - started
+            overlap = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(half_ids, ids)]))
+            product = "float16 tensor cores" if all(half.half) else "widened to float32"
+            row = {"check": f"search exact float16 index ({product}, {devices})",
+                   "overlap_with_float32": round(overlap, 4), "ok": overlap >= 0.99,
+                   "tensor_cores": all(tensor_core_half(dev) for dev in half.devices)}
         else:
             recall = float(np.mean([t in set(a) for a, t in zip(top, truth[:, 0])]))
             row = {"check": "search ivfpq (faiss GPU)" if torch.cuda.is_available() else "search ivfpq (faiss CPU)",

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from solution.cli import main
@@ -88,10 +89,14 @@ def test_bench_decode_times_the_real_data_path_on_photo_sized_jpegs(tmp_path, ca
 
 
 def test_bench_search_small(tmp_path, capsys):
-    args = ["bench", "search", "--index-size", "2000", "--queries", "100", "--out", str(tmp_path)]
+    args = ["bench", "search", "--index-size", "2000", "--queries", "100", "--gemm-size", "512", "--out",
+            str(tmp_path)]
     assert main(args) == 0
-    row = json.loads((tmp_path / "search.json").read_text())["rows"][0]
+    row, against_peak = json.loads((tmp_path / "search.json").read_text())["rows"]
     assert row["ratio"] > 0 and row["index"] == "2000x512"
+    assert against_peak["index"] == "2000x2048" and against_peak["sgemm_peak_gflops"] > 0
+    assert against_peak["share_of_peak"] == pytest.approx(
+        against_peak["search_gflops"] / against_peak["sgemm_peak_gflops"], abs=2e-3)
 
 
 def test_bench_scale_runs_the_real_retrieve_on_a_float16_index_handed_over(tmp_path, capsys, monkeypatch):

@@ -31,6 +31,7 @@ from .registry import arg, stage, whole
        arg("--width", type=whole(1), default=512),
        arg("--batch", type=whole(1), default=4),
        arg("--repeats", type=whole(1), default=15, help="interleaved repeats (model section)"),
+       arg("--gemm-size", type=whole(1), default=4096, help="square GEMM that measures the peak (search section)"),
        arg("--decode-images", type=whole(1), default=200, help="generated JPEGs (decode section)"),
        arg("--out", default="runs/bench"),
        config=False)
@@ -40,11 +41,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     runners = {
         "model": lambda: bench.bench_model(args.backbones, args.height, args.width, args.batch, args.repeats),
         "train": lambda: bench.bench_train(load_config(args.config, args.set), args.steps),
-        "search": lambda: bench.bench_search(args.index_size, args.queries),
+        "search": lambda: bench.bench_search(args.index_size, args.queries, gemm_size=args.gemm_size),
         "extract": lambda: bench.bench_extract(load_config(args.config, args.set), args.images),
         "scale": lambda: bench.bench_scale(args.scale_index, args.scale_queries, args.dim, args.dtype,
                                            dba_slice=args.dba_slice),
         "decode": lambda: bench.bench_decode(args.decode_images),
+        "precision": lambda: [bench.half_product_agreement()],
     }
     # `scale` takes many minutes and gigabytes: only when named.
     for section in args.sections or [s for s in runners if s != "scale"]:

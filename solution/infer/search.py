@@ -6,11 +6,14 @@ Why exact search is not faiss's: the ``faiss-gpu-cu12`` wheel holds machine code
 (no PTX), so its GPU index fails on a P100 (6.0), H100/H200 (9.0) and Kaggle's newer cards (12.0), where
 torch runs; and on the CPU faiss's float16 index is 7x slower than a BLAS product (``bench scale``).
 
-The database is held once, by the caller, as float32 or float16 (``infer.index.dtype``): exact search reads
-it in place, a block at a time (a float16 block is widened to float32 for the product, then dropped); on a
-GPU it is held on the device, as its own dtype, when it fits half the free memory, else streamed a block at
-a time. Nothing here makes a second full copy on the host, so a 1M x 4096 float16 index (8 GB) searches in
-little more than 8 GB.
+The database is held once, by the caller, as float32 or float16 (``infer.index.dtype``). Exact search splits
+it into one contiguous slice per GPU (every GPU torch sees; under torchrun only the rank's own), searches the
+slices at once and merges their top-k lists. A slice is held on its GPU, as its own dtype, when it fits half
+the free memory, else streamed a block at a time. A float16 database is multiplied in float16 on cards with
+tensor cores (a T4: about 65 TFLOPS against 8 in float32), keeping a shortlist that is rescored in float32,
+so the ranking is the float32 one (``make bench`` ``precision``); elsewhere a float16 block is widened to
+float32 for the product, then dropped. Nothing here makes a second full copy on the host, so a 1M x 4096
+float16 index (8 GB) searches in little more than 8 GB.
 """
 
 from __future__ import annotations
@@ -140,16 +143,33 @@ def as_float32(rows: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rows, dtype=np.float32)
 
 
-def torch_search_device(use_gpu: bool | None = None) -> str:
-    """Where exact search runs: this process's GPU when torch sees one (``cuda:<LOCAL_RANK>`` under torchrun,
-    else ``cuda:0``), whatever its compute capability; else ``cpu``."""
+def search_devices(use_gpu: bool | None = None) -> list[str]:
+    """Where exact search runs: every GPU torch sees (under torchrun only this process's own,
+    ``cuda:<LOCAL_RANK>``), whatever its compute capability; else ``["cpu"]``."""
     import torch  # noqa: PLC0415
 
     if use_gpu is False or not torch.cuda.is_available():
-        return "cpu"
+        return ["cpu"]
     count = torch.cuda.device_count()
-    rank = int(os.environ.get("LOCAL_RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
-    return f"cuda:{rank % count}"
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return [f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % count}"]
+    return [f"cuda:{gpu}" for gpu in range(count)]
+
+
+def torch_search_device(use_gpu: bool | None = None) -> str:
+    """The first of :func:`search_devices`: where a single-device product runs."""
+    return search_devices(use_gpu)[0]
+
+
+def tensor_core_half(device: str) -> bool:
+    """Whether a float16 database is multiplied in float16 on ``device``: CUDA cards with tensor cores
+    (compute capability 7.0 and newer: V100, T4, A100, L4, H100; about 8x a T4's float32 rate). A P100 (6.0)
+    and the CPU widen to float32, which is as fast there and exact."""
+    if not device.startswith("cuda"):
+        return False
+    import torch  # noqa: PLC0415
+
+    return torch.cuda.get_device_capability(device)[0] >= 7
 
 
 def faiss_gpu_usable() -> bool:
@@ -171,63 +191,131 @@ def faiss_gpu_usable() -> bool:
     return usable
 
 
-class ExactIndex:
-    """Exact inner-product search over ``vectors`` (N x D, float32 or float16), held without a copy.
+def shortlist_size(k: int) -> int:
+    """Candidates a float16 product keeps per query before float32 rescoring picks the top ``k``: a quarter
+    more, at least 16 more. Measured by :func:`half_product_agreement` (``make bench``, scale section): on
+    clustered 2,048-D data the float16 shortlist of 125 holds every float32 top-100 neighbour."""
+    return k + max(16, k // 4)
 
-    One matrix product per database block and a running top-k (:func:`_blocked_top_k`), in PyTorch on
-    ``device`` (default :func:`torch_search_device`). On a GPU the database is uploaded once, as its own
-    dtype, when it takes at most half the free memory (``hold=None``), else streamed block by block;
-    ``hold=True`` forces the held path (the CPU runs it too, which is how it is tested here). Call
-    :meth:`rebuild` after changing ``vectors`` in place.
+
+class ExactIndex:
+    """Exact inner-product search over ``vectors`` (N x D, float32 or float16), held without a copy on the host.
+
+    The rows are split into contiguous slices, one per device (:func:`search_devices`: every GPU, or the
+    CPU); each slice is searched on its own device by one matrix product per block and a running top-k
+    (:func:`_blocked_top_k`), the slices at once, and their top-k lists merged. On a GPU a slice is uploaded
+    once, as its own dtype, when it takes at most half that GPU's free memory (``hold=None``), else streamed a
+    block at a time; ``hold=True`` forces the held path (the CPU runs it too, which is how it is tested here).
+    A float16 database is multiplied in float16 where the card has tensor cores (:func:`tensor_core_half`),
+    then its shortlist rescored in float32, so scores and order are the float32 ones. Call :meth:`rebuild`
+    after changing ``vectors`` in place.
     """
 
     def __init__(self, vectors: np.ndarray, use_gpu: bool | None = None, block: int | None = None,
-                 device: str | None = None, hold: bool | None = None):
+                 device: str | list[str] | None = None, hold: bool | None = None, half: bool | None = None):
         if vectors.ndim != 2 or vectors.dtype not in (np.float32, np.float16):
             raise ValueError(f"an exact index needs N x D float32 or float16 vectors, got {vectors.dtype} "
                              f"{vectors.shape}")
         self.vectors = vectors
         self.ntotal, self.d = vectors.shape
         self.block = block or rows_per_chunk(self.d)
-        self.device = device or torch_search_device(use_gpu)
+        devices = [device] if isinstance(device, str) else (device or search_devices(use_gpu))
+        self.devices = devices[:max(1, self.ntotal)]
+        self.device = self.devices[0]
+        self.bounds = np.linspace(0, self.ntotal, len(self.devices) + 1).round().astype(int).tolist()
         self.hold = hold
-        self._held = None
+        self.half = [vectors.dtype == np.float16 and (tensor_core_half(d) if half is None else half)
+                     for d in self.devices]
+        self._held: list = [None] * len(self.devices)
         self.rebuild()
 
-    def _fits_on_device(self) -> bool:
+    @staticmethod
+    def _fits_on_device(device: str, nbytes: int) -> bool:
         import torch  # noqa: PLC0415
 
-        free, _ = torch.cuda.mem_get_info(self.device)
-        reusable = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
-        return self.vectors.nbytes <= 0.5 * (free + reusable)
+        free, _ = torch.cuda.mem_get_info(device)
+        reusable = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return nbytes <= 0.5 * (free + reusable)
 
     def rebuild(self) -> None:
-        """(Re)load the held copy on the device from ``vectors``; a streamed or CPU index reads them directly."""
+        """(Re)load each held slice on its device from ``vectors``; a streamed or CPU slice reads them directly."""
         import torch  # noqa: PLC0415
 
-        self._held = None
-        hold = self.hold if self.hold is not None else (self.device != "cpu" and self._fits_on_device())
-        if not hold:
-            return
         dtype = torch.float16 if self.vectors.dtype == np.float16 else torch.float32
-        held = torch.empty((self.ntotal, self.d), dtype=dtype, device=self.device)
-        for start in range(0, self.ntotal, self.block):
-            held[start:start + self.block] = torch.from_numpy(np.ascontiguousarray(
-                self.vectors[start:start + self.block]))
-        self._held = held
+        for i, (device, start, stop) in enumerate(zip(self.devices, self.bounds[:-1], self.bounds[1:])):
+            self._held[i] = None
+            part = self.vectors[start:stop]
+            hold = self.hold if self.hold is not None else (
+                device != "cpu" and self._fits_on_device(device, part.nbytes))
+            if not hold:
+                continue
+            held = torch.empty(part.shape, dtype=dtype, device=device)
+            for row in range(0, len(part), self.block):
+                held[row:row + self.block] = torch.from_numpy(np.ascontiguousarray(part[row:row + self.block]))
+            self._held[i] = held
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """faiss's ``index.search``: (scores, ids), Q x k float32 / int64, best first."""
-        return _blocked_top_k(as_float32(queries), self.vectors, k, self.block, self.device, self._held)
+        queries = as_float32(queries)
+
+        def one(i: int) -> tuple[np.ndarray, np.ndarray]:
+            start, stop = self.bounds[i], self.bounds[i + 1]
+            scores, ids = _blocked_top_k(queries, self.vectors[start:stop], k, self.block, self.devices[i],
+                                         self._held[i], half=self.half[i])
+            return scores, ids + start
+
+        if len(self.devices) == 1:
+            return one(0)
+        from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+        with ThreadPoolExecutor(len(self.devices)) as pool:  # each GPU's kernels run while the others' launch
+            parts = list(pool.map(one, range(len(self.devices))))
+        scores = np.concatenate([p[0] for p in parts], axis=1)
+        ids = np.concatenate([p[1] for p in parts], axis=1)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :min(k, self.ntotal)]
+        return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
+
+
+def _half_scores(q16, rows16):
+    """Q x B float32 scores from float16 operands. On CUDA, cuBLAS accumulates in float32 and writes float32
+    (``out_dtype``, torch 2.8+), else writes float16; elsewhere (tests, the agreement measure) the float16
+    result is emulated, output rounding included, which is the harsher case."""
+    import torch  # noqa: PLC0415
+
+    if q16.is_cuda:
+        try:
+            return torch.mm(q16, rows16.T, out_dtype=torch.float32)
+        except (TypeError, RuntimeError):
+            return (q16 @ rows16.T).float()
+    return (q16.float() @ rows16.float().T).half().float()
+
+
+def _rescore(q, ids, rows_at) -> tuple:
+    """Float32 scores of each query's candidates (Q x C ids into a slice), ``rows_at(ids)`` giving their rows,
+    a few hundred queries at a time so the gathered rows stay small; re-sorted best first."""
+    import torch  # noqa: PLC0415
+
+    step = max(1, 2**28 // max(1, ids.shape[1] * q.shape[1] * 4))
+    scores = torch.empty(ids.shape, dtype=torch.float32, device=q.device)
+    for start in range(0, len(q), step):
+        rows = rows_at(ids[start:start + step]).float()
+        scores[start:start + step] = torch.bmm(rows, q[start:start + step, :, None]).squeeze(2)
+    scores, order = scores.sort(dim=1, descending=True)
+    return scores, ids.gather(1, order)
 
 
 def _blocked_top_k(queries: np.ndarray, vectors: np.ndarray, k: int, block: int, device: str = "cpu",
-                   held=None, score_bytes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k by inner product: one matrix product per database block (float16 blocks widened to
-    float32 on ``device``, so scores are exact float32 products), each block's top-k merged into the running
-    top-k. Blocks come from ``held`` (the database already on the device) or from ``vectors`` on the host.
-    The blocks shrink so that a block's score matrix stays within ``score_bytes`` (256 MiB on the CPU,
+                   held=None, score_bytes: int | None = None, half: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k by inner product: one matrix product per database block, each block's top-k merged into
+    the running top-k. Blocks come from ``held`` (the slice already on the device) or from ``vectors`` on the
+    host. The blocks shrink so that a block's score matrix stays within ``score_bytes`` (256 MiB on the CPU,
     1 GiB on a GPU).
+
+    ``half=False``: float16 blocks are widened to float32, so scores are float32 products. ``half=True``
+    (float16 rows, tensor cores): the product runs in float16 against the float16-rounded queries and keeps
+    :func:`shortlist_size` candidates, which are then rescored in float32 against the unrounded queries and
+    cut to ``k``: the top-k and its scores are the float32 ones unless a true neighbour fell out of the
+    shortlist.
 
     PyTorch's GEMM and top-k rather than ``faiss.knn`` on the CPU: on this project's 2-core machine, 2,000 x
     4,096 queries against a 16,384-row block ran at about 240 GFLOPS through PyTorch and 50 through faiss.knn.
@@ -235,25 +323,42 @@ def _blocked_top_k(queries: np.ndarray, vectors: np.ndarray, k: int, block: int,
     import torch  # noqa: PLC0415 - the project's own dependency; imported here so search stays light to import
 
     k = min(k, len(vectors))
-    score_bytes = score_bytes or (2**30 if device != "cpu" else 256 * 2**20)
-    block = max(1, min(block, score_bytes // (4 * max(1, len(queries)))))
+    half = half and vectors.dtype == np.float16
+    keep = min(shortlist_size(k), len(vectors)) if half else k
+    score_bytes = score_bytes or (2**30 if device != "cpu" else 128 * 2**20)
+    block = max(1, min(block, len(vectors), score_bytes // (4 * max(1, len(queries)))))
     q = torch.from_numpy(queries).to(device)
+    q16 = q.half() if half else None
+    buffer = None if half else torch.empty((len(queries), block), device=device)
     best_scores = torch.empty((len(queries), 0), device=device)
     best_ids = torch.empty((len(queries), 0), dtype=torch.int64, device=device)
+
+    def host_rows(start: int, stop: int):
+        part = np.ascontiguousarray(vectors[start:stop])
+        if not part.flags.writeable:  # a read-only memory map (train descriptors): torch wants its own
+            part = part.copy()
+        return torch.from_numpy(part).to(device)
+
     with torch.no_grad():
         for start in range(0, len(vectors), block):
-            if held is not None:
-                rows = held[start:start + block]
-            else:
-                part = np.ascontiguousarray(vectors[start:start + block])
-                if not part.flags.writeable:  # a read-only memory map (train descriptors): torch wants its own
-                    part = part.copy()
-                rows = torch.from_numpy(part).to(device)
-            scores, ids = (q @ rows.float().T).topk(min(k, len(rows)), dim=1)
+            rows = held[start:start + block] if held is not None else host_rows(start, start + block)
+            if half:
+                products = _half_scores(q16, rows)
+            else:  # into one reused buffer: a fresh 100 MB product per block costs the CPU its page faults
+                products = buffer[:, :len(rows)] if len(rows) == block else None
+                products = torch.mm(q, rows.float().T, out=products) if products is not None else q @ rows.float().T
+            scores, ids = products.topk(min(keep, len(rows)), dim=1)
             scores = torch.cat([best_scores, scores], dim=1)
             ids = torch.cat([best_ids, ids + start], dim=1)
-            best_scores, order = scores.topk(min(k, scores.shape[1]), dim=1)
+            best_scores, order = scores.topk(min(keep, scores.shape[1]), dim=1)
             best_ids = ids.gather(1, order)
+        if half:
+            if held is not None:
+                best_scores, best_ids = _rescore(q, best_ids, lambda ids: held[ids])
+            else:
+                best_scores, best_ids = _rescore(q, best_ids, lambda ids: torch.from_numpy(
+                    np.asarray(vectors[ids.cpu().numpy()])).to(device))
+            best_scores, best_ids = best_scores[:, :k], best_ids[:, :k]
     return best_scores.cpu().numpy(), best_ids.cpu().numpy()
 
 

@@ -62,7 +62,8 @@ def _cards(monkeypatch, capabilities):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: bool(capabilities))
     monkeypatch.setattr(torch.cuda, "device_count", lambda: len(capabilities))
     monkeypatch.setattr(torch.cuda, "get_device_capability",
-                        lambda i=0: tuple(int(part) for part in str(capabilities[i]).split(".")))
+                        lambda i=0: tuple(int(part) for part in
+                                          str(capabilities[int(str(i).rsplit(":", 1)[-1])]).split(".")))
 
 
 def _torch_gpu_recorder(monkeypatch):
@@ -70,12 +71,12 @@ def _torch_gpu_recorder(monkeypatch):
     devices = []
     real = search._blocked_top_k
 
-    def on_cpu(queries, vectors, k, block, device="cpu", held=None, score_bytes=None):
+    def on_cpu(queries, vectors, k, block, device="cpu", held=None, score_bytes=None, half=False):
         devices.append(device)
-        return real(queries, vectors, k, block, "cpu", held, score_bytes)
+        return real(queries, vectors, k, block, "cpu", held, score_bytes, half)
 
     monkeypatch.setattr(search, "_blocked_top_k", on_cpu)
-    monkeypatch.setattr(search.ExactIndex, "_fits_on_device", lambda self: False)
+    monkeypatch.setattr(search.ExactIndex, "_fits_on_device", staticmethod(lambda device, nbytes: False))
     return devices
 
 
@@ -83,14 +84,15 @@ def _torch_gpu_recorder(monkeypatch):
                          [("6.0", False), ("7.5", True), ("8.9", True), ("9.0", False), ("12.0", False)])
 def test_exact_search_runs_on_any_gpu_and_faiss_only_where_its_wheel_has_code(fake, monkeypatch, capability,
                                                                               faiss_on_gpu):
-    """P100 (6.0), T4 (7.5), L4 (8.9), H100/H200 (9.0), RTX Pro (12.0): exact search, QE and DBA always run on the
-    GPU through torch; IVF-PQ uses faiss's GPU index only where its sm_70/sm_80 code runs, else CPU faiss."""
+    """P100 (6.0), T4 (7.5), L4 (8.9), H100/H200 (9.0), RTX Pro (12.0): exact search, QE and DBA always run on
+    every GPU through torch, the database split between them; IVF-PQ uses faiss's GPU index only where its
+    sm_70/sm_80 code runs, else CPU faiss."""
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     _cards(monkeypatch, [capability, capability])
     devices = _torch_gpu_recorder(monkeypatch)
     database, queries = _data()
     ids = search.knn(queries, database, 3)[1]
-    assert devices == ["cuda:0"] and fake.calls == []  # faiss's GPU index is never used for exact search
+    assert sorted(devices) == ["cuda:0", "cuda:1"] and fake.calls == []  # faiss's GPU index: never for exact
     assert (ids == np.argsort(-(queries @ database.T), axis=1)[:, :3]).all()
     index = search.build_index(database, kind="ivfpq", nlist=8, m=8)
     assert bool(fake.calls) is faiss_on_gpu
@@ -119,7 +121,7 @@ def test_the_held_database_path_ranks_as_the_streamed_one():
     half = database.astype(np.float16)
     streamed = search.ExactIndex(half, device="cpu", hold=False, block=300)
     held = search.ExactIndex(half, device="cpu", hold=True, block=300)
-    assert held._held is not None and held._held.dtype.itemsize == 2  # float16 on the device, not widened
+    assert held._held[0] is not None and held._held[0].dtype.itemsize == 2  # float16 on the device, not widened
     s1, i1 = search.search(streamed, queries, 20)
     s2, i2 = search.search(held, queries, 20)
     assert (i1 == i2).all() and np.allclose(s1, s2)
@@ -202,3 +204,48 @@ def test_faiss_gpu_scratch_memory_is_bounded(fake, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     search.gpu_resources(0)
     assert fake.temp_memory == 512 * 2**20
+
+
+def test_the_database_split_over_devices_ranks_as_one():
+    """Three slices (three 'devices', here all the CPU), merged: the same top-k as one device, ids global."""
+    database, queries = _data()
+    one = search.search(search.ExactIndex(database, device="cpu"), queries, 50)
+    three = search.ExactIndex(database, device=["cpu"] * 3, block=128)
+    assert three.bounds == [0, 667, 1333, 2000]
+    split = search.search(three, queries, 50)
+    assert (split[1] == one[1]).all() and np.allclose(split[0], one[0])
+    assert search.search(search.ExactIndex(database[:2], device=["cpu"] * 3), queries, 5)[1].shape == (5, 2)
+
+
+@pytest.mark.parametrize("hold", [True, False])
+def test_the_float16_product_with_float32_rescoring_ranks_as_float32(hold):
+    """The tensor-core path (float16 product, output rounded to float16 as the harsher case) keeps a shortlist
+    and rescores it in float32: order and scores match the float32 product's on clustered data, held or
+    streamed; the unrescored float16 scores alone would differ by their rounding."""
+    from solution.bench import clustered_unit_rows
+
+    rows, _ = clustered_unit_rows(3100, 256, 60, 2.0, np.random.default_rng(3))
+    database, queries = rows[:3000].astype(np.float16), rows[3000:]
+    exact = search.search(search.ExactIndex(database, device="cpu", half=False), queries, 40)
+    half = search.ExactIndex(database, device="cpu", half=True, hold=hold, block=700)
+    assert half.half == [True]
+    fast = search.search(half, queries, 40)
+    assert np.abs(fast[0] - exact[0]).max() < 1e-5
+    assert np.mean([len(set(a) & set(b)) / 40 for a, b in zip(fast[1], exact[1])]) > 0.999
+
+
+@pytest.mark.parametrize(("capability", "half"), [(None, False), ("6.0", False), ("7.5", True), ("9.0", True)])
+def test_float16_products_only_where_tensor_cores_are(monkeypatch, capability, half):
+    _cards(monkeypatch, [capability] if capability else [])
+    assert search.tensor_core_half(search.torch_search_device()) is half
+    index = search.ExactIndex(np.zeros((10, 8), np.float16), hold=False)
+    assert index.half == [half]
+    assert search.ExactIndex(np.zeros((10, 8), np.float32), hold=False).half == [False]
+
+
+def test_the_float16_agreement_measure_reports_the_rescored_ranking_exact():
+    from solution.bench import half_product_agreement
+
+    row = half_product_agreement(n_index=4000, n_queries=40, dim=256, k=50, per_cluster=60, spread=2.0)
+    assert row["overlap_worst"] >= 0.98 and row["largest_score_difference"] < 1e-5
+    assert row["map_float16"] == pytest.approx(row["map_float32"], abs=1e-3)
