@@ -18,6 +18,7 @@ KAGGLE_USER ?= your-kaggle-name
 KERNEL_VERSION ?= 1
 KAGGLE_PYTHONS ?= 3.11 3.12 3.13
 TRAIN_FEATURES ?=
+MACHINE_SHAPE ?= NvidiaTeslaT4
 DRYRUN ?=
 
 ifeq ($(strip $(VENV)),)
@@ -105,7 +106,7 @@ KERNEL_CONFIG = $(if $(and $(CHECKPOINT),$(filter file,$(origin CONFIG))),,--con
 kernel: $(SETUP)
 	$(RUN) kernel $(KERNEL_CONFIG) --competition $(or $(COMPETITION),landmark-retrieval-2021) --user $(KAGGLE_USER) \
 		$(foreach v,$(KAGGLE_PYTHONS),--python-version $(v)) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) \
-		$(if $(filter 1,$(TRAIN_FEATURES)),--train-features) $(OVERRIDES)
+		$(if $(filter 1,$(TRAIN_FEATURES)),--train-features) --machine-shape $(MACHINE_SHAPE) $(OVERRIDES)
 
 # The kernel run here as on Kaggle (no network, no host faiss); DRYRUN="--test-images 1129" or "--full";
 # CONFIG=kernel-2021 DRYRUN="--synthetic 2021": its path after extraction at the 2021 size (memory, time).

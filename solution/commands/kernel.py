@@ -30,11 +30,13 @@ DRYRUN_WORK = "runs/kernel-dryrun"
        arg("--faiss", action="append", choices=["gpu", "cpu"], help="faiss builds to ship (default both)"),
        arg("--train-features", action="store_true",
            help="also describe train(-clean) and ship it for label re-ranking (a third dataset)"),
+       arg("--machine-shape", default="NvidiaTeslaT4",
+           help="the accelerator kernel-metadata.json asks for (Kaggle's name; default NvidiaTeslaT4: two T4s)"),
        config_default=None)
 def cmd_kernel(args: argparse.Namespace) -> int:
     from ..atomic import check_replaceable
     from ..competition import load_competition
-    from ..kernel.build import KAGGLE_PLATFORMS, KAGGLE_PYTHONS, build, check_describes
+    from ..kernel.build import KAGGLE_PLATFORMS, KAGGLE_PYTHONS, build, check_describes, check_machine_shape
     from ..kernel.contract import infer_summary
     from ..model.net import load_checkpoint
 
@@ -46,6 +48,7 @@ def cmd_kernel(args: argparse.Namespace) -> int:
         raise ConfigError("--train-features describes train with one checkpoint; an ensemble kernel has no "
                           "label re-ranking yet: drop TRAIN_FEATURES=1")
     check_replaceable(args.out, "kernel --out")  # before any work: a user's folder is never replaced
+    check_machine_shape(args.machine_shape)
     ensemble = _kernel_ensemble(cfg) if cfg["ensemble"]["members"] else None
     checkpoint = Path(ensemble["members"][0]["checkpoint"] if ensemble else
                       args.checkpoint or run_dir(cfg) / "checkpoint.pt")
@@ -66,7 +69,7 @@ def cmd_kernel(args: argparse.Namespace) -> int:
     folders = build(args.out, comp.slug, checkpoint, args.user, infer_cfg, source,
                     download_deps=not args.no_download, python_versions=args.python_version or KAGGLE_PYTHONS,
                     platforms=args.platform or KAGGLE_PLATFORMS, faiss=tuple(args.faiss or ("gpu", "cpu")),
-                    train_features=train_features, ensemble=ensemble)
+                    train_features=train_features, ensemble=ensemble, machine_shape=args.machine_shape)
     print(f"kernel: checked {len(shipped)} checkpoint(s) (loaded weights-only, one image described: {dims[0]}-D); "
           f"wrote {', '.join(str(f) for f in folders.values())} with faiss for Python "
           f"{', '.join(args.python_version or KAGGLE_PYTHONS)}; push with `make kernel-push`")

@@ -20,10 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_path, staged_folder
+from ..config import ConfigError
 from .contract import (
+    DEFAULT_MACHINE_SHAPE,
     FAISS_GPU_ARCHS,
     MANIFEST_SCHEMA,
     MODEL_MARKER,
+    RETIRED_MACHINE_SHAPES,
     TRAIN_MARKER,
     WHEELS_MANIFEST,
     KernelError,
@@ -185,15 +188,28 @@ def write_describe_only(source: Path, target: Path) -> Path:
     return target
 
 
+def check_machine_shape(shape: str) -> None:
+    """A retired accelerator runs on its replacement without a word from the server: refused with that name."""
+    if not shape or not shape.strip():
+        raise ConfigError(f"MACHINE_SHAPE is empty; name the accelerator (default {DEFAULT_MACHINE_SHAPE}, two T4s)")
+    if shape in RETIRED_MACHINE_SHAPES:
+        instead = RETIRED_MACHINE_SHAPES[shape]
+        raise ConfigError(f"MACHINE_SHAPE={shape} is retired on Kaggle (sessions run on {instead} instead); "
+                          f"use MACHINE_SHAPE={instead}")
+
+
 def build(out: str | Path, slug: str, checkpoint: str | Path, user: str, infer_cfg: dict, infer_source: str,
           download_deps: bool = True, python_versions: tuple[str, ...] | list[str] = KAGGLE_PYTHONS,
           platforms: list[str] | None = None, faiss: tuple[str, ...] = ("gpu", "cpu"),
-          train_features: dict | None = None, ensemble: dict | None = None) -> dict[str, Path]:
+          train_features: dict | None = None, ensemble: dict | None = None,
+          machine_shape: str = DEFAULT_MACHINE_SHAPE) -> dict[str, Path]:
     """Write the folders; ``train_features`` = {descriptors, ids, labels, tta} adds the third dataset.
     ``infer_cfg`` is what the kernel runs with (the recipe's or the checkpoint's own ``infer``) and
     ``infer_source`` says which, for the marker and the kernel's first log lines.
     ``ensemble`` = {members: [{run, weight, checkpoint}], whitening: path}: the model dataset carries every
-    member's checkpoint (``checkpoint`` is the first's) and the ensemble's saved whitening."""
+    member's checkpoint (``checkpoint`` is the first's) and the ensemble's saved whitening.
+    ``machine_shape``: the accelerator the kernel asks for (kaggle's name; without one the server picks)."""
+    check_machine_shape(machine_shape)
     out = Path(out)
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
@@ -222,6 +238,7 @@ def build(out: str | Path, slug: str, checkpoint: str | Path, user: str, infer_c
         _write_json(folders["kernel"] / "kernel-metadata.json", {
             "id": f"{user}/{slug}-remap", "title": f"{slug} REMAP", "code_file": "entry.py", "language": "python",
             "kernel_type": "script", "is_private": True, "enable_gpu": True, "enable_internet": False,
+            "machine_shape": machine_shape,
             "dataset_sources": list(ids.values()), "competition_sources": [slug], "kernel_sources": [],
             "model_sources": [],
         })

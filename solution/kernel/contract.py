@@ -19,6 +19,12 @@ MANIFEST_SCHEMA = 2  # 2: faiss wheels listed per Python tag ({"cp312": file, ..
 FAISS_GPU_ARCHS = ("7.0", "8.0")
 
 
+# Kaggle's accelerators as `machine_shape` names them (kaggle-cli docs): "NvidiaTeslaT4" is the default GPU,
+# two T4s. Shapes Kaggle retired run on a replacement; the CLI accepts them with a warning only.
+DEFAULT_MACHINE_SHAPE = "NvidiaTeslaT4"
+RETIRED_MACHINE_SHAPES = {"NvidiaTeslaP100": "NvidiaTeslaT4"}
+
+
 class KernelError(RuntimeError):
     """Something the kernel needs is missing or unusable; the message is the one line the user sees."""
 
@@ -41,6 +47,23 @@ def faiss_gpu_serves(capability: float, archs=FAISS_GPU_ARCHS) -> bool:
     for arch in archs:
         arch_major, arch_minor = (int(part) for part in str(arch).split("."))
         if major == arch_major and minor >= arch_minor:
+            return True
+    return False
+
+
+def torch_serves(capability: tuple[int, int], arch_list: list[str]) -> bool:
+    """Whether a torch build compiled for ``arch_list`` (``torch.cuda.get_arch_list()``: ``sm_75``,
+    ``compute_90``...) runs on a GPU of ``capability``: machine code of the same major version and a minor no
+    higher (sm_80 runs on 8.6), or PTX of an architecture no newer, which the driver compiles."""
+    major, minor = capability
+    for arch in arch_list:
+        kind, _, number = arch.partition("_")
+        if not number.isdigit() or len(number) < 2:
+            continue
+        arch_major, arch_minor = int(number[:-1]), int(number[-1])
+        if kind == "sm" and arch_major == major and arch_minor <= minor:
+            return True
+        if kind == "compute" and (arch_major, arch_minor) <= (major, minor):
             return True
     return False
 

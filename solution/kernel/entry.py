@@ -3,9 +3,12 @@ library only).
 
 1. finds the wheels dataset under the input root by its manifest, checks it holds this project and a faiss
    wheel for the running Python (else one ``error:`` line naming the interpreter and what the dataset
-   holds, before any GPU work), and installs them offline: GPU faiss when its wheel has code for every GPU
-   of the notebook, else CPU faiss (exact search, QE and DBA run on any GPU through torch either way);
-2. imports faiss and this package before any GPU work, and logs the files they came from;
+   holds, before any GPU work), and installs them offline: GPU faiss when the model's index is IVF-PQ and
+   its wheel has code for every GPU of the notebook, else CPU faiss (exact search, QE and DBA run on every
+   GPU through torch either way);
+2. imports torch, this package and then faiss before any GPU work (torch's CUDA libraries first), and logs
+   the files they came from; GPU faiss is installed only when the model's index is IVF-PQ, the one faiss
+   GPU index the pipeline builds;
 3. hands over to ``solution.kernel.run``: find the competition and the model, plan, describe, search, write
    <working>/submission.csv. The notebook's clock (``KERNEL_STARTED_AT``) starts before the install.
 
@@ -139,15 +142,33 @@ def faiss_serves_gpu() -> bool:
     return subprocess.run([sys.executable, "-c", probe], capture_output=True, check=False).returncode == 0
 
 
-def choose_faiss(manifest: dict, capabilities: list[float], tag: str | None = None) -> list[str]:
-    """The faiss variants to try for this interpreter, in order: ``gpu`` only when its wheel serves every GPU
-    (its library has no code for the others). Exact search, QE and DBA run on any GPU through torch, so CPU
-    faiss on a GPU machine costs only the approximate index (IVF-PQ), which then runs on the CPU."""
+def index_type(models: list[Path]) -> str:
+    """The ``infer.index.type`` the first model dataset's marker asks for (``flat`` when it names none)."""
+    marker = models[0] / MODEL_MARKER
+    try:
+        settings = json.loads(marker.read_text())
+    except (OSError, ValueError) as exc:
+        raise KernelError(f"the model marker {marker} cannot be read as JSON ({exc}); rebuild the model dataset "
+                          "with `make kernel`") from None
+    infer = settings.get("infer") if isinstance(settings, dict) else None
+    index = infer.get("index") if isinstance(infer, dict) else None
+    return str(index.get("type", "flat")) if isinstance(index, dict) else "flat"
+
+
+def choose_faiss(manifest: dict, capabilities: list[float], tag: str | None = None,
+                 gpu_index: bool = True) -> list[str]:
+    """The faiss variants to try for this interpreter, in order: ``gpu`` only when a faiss GPU index will be
+    built (``gpu_index``: IVF-PQ) and its wheel serves every GPU (its library has no code for the others).
+    Exact search, QE and DBA run on any GPU through torch and never call faiss on the GPU; GPU faiss then
+    brings only its own CUDA libraries into the process, so CPU faiss is installed."""
     tag = tag or python_tag()
     order = []
     gpu = faiss_wheel(manifest, "gpu", tag)
     archs = manifest.get("faiss", {}).get("gpu", {}).get("archs", [])
-    if capabilities and gpu:
+    if capabilities and gpu and not gpu_index:
+        log.info("the index is exact (torch on the GPU): CPU faiss, whose GPU build would only load its own "
+                 "CUDA libraries")
+    elif capabilities and gpu:
         if all(faiss_gpu_serves(c, archs) for c in capabilities):
             order.append("gpu")
         else:
@@ -185,13 +206,15 @@ def check_manifest(wheels: Path, tag: str | None = None) -> dict:
     return manifest
 
 
-def install(wheels: Path, capabilities: list[float] | None = None) -> str:
-    """Install this project and faiss from ``wheels``; returns the faiss variant in use (``gpu`` or ``cpu``)."""
+def install(wheels: Path, capabilities: list[float] | None = None, gpu_index: bool = True) -> str:
+    """Install this project and faiss from ``wheels`` (GPU faiss only for a faiss GPU index, ``gpu_index``);
+    returns the faiss variant in use (``gpu`` or ``cpu``). torch and this package are imported before faiss,
+    so torch's CUDA libraries are the process's own, not those a faiss build loads first."""
     manifest = check_manifest(wheels)
     tag = python_tag()
     pip_install(wheels, "--no-deps", str(wheels / manifest["package"]))
     capabilities = gpu_capabilities() if capabilities is None else capabilities
-    for variant in choose_faiss(manifest, capabilities, tag):
+    for variant in choose_faiss(manifest, capabilities, tag, gpu_index):
         spec = manifest["faiss"][variant]
         try:
             pip_install(wheels, str(wheels / faiss_wheel(manifest, variant, tag)))
@@ -208,7 +231,7 @@ def install(wheels: Path, capabilities: list[float] | None = None) -> str:
                           f"(Python {tag}, GPUs: {capabilities or 'none'})")
     importlib.invalidate_caches()
     modules = {}
-    for module in ("faiss", "solution.kernel.run"):
+    for module in ("torch", "solution.kernel.run", "faiss"):
         try:
             modules[module] = importlib.import_module(module)
         except ImportError as exc:
@@ -228,7 +251,8 @@ def main() -> int:
     os.environ.setdefault("KERNEL_STARTED_AT", repr(time.time()))
     started = time.perf_counter()
     try:
-        install(find_wheels(input_root))
+        wheels = find_wheels(input_root)
+        install(wheels, gpu_index=index_type(find_models(input_root)) == "ivfpq")
     except KernelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

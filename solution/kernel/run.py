@@ -35,7 +35,7 @@ from ..infer.search import knn
 from ..infer.submission import validate_submission, write_submission
 from ..model.net import load_checkpoint, place
 from ..runtime import data_workers
-from .contract import MODEL_MARKER, TRAIN_MARKER, KernelError, infer_summary, sha256
+from .contract import MODEL_MARKER, TRAIN_MARKER, KernelError, infer_summary, sha256, torch_serves
 from .entry import find_competition, find_models, find_train_features
 from .plan import active_weights, choose_plan, compared_pairs, time_search_unit
 
@@ -183,12 +183,34 @@ def notebook_clock(env: Mapping[str, str], clock: Callable[[], float] = time.tim
     return lambda: clock() - started
 
 
+def check_cards() -> list[str]:
+    """Each visible GPU's name, memory and compute capability, after checking that the installed torch has
+    code for it (``torch.cuda.get_arch_list()``): a card it lacks would fail at the first forward with "no
+    kernel image is available", after the install and the model load. One line names the card, the
+    architectures torch has and the fix."""
+    if not torch.cuda.is_available():
+        return []
+    archs = torch.cuda.get_arch_list()
+    cards = []
+    for gpu in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(gpu)
+        capability = (props.major, props.minor)
+        if not torch_serves(capability, archs):
+            raise KernelError(f"GPU {gpu} is a {props.name} (compute capability {props.major}.{props.minor}), and "
+                              f"torch {torch.__version__} here has code for {' '.join(archs) or 'no GPU'} only; pick "
+                              "a card it runs on (`make kernel MACHINE_SHAPE=NvidiaTeslaT4`, the default)")
+        cards.append(f"cuda:{gpu} {props.name} ({props.total_memory / 2**30:.1f} GiB, sm_{props.major}{props.minor})")
+    return cards
+
+
 def run(input_root: Path, working: Path, limit_s: float, full: bool = False, public_max: int = PUBLIC_TEST_IMAGES,
         public_index: int = 300, probe: int = 1000, warmup: int = 32, workers: int | None = None,
         clock: Callable[[], float] = time.perf_counter, elapsed: Callable[[], float] | None = None,
         hidden: tuple[int, int] = (HIDDEN_TEST_IMAGES, HIDDEN_INDEX_IMAGES)) -> Path:
     started = clock()
     elapsed = elapsed or (lambda: clock() - started)
+    cards = check_cards()  # before any work: a card torch has no code for fails at the first forward
+    log.info("GPUs: %s", "; ".join(cards) or "none (CPU)")
     workers = data_workers(workers)  # one process: every core of the notebook (4 vCPUs on Kaggle's GPU image)
     data = find_competition(input_root)
     models = find_models(input_root)

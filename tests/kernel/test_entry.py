@@ -5,7 +5,7 @@ import json
 import pytest
 
 from solution.kernel import entry
-from solution.kernel.contract import MANIFEST_SCHEMA, KernelError, faiss_gpu_serves, python_tag
+from solution.kernel.contract import MANIFEST_SCHEMA, KernelError, faiss_gpu_serves, python_tag, torch_serves
 
 
 def _competition(folder):
@@ -95,6 +95,34 @@ def test_gpu_faiss_only_for_gpus_its_wheel_has_code_for(capabilities, order):
 def test_faiss_for_another_python_is_never_chosen():
     assert entry.choose_faiss(MANIFEST, [7.5], "cp399") == []
     assert entry.choose_faiss({**MANIFEST, "faiss": {"cpu": MANIFEST["faiss"]["cpu"]}}, [7.5], TAG) == ["cpu"]
+
+
+def test_an_exact_index_gets_cpu_faiss_even_on_gpus_it_serves():
+    """Exact search never calls faiss on the GPU: its GPU build would only bring its CUDA libraries (issue 28)."""
+    assert entry.choose_faiss(MANIFEST, [7.5, 7.5], TAG, gpu_index=False) == ["cpu"]
+    assert entry.choose_faiss(MANIFEST, [7.5, 7.5], TAG, gpu_index=True) == ["gpu", "cpu"]
+
+
+def test_the_index_type_comes_from_the_model_marker(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / entry.MODEL_MARKER).write_text(json.dumps({"infer": {"index": {"type": "ivfpq"}}}))
+    assert entry.index_type([model]) == "ivfpq"
+    (model / entry.MODEL_MARKER).write_text(json.dumps({"infer": {"index": {"dtype": "float16"}}}))
+    assert entry.index_type([model]) == "flat"
+    (model / entry.MODEL_MARKER).write_text("{not json")
+    with pytest.raises(KernelError, match="cannot be read as JSON.*make kernel") as info:
+        entry.index_type([model])
+    assert "\n" not in str(info.value)
+
+
+def test_torch_is_imported_before_faiss(tmp_path, monkeypatch):
+    wheels = _wheels(tmp_path, MANIFEST)
+    imported = []
+    monkeypatch.setattr(entry, "pip_install", lambda folder, *args: None)
+    monkeypatch.setattr(entry.importlib, "import_module", imported.append)
+    assert entry.install(wheels, capabilities=[7.5], gpu_index=False) == "cpu"
+    assert imported.index("torch") < imported.index("solution.kernel.run") < imported.index("faiss")
 
 
 def test_faiss_gpu_serves_follows_cuda_binary_compatibility():
@@ -202,3 +230,47 @@ def test_the_kernel_modules_import_without_a_circle():
     assert not {m for m in imports("contract")}
     assert "entry" not in imports("build") and "run" not in imports("build")
     assert "build" not in imports("run") and imports("entry") == {"contract"}
+
+
+@pytest.mark.parametrize(("capability", "archs", "serves"), [
+    ((7, 5), ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"], True),  # T4
+    ((8, 9), ["sm_80", "sm_86"], True),  # L4 on sm_86 code: same major, lower minor
+    ((12, 0), ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"], False),  # Blackwell, no PTX
+    ((12, 0), ["sm_80", "sm_90", "compute_90"], True),  # PTX of an older architecture is compiled by the driver
+    ((6, 0), ["sm_70", "sm_75", "compute_70"], False),  # P100 on a build that dropped it: PTX is newer
+    ((9, 0), ["sm_86"], False),
+])
+def test_torch_serves_a_card_by_its_arch_list(capability, archs, serves):
+    assert torch_serves(capability, archs) is serves
+
+
+def test_a_card_the_installed_torch_lacks_stops_before_any_work(monkeypatch):
+    import torch
+
+    from solution.kernel import run
+
+    class Props:
+        name, major, minor, total_memory = "NVIDIA RTX PRO 6000 Blackwell", 12, 0, 96 * 2**30
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: Props)
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: ["sm_70", "sm_75", "sm_80", "sm_90"])
+    with pytest.raises(KernelError) as info:
+        run.check_cards()
+    message = str(info.value)
+    assert "RTX PRO 6000" in message and "12.0" in message and "sm_70 sm_75 sm_80 sm_90" in message
+    assert "MACHINE_SHAPE" in message and "\n" not in message
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: ["sm_90", "sm_120"])
+    assert run.check_cards() == ["cuda:0 NVIDIA RTX PRO 6000 Blackwell (96.0 GiB, sm_120)"]
+
+
+def test_a_retired_or_empty_machine_shape_is_refused():
+    from solution.config import ConfigError
+    from solution.kernel.build import check_machine_shape
+
+    check_machine_shape("NvidiaTeslaT4")
+    with pytest.raises(ConfigError, match="retired.*MACHINE_SHAPE=NvidiaTeslaT4"):
+        check_machine_shape("NvidiaTeslaP100")
+    with pytest.raises(ConfigError, match="empty"):
+        check_machine_shape(" ")

@@ -85,6 +85,7 @@ def _score(tiny_root, submission):
 def test_kernel_folders(built):
     meta = json.loads((built["out"] / "kernel/kernel-metadata.json").read_text())
     assert meta["enable_internet"] is False and meta["enable_gpu"] is True
+    assert meta["machine_shape"] == "NvidiaTeslaT4"  # named: without it kaggle's server picks the card
     assert meta["competition_sources"] == ["landmark-retrieval-2021"]
     assert meta["dataset_sources"] == [f"tester/landmark-retrieval-2021-remap-{name}"
                                        for name in ("wheels", "model", "train-features")]
