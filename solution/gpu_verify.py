@@ -3,10 +3,11 @@
 1. The CPU-executable parts, everywhere: ``plan`` for the shipped GPU recipes (peak memory on fake tensors
    and step counts; does each fit the card it names?) and the kernel's path after extraction on synthetic
    descriptors at 1% of the 2021 size.
-2. With a GPU: ``gpu-check`` (every row of it), then ``make train`` and ``make submit`` on the toy with
-   ``run.device=cuda`` (their printed mAP@100 against the CPU figures in the README), then the kernel's run
-   on a fake ``/kaggle/input`` with that checkpoint (its mAP@100 against ``submit``'s, which must agree
-   within 0.01). About 10 minutes on one H100-class GPU.
+2. With a GPU: ``gpu-check`` (every row of it, the float16 search path against float32 among them), the
+   kernel's memory rehearsal at the 2021 counts on the real cards, then ``make train`` and ``make submit``
+   on the toy with ``run.device=cuda`` (their printed mAP@100 against the CPU figures in the README), then
+   the kernel's run on a fake ``/kaggle/input`` with that checkpoint (its mAP@100 against ``submit``'s,
+   which must agree within 0.01). About 10 minutes on one H100-class GPU.
 
 Each row: what ran, its figure, a ratio where one applies, and pass / fail. Without a GPU the table holds the
 CPU rows and one line says that no GPU was found; the exit code is 0 either way unless a row failed.
@@ -89,6 +90,7 @@ def run(recipes: tuple[str, ...] = RECIPES, gpu: bool | None = None) -> tuple[st
         check = f"{device_line()}\n{format_table(checks)}"
         rows.append({"what": "gpu-check", "figure": f"{len(checks)} rows, {len(failed)} failed",
                      "seconds": round(time.perf_counter() - started), "ok": not failed})
+        rows.extend(_rehearsal_rows())
         common = ["--config", "toy", "run.device=cuda", "run.name=gpu-verify", f"run.dir={tmp / 'runs'}"]
         data = subprocess.run([sys.executable, "-m", "solution", "data", "--config", "toy"], capture_output=True,
                               check=False)  # what `make train` runs first
@@ -101,6 +103,28 @@ def run(recipes: tuple[str, ...] = RECIPES, gpu: bool | None = None) -> tuple[st
             {"what": "kernel run", "ok": False, "figure": "no toy data"}
         rows.append(kernel)
     return f"{check}\n\n{format_table(rows)}", all(r["ok"] for r in rows)
+
+
+def _rehearsal_rows() -> list[dict]:
+    """The kernel's memory rehearsal at the 2021 counts on this machine's GPUs (no train descriptors): each
+    search's index built from synthetic rows at its hidden size, one query chunk searched, the measured peak
+    beside the projection."""
+    from .kernel.contract import KernelError
+    from .kernel.rehearse import gpu_cards, gpu_stage_runner, rehearse
+    from .kernel.run import HIDDEN_INDEX_IMAGES, HIDDEN_TEST_IMAGES
+
+    cfg = {"topk": 100, "index": {"type": "flat", "dtype": "float16"}, "dba": {"enabled": True, "k": 10},
+           "label_rerank": {"enabled": False, "k": 20}}
+    started = time.perf_counter()
+    try:
+        stages = rehearse(HIDDEN_TEST_IMAGES, HIDDEN_INDEX_IMAGES, 0, 2048, cfg, gpu_stage_runner(2048, "float16"),
+                          gpu_cards())
+    except KernelError as exc:
+        return [{"what": "kernel memory rehearsal (2021 counts, 2,048-D float16)", "figure": str(exc), "ok": False}]
+    return [{"what": f"kernel memory rehearsal: {s['stage']}",
+             "figure": f"measured {s['measured_gib']:.2f} GiB, projected {s['projected_gib']:.2f} of "
+                       f"{s['card_gib']:.2f} GiB", "seconds": round(time.perf_counter() - started),
+             "ok": s["measured_gib"] <= s["card_gib"]} for s in stages]
 
 
 def _kernel_row(tmp: Path, submit_all: float | None) -> dict:

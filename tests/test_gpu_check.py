@@ -94,3 +94,18 @@ def test_the_torch_floor_covers_the_apis_used():
     floor = tuple(int(v) for v in re.search(r"^torch>=(\d+)\.(\d+)", text, re.M).groups())
     assert floor >= (2, 5)
     from torch.distributed._tools.mem_tracker import MemTracker  # noqa: F401 - present in the installed torch
+
+
+def test_gpu_verify_rehearses_the_kernels_memory_on_the_cards(monkeypatch):
+    """The rehearsal's rows on a GPU: each 2021 search with its measured peak against the card; a card too
+    small for one is a failed row with the kernel's own line, not a traceback."""
+    from solution import gpu_verify
+    from solution.kernel import rehearse
+
+    monkeypatch.setattr(rehearse, "gpu_cards", lambda: [("Tesla T4", rehearse.T4_USABLE_BYTES, True)] * 2)
+    monkeypatch.setattr(rehearse, "gpu_stage_runner", lambda dim, dtype: lambda stage: [2 * 2**30, 2 * 2**30])
+    rows = gpu_verify._rehearsal_rows()
+    assert [r["ok"] for r in rows] == [True, True] and "measured 2.00 GiB" in rows[0]["figure"]
+    monkeypatch.setattr(rehearse, "gpu_stage_runner", lambda dim, dtype: lambda stage: [20 * 2**30])
+    (row,) = gpu_verify._rehearsal_rows()
+    assert row["ok"] is False and "could not fit" in row["figure"]

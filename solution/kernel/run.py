@@ -4,8 +4,9 @@
 2. Make a time plan (a warmed-up probe of fresh images, plus search priced by a timed slice on the device)
    and give settings up (:mod:`.plan`'s ladder) only while the plan exceeds the notebook's limit, counted
    from the notebook's start.
-3. On the public placeholder test set (at most ``public_max`` images, unless forced full) the plan is made
-   for the hidden run's counts (117,577 test, 761,757 index images), logged, and then rehearsed on the
+3. On the public placeholder test set (at most ``public_max`` images, unless forced full) the memory each
+   GPU will hold in the hidden run's searches is rehearsed at its counts (:mod:`.rehearse`), and the
+   plan is made for the hidden run's counts (117,577 test, 761,757 index images), logged, and then rehearsed on the
    placeholder set and a sample of the index, in minutes: Kaggle swaps in the hidden test set and the full
    index only when it reruns the notebook for scoring, where it shows no log. So the probe, the plan and
    the search code the scoring run depends on have all run, and been read, after a commit.
@@ -31,13 +32,21 @@ from ..infer.extract import extract_descriptors
 from ..infer.features import describer, extraction_key, tta_tag
 from ..infer.pipeline import id_rankings
 from ..infer.retrieve import retrieve
-from ..infer.search import knn
+from ..infer.search import ExactIndex, search
 from ..infer.submission import validate_submission, write_submission
 from ..model.net import load_checkpoint, place
 from ..runtime import data_workers
 from .contract import MODEL_MARKER, TRAIN_MARKER, KernelError, infer_summary, sha256, torch_serves
 from .entry import find_competition, find_models, find_train_features
-from .plan import active_weights, choose_plan, compared_pairs, time_search_unit
+from .plan import (
+    active_weights,
+    choose_plan,
+    compared_pairs,
+    output_seconds,
+    time_output_units,
+    time_search_unit,
+)
+from .rehearse import gpu_cards, gpu_stage_runner, rehearse
 
 log = logging.getLogger("solution.kernel")
 
@@ -176,6 +185,20 @@ def search_and_write(test: np.ndarray, index: np.ndarray, test_ids: list[str], i
     return out
 
 
+def _write_sample(working: Path, rows: int, k: int) -> None:
+    """Write and validate a submission of ``rows`` rows of ``k`` ids as the run does, in a file removed after:
+    what :func:`time_output_units` times."""
+    ids = [f"{i:016x}" for i in range(max(rows, k))]
+    queries = ids[:rows]
+    rankings = {q: ids[:k] for q in queries}
+    working.mkdir(parents=True, exist_ok=True)
+    out = write_submission(working / "plan-sample-submission.csv", rankings, queries)
+    try:
+        validate_submission(out, queries, ids)
+    finally:
+        out.unlink(missing_ok=True)
+
+
 def notebook_clock(env: Mapping[str, str], clock: Callable[[], float] = time.time) -> Callable[[], float]:
     """Seconds since the notebook started (``KERNEL_STARTED_AT``, set by entry.py before the install),
     else since now."""
@@ -260,16 +283,29 @@ def run(input_root: Path, working: Path, limit_s: float, full: bool = False, pub
                  "images (KERNEL_FULL=1 runs everything)", len(test_paths), public_max, *hidden, len(index_paths))
     n_query, n_index = hidden if public else (len(test_paths), len(index_paths))
     n_train = 0 if train is None else len(train[1])
+    if public:  # the scoring rerun's GPU paths first run here, at its counts, where the log can be read
+        cards = gpu_cards() if device.type == "cuda" else None
+        rehearse(n_query, n_index, n_train, dim, infer_cfg,
+                 gpu_stage_runner(dim, infer_cfg["index"].get("dtype", "float32")) if cards else None, cards)
     pool = index_paths + test_paths
     prober = Prober(describe, pool, min(probe, max(1, len(pool) // 4)) if public else probe, warmup, clock)
     t0 = clock()
-    unit = time_search_unit(dim, knn)
-    log.info("search priced at %.3g s per pair-dimension on %s (timed in %.0fs)", unit, device, clock() - t0)
+    index_dtype = infer_cfg["index"].get("dtype", "float32")
+    unit = time_search_unit(dim, ExactIndex, search, index_dtype)
+    per_row, per_byte = time_output_units(
+        lambda rows: _write_sample(working, rows, infer_cfg["topk"]), infer_cfg["index"].get("spill_dir"))
+    log.info("search priced at %.3g s per pair-dimension (%s index held on %s), writing at %.3g ms a row, "
+             "spill at %.0f MB/s (timed in %.0fs)", unit, index_dtype, device, per_row * 1e3,
+             1e-6 / max(per_byte, 1e-15), clock() - t0)
 
     def search_s(cfg: dict) -> float:
         return compared_pairs(n_query, n_index, n_train, cfg) * dim * unit
 
-    infer_cfg, plans = choose_plan(infer_cfg, prober, search_s, n_query + n_index, elapsed, limit_s, weights)
+    def other_s(cfg: dict) -> float:
+        return output_seconds(n_query, n_index, dim, cfg, per_row, per_byte)
+
+    infer_cfg, plans = choose_plan(infer_cfg, prober, search_s, n_query + n_index, elapsed, limit_s, weights,
+                                   other_s)
     log.info("%s: %s -> projected %.0fs of %.0fs", "the hidden run would use" if public else "running with",
              infer_summary(infer_cfg), plans[-1].total_s, limit_s)
     if train is not None and train[2]["tta"] != tta_tag(infer_cfg):

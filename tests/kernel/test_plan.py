@@ -8,11 +8,14 @@ import numpy as np
 from solution.kernel import plan
 from solution.kernel.plan import (
     MARGIN,
+    RESERVE_S,
     Plan,
     cheaper_options,
     choose_plan,
     compared_pairs,
     extraction_cost,
+    output_seconds,
+    time_output_units,
     time_search_unit,
 )
 from solution.kernel.run import Prober, notebook_clock
@@ -49,7 +52,7 @@ def _pairs_search(unit, n_query=100_000, n_index=750_000, n_train=0):
 def test_the_plan_keeps_everything_when_it_fits():
     probe, calls = _per_image(0.001)
     cfg, plans = choose_plan(_cfg(qe=True, dba=True), probe, lambda c: 10.0, images_left=1000,
-                             elapsed=lambda: 5.0, limit_s=100)
+                             elapsed=lambda: 5.0, limit_s=100, reserve_s=0)
     assert cfg == _cfg(qe=True, dba=True) and len(calls) == 1 and len(plans) == 1 and plans[0].fits
     assert plans[0].total_s == 5.0 + (1000 * 0.001 * extraction_cost(_cfg()) / 512**2 + 10) * MARGIN
 
@@ -59,7 +62,8 @@ def test_a_single_scale_recipe_gives_up_dba_first_at_the_2021_size():
     probe, calls = _per_image(0.010)  # 10 ms an image: 8,500 s of extraction for 850k images
     search = _pairs_search(1e-11 * 2048)  # 200 GFLOPS at 2,048-D: each search 1,500 s, DBA 11,250 s
     single = _cfg(flip=False, scales=[1], qe=True, dba=True)
-    cfg, plans = choose_plan(single, probe, search, images_left=850_000, elapsed=lambda: 600.0, limit_s=20_000)
+    cfg, plans = choose_plan(single, probe, search, images_left=850_000, elapsed=lambda: 600.0, limit_s=20_000,
+                             reserve_s=0)
     assert cfg["dba"]["enabled"] is False and cfg["qe"]["enabled"] is True and cfg["image_size"] == 512
     assert len(calls) == 1  # only search settings changed: no second probe
     assert [p.fits for p in plans] == [False, True]
@@ -75,7 +79,7 @@ def test_a_multi_scale_recipe_shrinks_extraction_and_keeps_the_search_steps(capl
     probe, calls = _per_image(0.010)  # 3 scales + flip: 70 ms an image, 59,500 s for 850k images
     search = _pairs_search(1e-15)  # search is nearly free: only extraction must shrink
     cfg, plans = choose_plan(_cfg(qe=True, dba=True), probe, search, images_left=850_000,
-                             elapsed=lambda: 0.0, limit_s=20_000)
+                             elapsed=lambda: 0.0, limit_s=20_000, reserve_s=0)
     assert cfg["qe"]["enabled"] and cfg["dba"]["enabled"]  # search steps saved nothing worth their mAP
     assert not cfg["flip"] and caplog.text.index("dropping flip") < caplog.text.index("dropping image size")
     # without flip, a 384 px step saves 13,000 s for 0.030 and the sqrt2 scale 17,000 s for 0.046: size first
@@ -86,8 +90,8 @@ def test_a_multi_scale_recipe_shrinks_extraction_and_keeps_the_search_steps(capl
 def test_zero_cost_steps_go_first_and_the_cheapest_plan_runs_when_nothing_fits(caplog):
     probe, _ = _per_image(10.0)
     cfg, plans = choose_plan(_cfg(qe=True, dba=True, diffusion=True), probe, _pairs_search(1e-12),
-                             images_left=1000, elapsed=lambda: 0.0, limit_s=1, weights=None)
-    assert not plans[-1].fits and "even the cheapest plan" in caplog.text
+                             images_left=1000, elapsed=lambda: 0.0, limit_s=1, weights=None, reserve_s=0)
+    assert not plans[-1].fits and "no plan fits" in caplog.text and "running the cheapest" in caplog.text
     assert cfg["image_size"] == 256 and cfg["scales"] == [1] and not cfg["flip"]
     assert not any(cfg[s]["enabled"] for s in ("qe", "dba", "diffusion", "label_rerank"))
     assert caplog.text.index("dropping diffusion") < caplog.text.index("dropping flip")
@@ -98,7 +102,7 @@ def test_an_ensemble_drops_its_weakest_member_when_that_is_what_fits():
     probe, _ = _per_image(0.004)
     cfg, plans = choose_plan(_cfg(flip=False, scales=[1], image_size=256), lambda c: probe(c, weights),
                              _pairs_search(1e-15), images_left=850_000, elapsed=lambda: 0.0, limit_s=2_000,
-                             weights=weights)
+                             weights=weights, reserve_s=0)
     assert cfg["dropped_members"] == [2] and plans[-1].fits  # the 0.25 member, not the image size (at its floor)
 
 
@@ -126,15 +130,44 @@ def test_search_cost_grows_with_index_times_queries():
     assert compared_pairs(100, 1000, 500, _cfg()) == base  # train descriptors unused without label re-ranking
 
 
-def test_search_unit_is_timed_after_a_warm_up():
+def test_search_unit_is_timed_on_an_index_already_built_after_a_warm_up():
+    """The upload (``build``) happens before the clock starts: only the search is priced (issue 28)."""
     calls, ticks = [], iter([10.0, 12.0])
 
-    def fake_knn(queries, database, k):
-        calls.append((len(queries), len(database)))
+    def build(database):
+        calls.append(("build", database.shape, database.dtype.name))
+        return "index"
 
-    unit = time_search_unit(8, fake_knn, clock=lambda: next(ticks), n_index=2000, n_query=100)
-    assert calls == [(64, 1000), (100, 2000)]  # a smaller warm-up call first, untimed
+    def fake_search(index, queries, k):
+        calls.append(("search", index, len(queries), k))
+
+    unit = time_search_unit(8, build, fake_search, "float16", clock=lambda: next(ticks), n_index=2000, n_query=100)
+    assert calls == [("build", (2000, 8), "float16"), ("search", "index", 64, 10), ("search", "index", 100, 100)]
     assert np.isclose(unit, 2.0 / (2000 * 100 * 8))
+
+
+def test_writing_and_the_spill_are_timed_and_priced(tmp_path):
+    written = []
+    ticks = iter([0.0, 4.0, 10.0, 10.0 + 64 * 2**20 * 1e-8])
+    per_row, per_byte = time_output_units(written.append, str(tmp_path), rows=2_000, clock=lambda: next(ticks))
+    assert written == [2_000] and per_row == 4.0 / 2_000 and np.isclose(per_byte, 1e-8)
+    assert not list(tmp_path.iterdir())  # the spill sample is removed
+    cfg = {**_cfg(dba=True), "index": {"dtype": "float16"}}
+    seconds = output_seconds(117_577, 761_757, 2048, cfg, per_row, per_byte)
+    assert np.isclose(seconds, 117_577 * per_row + 761_757 * 2048 * 2 * 1e-8)
+    assert output_seconds(117_577, 761_757, 2048, {**cfg, "dba": OFF}, per_row, per_byte) == 117_577 * per_row
+
+
+def test_the_reserve_and_the_output_are_in_the_plan():
+    probe, _ = _per_image(0.001)
+    cfg, plans = choose_plan(_cfg(), probe, lambda c: 10.0, images_left=1000, elapsed=lambda: 5.0,
+                             limit_s=10_000, other_s=lambda c: 20.0)
+    extract = 1000 * 0.001 * extraction_cost(_cfg()) / 512**2
+    assert plans[0].total_s == 5.0 + (extract + 10 + 20) * MARGIN + RESERVE_S
+    assert "reserve" in plans[0].describe() and "writing/validation/spill" in plans[0].describe()
+    _, tight = choose_plan(_cfg(), probe, lambda c: 10.0, images_left=1000, elapsed=lambda: 5.0,
+                           limit_s=RESERVE_S, other_s=lambda c: 20.0)
+    assert not tight[0].fits  # what fits without the reserve does not fit with it
 
 
 def test_prober_takes_fresh_images_and_reuses_the_last_probe():
@@ -175,7 +208,7 @@ def test_a_decode_bound_notebook_stops_giving_up_pixels_that_save_nothing(caplog
         return 0.05
 
     cfg, plans = choose_plan(_cfg(flip=False, dba=True), decode_bound, _pairs_search(1e-11 * 2048),
-                             images_left=850_000, elapsed=lambda: 0.0, limit_s=60_000)
+                             images_left=850_000, elapsed=lambda: 0.0, limit_s=60_000, reserve_s=0)
     assert len(calls) == 2  # one extraction step was tried (the 384 px step), then no more pixels
     assert cfg["image_size"] == 384 and len(cfg["scales"]) == 3
     assert cfg["dba"]["enabled"] is False and plans[-1].fits
