@@ -18,7 +18,8 @@ so any of them works. Each failure is one ``error:`` line that says what was fou
 
 Environment: KAGGLE_INPUT_ROOT and KAGGLE_WORKING_DIR override /kaggle/input and /kaggle/working;
 KERNEL_TIME_LIMIT_S is the notebook limit (default 9 hours); KERNEL_FULL=1 forces the full run on the
-public test set; KERNEL_PUBLIC_MAX (default 1129) is the largest test set taken for the public one.
+public test set (0/false/no/off or unset: not); KERNEL_PUBLIC_MAX (default 1129) is the largest test set
+taken for the public one. A malformed value is one ``error:`` line naming it.
 """
 
 from __future__ import annotations

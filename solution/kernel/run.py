@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -202,7 +203,8 @@ def _write_sample(working: Path, rows: int, k: int) -> None:
 def notebook_clock(env: Mapping[str, str], clock: Callable[[], float] = time.time) -> Callable[[], float]:
     """Seconds since the notebook started (``KERNEL_STARTED_AT``, set by entry.py before the install),
     else since now."""
-    started = float(env.get("KERNEL_STARTED_AT") or clock())
+    started = env_number(env, "KERNEL_STARTED_AT", None, float)
+    started = clock() if started is None else started
     return lambda: clock() - started
 
 
@@ -325,9 +327,35 @@ def run(input_root: Path, working: Path, limit_s: float, full: bool = False, pub
 
 
 def run_from_env(input_root: Path, working: Path, env: Mapping[str, str]) -> Path:
-    """``run`` with the KERNEL_* settings of the environment (see entry.py)."""
-    return run(input_root, working, float(env.get("KERNEL_TIME_LIMIT_S", "32400")),
-               full=env.get("KERNEL_FULL", "") not in ("", "0"),
-               public_max=int(env.get("KERNEL_PUBLIC_MAX", str(PUBLIC_TEST_IMAGES))),
-               public_index=int(env.get("KERNEL_PUBLIC_INDEX", "300")),
-               probe=int(env.get("KERNEL_PROBE", "1000")), elapsed=notebook_clock(env))
+    """``run`` with the KERNEL_* settings of the environment (see entry.py); a malformed one is one line."""
+    return run(input_root, working, env_number(env, "KERNEL_TIME_LIMIT_S", 32400.0, float, above=0),
+               full=env_flag(env, "KERNEL_FULL"),
+               public_max=env_number(env, "KERNEL_PUBLIC_MAX", PUBLIC_TEST_IMAGES, int, above=0),
+               public_index=env_number(env, "KERNEL_PUBLIC_INDEX", 300, int, above=0),
+               probe=env_number(env, "KERNEL_PROBE", 1000, int, above=0), elapsed=notebook_clock(env))
+
+
+def env_number(env: Mapping[str, str], name: str, default, kind=float, above: float | None = None):
+    """``env[name]`` as ``kind`` (``default`` when unset or empty), finite and above ``above``."""
+    text = env.get(name, "")
+    if not str(text).strip():
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or (above is not None and value <= above):
+        kind_name = "a whole number" if kind is int else "a number"
+        bound = f" above {above:g}" if above is not None else ""
+        raise KernelError(f"{name}={text!r} is not {kind_name}{bound}; unset it for the default ({default})")
+    return value
+
+
+def env_flag(env: Mapping[str, str], name: str) -> bool:
+    """``env[name]`` as a switch: 1/true/yes/on or 0/false/no/off (or unset); anything else is one line."""
+    text = str(env.get(name, "")).strip().lower()
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    if text in ("1", "true", "yes", "on"):
+        return True
+    raise KernelError(f"{name}={env.get(name)!r} is not a switch; use {name}=1 or {name}=0")

@@ -274,3 +274,29 @@ def test_a_retired_or_empty_machine_shape_is_refused():
         check_machine_shape("NvidiaTeslaP100")
     with pytest.raises(ConfigError, match="empty"):
         check_machine_shape(" ")
+
+
+@pytest.mark.parametrize(("env", "culprit"), [
+    ({"KERNEL_TIME_LIMIT_S": "abc"}, "KERNEL_TIME_LIMIT_S='abc' is not a number above 0"),
+    ({"KERNEL_TIME_LIMIT_S": "-5"}, "KERNEL_TIME_LIMIT_S='-5'"),
+    ({"KERNEL_TIME_LIMIT_S": "inf"}, "KERNEL_TIME_LIMIT_S='inf'"),
+    ({"KERNEL_PUBLIC_MAX": "abc"}, "KERNEL_PUBLIC_MAX='abc' is not a whole number"),
+    ({"KERNEL_STARTED_AT": "yesterday"}, "KERNEL_STARTED_AT='yesterday'"),
+    ({"KERNEL_FULL": "maybe"}, "KERNEL_FULL='maybe' is not a switch"),
+])
+def test_a_malformed_kernel_setting_is_one_line_before_any_work(tmp_path, monkeypatch, env, culprit):
+    """#29: these were tracebacks (entry.py catches only the kernel's own error)."""
+    from solution.kernel import run
+
+    monkeypatch.setattr(run, "run", lambda *a, **k: pytest.fail("nothing may run"))
+    with pytest.raises(KernelError) as info:
+        run.run_from_env(tmp_path, tmp_path, env)
+    assert culprit in str(info.value) and "\n" not in str(info.value)
+
+
+def test_kernel_full_false_means_off():
+    from solution.kernel.run import env_flag
+
+    assert [env_flag({"KERNEL_FULL": v}, "KERNEL_FULL") for v in ("false", "0", "", "no", "1", "true", "YES")] == \
+        [False, False, False, False, True, True, True]
+    assert env_flag({}, "KERNEL_FULL") is False
