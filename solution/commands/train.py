@@ -156,6 +156,10 @@ def cmd_ablate_heads(args: argparse.Namespace) -> int:
     if args.variants and set(args.variants) <= {REFERENCE}:
         raise ConfigError(f"--variants {' '.join(args.variants)}: REMAP always runs and is compared with the others; "
                           f"name at least one other ({', '.join(v for v in VARIANTS if v != REFERENCE)})")
+    repeated = sorted({s for s in args.seeds or [] if args.seeds.count(s) > 1})
+    if repeated:  # the same seed twice is one run counted as two: its interval would be too narrow
+        raise ConfigError(f"--seeds {' '.join(map(str, args.seeds))} repeats {', '.join(map(str, repeated))}; "
+                          "name each seed once")
     started = time.perf_counter()
     result = ablate_heads(cfg, args.variants or list(VARIANTS), args.seeds or [cfg["run"]["seed"]])
     print(result["path"].read_text().rstrip())

@@ -48,6 +48,9 @@ VARIANTS: dict[str, tuple[str, dict]] = {
                    "region_pool": "gem"}),
     "remap-progressive": ("REMAP, second epoch at the inference size (192 px)",
                           {"head": "remap", "layers": [-2, -1], "remap_layers": "sum", "kl": {"enabled": True}}),
+    "remap-uncapped": ("REMAP, final ReLU6 made a ReLU (no region maximum stuck at the cap)",
+                       {"head": "remap", "layers": [-2, -1], "remap_layers": "sum", "kl": {"enabled": True},
+                        "uncap_final": True}),
 }
 # The loss of each head: "<head variant>-arcface" trains it with sub-center ArcFace (k=3) and dynamic margins,
 # the GLR 2021 winners' loss, in place of the triplet; nothing else changes.

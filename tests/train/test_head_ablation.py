@@ -79,3 +79,16 @@ def test_the_best_head_is_chosen_on_validation_and_test_is_only_reported(tmp_pat
     assert gem["remap_minus_this"]["test_after"]["mean"] < 0 < gem["remap_minus_this"]["val_after"]["mean"]
     assert "On validation, REMAP is best" in (tmp_path / "toy-heads" / "heads.md").read_text()
 
+
+
+def test_a_seed_named_twice_is_refused_before_any_training(capsys):
+    """#29: `--seeds 0 0` trained one run and counted it as two seeds."""
+    from solution.cli import main
+
+    assert main(["ablate-heads", "--config", "toy-tiny", "--seeds", "0", "0", "--variants", "gem"]) != 0
+    err = capsys.readouterr().err
+    assert "--seeds 0 0 repeats 0" in err and "Traceback" not in err
+
+
+def test_the_uncapped_variant_changes_only_the_final_activation():
+    assert VARIANTS["remap-uncapped"][1] == {**VARIANTS["remap"][1], "uncap_final": True}
