@@ -58,8 +58,25 @@ def split_ids(comp: Competition, data_root: str | Path, split: str) -> list[str]
     if not ids:
         raise DataError(f"{path} lists no images (a header alone); restore the competition's file, or run "
                         "`make data` again")
+    if split == "val":  # before the images: an id shared with test is the mistake to name
+        check_validation_apart(comp, data_root, ids, path)
     check_images_exist(comp.data_dir(data_root), split, ids, path)
     return ids
+
+
+def check_validation_apart(comp: Competition, data_root: str | Path, val_ids: list[str], val_path: Path) -> None:
+    """Validation queries that are also test queries or index images would make every choice "on
+    validation" a choice on test: refused, naming the file and a shared id."""
+    chosen = set(val_ids)
+    for other in ("test", "index"):
+        path = comp.csv_path(data_root, f"{other}_csv")
+        if not path.is_file():
+            continue
+        shared = [i for i in read_ids(path) if i in chosen]
+        if shared:
+            raise DataError(f"{val_path} shares {len(shared)} of its {len(val_ids)} ids with {path.name} (first: "
+                            f"{shared[0]}): validation must be apart from {other}, or what is chosen on it is "
+                            "chosen on test; restore the competition's val.csv, or run `make data` again")
 
 
 def extraction_settings(infer_cfg: dict) -> dict:

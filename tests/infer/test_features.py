@@ -214,3 +214,22 @@ def test_a_resume_with_another_world_size_splits_what_is_left_evenly(net, tiny_r
     extract_split(net, COMP, tiny_root, "test", tmp_path, infer, torch.device("cpu"), 0, (0, 3), info)
     assert ("broadcast", [1, 3, 4, 5]) in calls
     assert described == ["test 2/6", "test 6/6"]  # rank 0 of 3 takes the left shards 1 and 5
+
+
+def test_validation_queries_that_are_test_queries_are_refused(tiny_root, tmp_path):
+    """#29: with val.csv equal to test's, `tune` said "selected on validation" while choosing on test."""
+    import shutil
+
+    from solution.competition import load_competition
+    from solution.data.gldv2 import DataError
+    from solution.infer.features import split_ids
+
+    root = tmp_path / "inputs"
+    shutil.copytree(tiny_root / "toy", root / "toy")
+    comp = load_competition("toy")
+    assert split_ids(comp, root, "val")  # the generated split is apart from test and index
+    shutil.copy(root / "toy" / "test.csv", root / "toy" / "val.csv")
+    with pytest.raises(DataError) as info:
+        split_ids(comp, root, "val")
+    message = str(info.value)
+    assert "val.csv shares" in message and "test.csv" in message and "\n" not in message
