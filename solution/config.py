@@ -174,11 +174,12 @@ def _count(v: Any) -> bool:
 
 
 def _positive(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+    # finite: `.inf` passes `> 0`, and combine_p=.inf turned every descriptor to zeros
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
 
 
 def _non_negative(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
 
 
 def _quality_range(v: Any) -> bool:
@@ -193,9 +194,13 @@ def _scale(v: Any) -> bool:
     if v in ("1/sqrt2", "sqrt2"):
         return True
     try:
-        return float(v) > 0
+        return math.isfinite(float(v)) and float(v) > 0
     except (TypeError, ValueError):
         return False
+
+
+def _scale_value(v: Any) -> float:
+    return {"1/sqrt2": 2**-0.5, "sqrt2": 2**0.5}.get(v, None) or float(v)
 
 
 def _one_of(*choices: str):
@@ -232,14 +237,16 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
         "train.sync_every",
         "train.neg_num", "train.pool_size", "train.positive_k",
         "infer.image_size", "infer.batch_size", "infer.topk", "infer.shard_size", "model.kl.images",
-        "model.kl.pairs", "model.kl.bins", "model.regions.levels", "train.epochs",
-        "infer.qe.n", "infer.dba.k", "infer.superglobal.m", "infer.label_rerank.k")},
+        "model.kl.pairs", "model.regions.levels", "train.epochs",
+        "infer.qe.n", "infer.dba.k", "infer.superglobal.m", "infer.label_rerank.k", "infer.index.nlist",
+        "infer.index.nprobe", "infer.index.m", "infer.diffusion.iterations", "infer.diffusion.kq")},
     **{key: (_count, "a whole number >= 0") for key in (
         "model.whiten_dim", "train.checkpoint_every", "train.val_landmarks", "run.seed",
         "data.toy_seed", "infer.superglobal.k")},
     **{key: (_positive, "a number > 0") for key in ("train.lr", "train.lr_decay", "model.gem_p", "infer.combine_p",
                                                     "train.dist_timeout_min")},
     "hardware.gpus": (_positive_int, "a whole number > 0"),
+    "model.kl.bins": (lambda v: _positive_int(v) and v >= 2, "a whole number >= 2 (one bin has no distribution)"),
     "train.transfer_margin": (_margin, "a number in [-1, 0] (the loss it allows)"),
     "train.rotate": (lambda v: _non_negative(v) and v <= 180, "degrees in [0, 180]"),
     "train.gray_p": (lambda v: _non_negative(v) and v <= 1, "a probability in [0, 1]"),
@@ -298,8 +305,15 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
     "run.name": (plain_name, "a plain name (letters, digits, '.', '_', '-'; no '/' and no '..')"),
     "competition": (plain_name, "a competition folder's name under competition/, e.g. toy"),
     "ensemble.members": (_members, "a list of {run: <plain run name>, weight: <finite number > 0>}, each run once"),
-    "infer.scales": (lambda v: isinstance(v, list) and len(v) > 0 and all(_scale(x) for x in v),
-                     "a non-empty list of numbers > 0, 1/sqrt2 or sqrt2, e.g. [1] or [0.7071,1,1.4142]"),
+    "infer.scales": (lambda v: isinstance(v, list) and len(v) > 0 and all(_scale(x) for x in v)
+                     and len({round(_scale_value(x), 4) for x in v}) == len(v),
+                     "a non-empty list of distinct numbers > 0, 1/sqrt2 or sqrt2, e.g. [1] or [0.7071,1,1.4142]"),
+    "infer.diffusion.alpha": (lambda v: _positive(v) and v < 1, "a number in (0, 1) (1 or more diverges)"),
+    "infer.diffusion.gamma": (_positive, "a number > 0"),
+    "infer.diffusion.truncate": (_count, "a whole number >= 0 (0: the whole graph)"),
+    "model.regions.overlap": (lambda v: _non_negative(v) and v < 1, "a number in [0, 1)"),
+    "model.regions.reference": (lambda v: isinstance(v, list) and len(v) == 2 and all(_positive_int(x) for x in v),
+                                "[width, height], two whole numbers > 0, e.g. [32, 24]"),
     "train.crop_scale": (lambda v: isinstance(v, list) and len(v) == 2 and all(_positive(x) for x in v)
                          and v[0] <= v[1] <= 1, "[low, high] with 0 < low <= high <= 1"),
     "model.layers": (lambda v: isinstance(v, list) and len(v) > 0 and all(isinstance(x, int) for x in v),

@@ -76,3 +76,24 @@ def test_search_storage_and_kl_mix_are_checked_before_any_work():
     with pytest.raises(ConfigError, match="'model.kl.uniform_mix' must be a number from 0 to 1, got 1.5"):
         load_config("toy", ["model.kl.uniform_mix=1.5"])
     assert load_config("toy", ["infer.index.spill_dir=/tmp/spill"])["infer"]["index"]["spill_dir"] == "/tmp/spill"
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ("infer.combine_p=.inf", "infer.combine_p"),
+    ("train.lr=.inf", "train.lr"),
+    ("infer.index.nprobe=0", "infer.index.nprobe"),
+    ("infer.index.nlist=0", "infer.index.nlist"),
+    ("infer.diffusion.alpha=2", "infer.diffusion.alpha"),
+    ("infer.diffusion.iterations=0", "infer.diffusion.iterations"),
+    ("model.regions.reference=[0,0]", "model.regions.reference"),
+    ("model.regions.reference=[32]", "model.regions.reference"),
+    ("model.regions.overlap=1", "model.regions.overlap"),
+    ("model.kl.bins=1", "model.kl.bins"),
+    ("infer.scales=[1,1]", "infer.scales"),
+    ("infer.scales=[sqrt2,1.4142]", "infer.scales"),
+])
+def test_numeric_keys_out_of_range_are_refused(override, key):
+    """#29: each of these was accepted; some gave NaN rankings or all-zero descriptors and a 'validated'
+    submission."""
+    with pytest.raises(ConfigError, match=f"config key '{key}' must be"):
+        load_config("toy", [override])

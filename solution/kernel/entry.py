@@ -189,10 +189,18 @@ def check_manifest(wheels: Path, tag: str | None = None) -> dict:
         manifest = json.loads((wheels / WHEELS_MANIFEST).read_text())
     except (OSError, ValueError) as exc:
         raise KernelError(f"{wheels / WHEELS_MANIFEST} is unreadable ({exc}); rebuild it with `make kernel`") from None
+    if not isinstance(manifest, dict):
+        raise KernelError(f"{wheels / WHEELS_MANIFEST} holds a JSON {type(manifest).__name__}, not the manifest's "
+                          "object; rebuild it with `make kernel`")
     if manifest.get("schema") != MANIFEST_SCHEMA:
         raise KernelError(f"the wheels dataset {wheels} was built by an older `make kernel` (manifest schema "
                           f"{manifest.get('schema', 1)}, this kernel reads {MANIFEST_SCHEMA}); rebuild and version it")
-    missing = [name for name in manifest.get("files", []) if not (wheels / name).is_file()]
+    malformed = [key for key, kind in (("package", str), ("files", list), ("faiss", dict))
+                 if key in manifest and not isinstance(manifest[key], kind)]
+    if "package" not in manifest or malformed:
+        raise KernelError(f"{wheels / WHEELS_MANIFEST} " + (f"has a malformed '{malformed[0]}'" if malformed else
+                          "names no package (this project's wheel)") + "; rebuild it with `make kernel`")
+    missing = [name for name in [*manifest.get("files", []), manifest["package"]] if not (wheels / name).is_file()]
     if missing:
         raise KernelError(f"the wheels dataset {wheels} lacks {', '.join(missing[:4])}"
                           f"{' ...' if len(missing) > 4 else ''}; rebuild it with `make kernel` and version it")

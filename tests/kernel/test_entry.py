@@ -300,3 +300,20 @@ def test_kernel_full_false_means_off():
     assert [env_flag({"KERNEL_FULL": v}, "KERNEL_FULL") for v in ("false", "0", "", "no", "1", "true", "YES")] == \
         [False, False, False, False, True, True, True]
     assert env_flag({}, "KERNEL_FULL") is False
+
+
+@pytest.mark.parametrize(("manifest", "culprit"), [
+    ([1, 2], "holds a JSON list"),
+    ({k: v for k, v in MANIFEST.items() if k != "package"}, "names no package"),
+    ({**MANIFEST, "files": "remap.whl"}, "malformed 'files'"),
+    ({**MANIFEST, "faiss": ["gpu"]}, "malformed 'faiss'"),
+])
+def test_a_malformed_wheels_manifest_is_one_line(tmp_path, manifest, culprit):
+    """#29: a manifest that is a list or lacks `package` was a traceback."""
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / entry.WHEELS_MANIFEST).write_text(json.dumps(manifest))
+    for name in MANIFEST["files"]:
+        (tmp_path / name).write_bytes(b"x")
+    with pytest.raises(KernelError, match=culprit) as info:
+        entry.check_manifest(tmp_path)
+    assert "make kernel" in str(info.value) and "\n" not in str(info.value)
