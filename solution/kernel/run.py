@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import ConfigError, check_values
 from ..infer.ensemble import ensemble_descriptors, load_whitening
 from ..infer.extract import extract_descriptors
 from ..infer.features import describer, extraction_key, tta_tag
@@ -208,6 +209,31 @@ def notebook_clock(env: Mapping[str, str], clock: Callable[[], float] = time.tim
     return lambda: clock() - started
 
 
+def read_model_marker(model_dir: Path) -> dict:
+    """The model dataset's marker, checked: JSON of an object, the shipped checkpoint's sha256 equal to the one
+    it records (a swapped checkpoint.pt ran to "valid"), and its ``infer`` settings within the config's
+    rules. Each fault is one line naming the file and the rebuild."""
+    path = model_dir / MODEL_MARKER
+    try:
+        marker = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise KernelError(f"{path} cannot be read as JSON ({exc}); rebuild the model dataset with `make kernel`") \
+            from None
+    if not isinstance(marker, dict):
+        raise KernelError(f"{path} holds a JSON {type(marker).__name__}, not the marker's object; rebuild the "
+                          "model dataset with `make kernel`")
+    shipped = marker.get("shipped_sha256")
+    if shipped and sha256(model_dir / "checkpoint.pt") != shipped:
+        raise KernelError(f"{model_dir / 'checkpoint.pt'} is not the checkpoint {path.name} was written for (its "
+                          "sha256 differs); rebuild the model dataset with `make kernel` and version it")
+    if marker.get("infer") is not None:
+        try:
+            check_values({"infer": marker["infer"]})
+        except ConfigError as exc:
+            raise KernelError(f"{path}: {exc}; rebuild the model dataset with `make kernel`") from None
+    return marker
+
+
 def check_cards() -> list[str]:
     """Each visible GPU's name, memory and compute capability, after checking that the installed torch has
     code for it (``torch.cuda.get_arch_list()``): a card it lacks would fail at the first forward with "no
@@ -241,7 +267,7 @@ def run(input_root: Path, working: Path, limit_s: float, full: bool = False, pub
     models = find_models(input_root)
     if len(models) > 1:
         log.warning("%d model datasets attached; using %s", len(models), models[0])
-    marker = json.loads((models[0] / MODEL_MARKER).read_text())
+    marker = read_model_marker(models[0])
     net, payload = load_checkpoint(models[0] / "checkpoint.pt")
     # The settings `make kernel` packed: its recipe's (CONFIG) or the checkpoint's own saved config.
     infer_cfg = copy.deepcopy(marker.get("infer") or payload["config"]["infer"])

@@ -317,3 +317,26 @@ def test_a_malformed_wheels_manifest_is_one_line(tmp_path, manifest, culprit):
     with pytest.raises(KernelError, match=culprit) as info:
         entry.check_manifest(tmp_path)
     assert "make kernel" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_model_marker_is_checked_before_it_is_trusted(tmp_path):
+    """#29: a marker that is not JSON or has image_size -5 was a traceback; a swapped checkpoint.pt ran to
+    'valid' (its sha256 was never compared)."""
+    from solution.kernel.contract import MODEL_MARKER, sha256
+    from solution.kernel.run import read_model_marker
+
+    (tmp_path / "checkpoint.pt").write_bytes(b"weights")
+    good = {"shipped_sha256": sha256(tmp_path / "checkpoint.pt"), "infer": {"image_size": 512}}
+    marker = tmp_path / MODEL_MARKER
+    marker.write_text(json.dumps(good))
+    assert read_model_marker(tmp_path) == good
+    for text, culprit in [("{oops", "cannot be read as JSON"), ("[1]", "holds a JSON list"),
+                          (json.dumps({**good, "infer": {"image_size": -5}}), "'infer.image_size' must be")]:
+        marker.write_text(text)
+        with pytest.raises(KernelError, match=culprit) as info:
+            read_model_marker(tmp_path)
+        assert "make kernel" in str(info.value) and "\n" not in str(info.value)
+    marker.write_text(json.dumps(good))
+    (tmp_path / "checkpoint.pt").write_bytes(b"another run's weights")
+    with pytest.raises(KernelError, match="is not the checkpoint"):
+        read_model_marker(tmp_path)
