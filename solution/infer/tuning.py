@@ -17,7 +17,7 @@ import copy
 from collections.abc import Callable
 
 from ..competition import load_competition
-from ..config import ConfigError, run_dir
+from ..config import ConfigError, _nest, check_values, run_dir
 from ..metrics import format_gain, format_interval, paired_bootstrap, rounded
 from ..results import write_result
 from .ablation import selection
@@ -72,7 +72,13 @@ def parse_grid(items: list[str] | None) -> dict[str, list]:
             grid[key] = [int(v) if v.strip().lstrip("-").isdigit() else float(v) for v in values.split(",")]
         except ValueError:
             raise ConfigError(f"--grid {item}: the values must be numbers, e.g. qe.n=1,2,3") from None
+        for value in grid[key]:  # a value the config refuses must not be tried, let alone reported as the best
+            try:
+                check_values(_nest(["infer", *key.split(".")], value))
+            except ConfigError as exc:
+                raise ConfigError(f"--grid {item}: {exc}") from None
     return grid
+
 
 
 def enabled_grid(infer: dict, grid: dict[str, list[float]] | None = None) -> dict[str, list[float]]:

@@ -68,3 +68,13 @@ def test_only_enabled_steps_are_tuned_and_the_grid_is_checked(tmp_path, monkeypa
     for bad in ("qe.m=1", "qe.n=", "qe.n=a,b", "label_rerank.gate=never"):
         with pytest.raises(ConfigError, match="--grid"):
             parse_grid([bad])
+
+
+def test_a_grid_value_the_config_refuses_is_refused_before_any_trial():
+    """#29: `tune --grid qe.n=0,1` reported qe.n=0, which the config refuses, as the best."""
+    from solution.config import ConfigError
+    from solution.infer.tuning import parse_grid
+
+    with pytest.raises(ConfigError, match="--grid qe.n=0,1: config key 'infer.qe.n' must be a whole number > 0"):
+        parse_grid(["qe.n=0,1"])
+    assert parse_grid(["qe.n=1,3"]) == {"qe.n": [1, 3]}
