@@ -290,6 +290,10 @@ def plan_recipe(cfg: dict, gpu: str, gpus: int, measured: dict | None = None) ->
         raise ConfigError(f"--gpus {gpus} is more than train.tuples_per_step={tcfg['tuples_per_step']}: each GPU "
                           f"needs at least one tuple per step; use --gpus <= {tcfg['tuples_per_step']} or raise "
                           "train.tuples_per_step")
+    share = tcfg["tuples_per_step"] // gpus  # each GPU's tuples per step (the batch is cut to a multiple of gpus)
+    if tcfg["tuples_per_forward"] > share:  # a forward never holds more than the GPU's share: measure that one
+        cfg = {**cfg, "train": {**tcfg, "tuples_per_forward": share}}
+        tcfg = cfg["train"]
     dtype = GPUS[gpu].dtype
     measured = measured if measured is not None else {}
     key = torch.finfo(dtype).bits  # float16 and bfloat16 hold the same bytes: one run serves both

@@ -102,3 +102,22 @@ def test_more_gpus_than_tuples_per_step_is_refused():
     cfg = load_config("toy-tiny", ["model.pretrained=none", "train.tuples_per_step=4"])
     with pytest.raises(ConfigError, match="tuples_per_step=4"):
         plan_recipe(cfg, "t4", 8, {16: (None, None)})
+
+
+def test_a_forward_larger_than_a_gpus_share_is_measured_at_the_share(monkeypatch):
+    """#29: plan measured tuples_per_forward=8 on a 4-tuple step; training never forwards more than a GPU's share."""
+    from solution.train import budget
+
+    seen = []
+    fake = budget.Measured(1.0, 1.0)
+
+    def record(cfg, dtype, **kwargs):
+        seen.append(cfg["train"]["tuples_per_forward"])
+        return fake
+
+    monkeypatch.setattr(budget, "measure_train_step", record)
+    monkeypatch.setattr(budget, "measure_extract_batch", lambda cfg, dtype, one_scale=False: fake)
+    monkeypatch.setattr(budget, "ddp_bucket_gb", lambda cfg: 0.0)
+    cfg = load_config("toy-tiny", ["model.pretrained=none", "train.tuples_per_step=4", "train.tuples_per_forward=8"])
+    plan = plan_recipe(cfg, "t4", 2)
+    assert seen == [2] and plan.forwards_per_step == 2  # two GPUs of two tuples: one forward each
