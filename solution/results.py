@@ -71,14 +71,34 @@ def provenance(cfg: dict | None = None, argv: list[str] | None = None) -> dict:
             "written": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
+def content_digest(result: dict) -> str:
+    """sha1 of a result's content (everything but its provenance), as JSON with sorted keys."""
+    content = {k: v for k, v in result.items() if k != "provenance"}
+    return hashlib.sha1(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def write_result(path: str | Path, kind: str, data: dict, cfg: dict | None = None) -> Path:
-    """``data`` with its ``kind`` and :func:`provenance`, written atomically as JSON."""
+    """``data`` with its ``kind`` and :func:`provenance`, written atomically as JSON; the provenance seals the
+    content with its :func:`content_digest`, so a figure edited by hand afterwards is told from a measured one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    result = json.loads(json.dumps({"kind": kind, **data}, default=str))  # as it will read back
+    result["provenance"] = {**provenance(cfg), "content_sha1": content_digest(result)}
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps({"kind": kind, **data, "provenance": provenance(cfg)}, indent=2, default=str)
-                       + "\n")
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
     return path
+
+
+def check_result(result: dict, path: Path) -> None:
+    """A result fit to file and render: it says what made it, and its content is what was measured."""
+    made = result.get("provenance")
+    if not isinstance(made, dict) or not made.get("command") or not made.get("commit"):
+        raise ConfigError(f"{path} says nothing of what made it (no provenance with a command and a commit): "
+                          "file the JSON a study wrote under runs/, not one written by hand")
+    sealed = made.get("content_sha1")
+    if sealed and sealed != content_digest(result):
+        raise ConfigError(f"{path} was changed after it was measured (its content no longer matches the digest "
+                          "its run sealed it with): run the study again rather than edit its figures")
 
 
 def _renderers() -> dict[str, Callable[[dict], str]]:
@@ -99,7 +119,12 @@ def render(result: dict) -> str:
     made = result.get("provenance", {})
     commit = (made.get("commit") or "unknown")[:7] + (" with uncommitted changes" if made.get("dirty") else "")
     head = f"Made by `{made.get('command', '?')}` at commit {commit}, config {made.get('config_sha1')}."
-    return f"{head}\n\n{renderers[kind](result).rstrip()}\n"
+    try:
+        table = renderers[kind](result).rstrip()
+    except (KeyError, AttributeError, TypeError, IndexError, ValueError) as exc:
+        raise ConfigError(f"a '{kind}' result cannot be drawn as its table ({type(exc).__name__}: {exc}): file the "
+                          "JSON the study wrote, unedited") from None
+    return f"{head}\n\n{table}\n"
 
 
 def load_result(path: Path) -> dict:
@@ -116,9 +141,14 @@ def load_result(path: Path) -> dict:
 
 
 def rendered(text: str, results_dir: Path) -> str:
-    """``text`` with every results block regenerated from its file."""
-    return BLOCK.sub(lambda m: f"<!-- results: {m['name']} -->\n"
-                               f"{render(load_result(results_dir / m['name']))}<!-- /results -->", text)
+    """``text`` with every results block regenerated from its file (each checked first)."""
+    def block(m) -> str:
+        path = results_dir / m["name"]
+        result = load_result(path)
+        check_result(result, path)
+        return f"<!-- results: {m['name']} -->\n{render(result)}<!-- /results -->"
+
+    return BLOCK.sub(block, text)
 
 
 def documents(root: Path = REPO) -> list[Path]:
@@ -143,6 +173,7 @@ def add_result(source: str | Path, name: str | None = None, root: Path = REPO) -
     """File a run's result JSON under ``docs/results/`` (as ``name``, default ``<kind>-<run folder>.json``)."""
     source = Path(source)
     result = load_result(source)
+    check_result(result, source)
     render(result)  # a result with no table is refused before it is filed
     target = root / "docs" / "results" / (name or f"{result['kind']}-{source.parent.name}.json")
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -50,9 +50,13 @@ def test_blocks_are_regenerated_from_their_file_and_check_finds_drift(tmp_path):
     assert text.endswith("<!-- /results -->\n\nprose\n")
     assert render_documents(tmp_path, check=True) == []
     result = json.loads(filed.read_text())
-    result["parts"]["all"]["map"] = 0.5
+    result["provenance"]["written"] = "another time"  # provenance is not sealed: the block still matches
     filed.write_text(json.dumps(result))
-    assert render_documents(tmp_path, check=True) == [doc]  # a changed file: the block no longer matches
+    assert render_documents(tmp_path, check=True) == []
+    result["parts"]["all"]["map"] = 0.5  # a figure edited by hand: told from a measured one
+    filed.write_text(json.dumps(result))
+    with pytest.raises(ConfigError, match="changed after it was measured"):
+        render_documents(tmp_path, check=True)
 
 
 def test_bad_result_files_are_one_line_errors(tmp_path):
@@ -65,8 +69,16 @@ def test_bad_result_files_are_one_line_errors(tmp_path):
     with pytest.raises(ConfigError, match="no 'kind'"):
         load_result(bad)
     bad.write_text(json.dumps({"kind": "horoscope"}))
+    with pytest.raises(ConfigError, match="says nothing of what made it"):
+        add_result(bad, root=tmp_path)
+    made = {"command": "python -m solution x", "commit": "abc"}
+    bad.write_text(json.dumps({"kind": "horoscope", "provenance": made}))
     with pytest.raises(ConfigError, match="has no table"):
         add_result(bad, root=tmp_path)
+    bad.write_text(json.dumps({"kind": "heads", "provenance": made}))  # a kind whose table needs its rows
+    with pytest.raises(ConfigError, match="cannot be drawn as its table"):
+        add_result(bad, root=tmp_path)
+    assert not (tmp_path / "docs" / "results").exists()  # nothing was filed
     (tmp_path / "README.md").write_text("<!-- results: missing.json -->\nx\n<!-- /results -->\n")
     with pytest.raises(ConfigError, match="missing.json does not exist"):
         render_documents(tmp_path)
@@ -76,3 +88,11 @@ def test_figures_typed_outside_blocks_are_found():
     text = "a 0.6065 here\n<!-- results: x.json -->\n0.1234 +0.0500\n<!-- /results -->\nratio 0.944, gain +0.0152\n"
     assert figures_outside_blocks(text) == ["0.6065", "+0.0152"]
 
+
+
+def test_check_with_add_files_nothing_and_says_so(tmp_path, capsys):
+    from solution.cli import main
+
+    write_result(tmp_path / "submit.json", "submit", _submit_result(), {"a": 1})
+    assert main(["results", "--check", "--add", str(tmp_path / "submit.json")]) != 0
+    assert "--check only reports" in capsys.readouterr().err

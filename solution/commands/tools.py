@@ -95,6 +95,8 @@ def cmd_gpu_check(args: argparse.Namespace) -> int:
 def cmd_results(args: argparse.Namespace) -> int:
     from ..results import add_result, render_documents
 
+    if args.check and args.add:
+        raise ConfigError("results --check only reports and files nothing: drop --add, or --check")
     for source in args.add or ():
         print(f"results: filed {source} as {add_result(source)}")
     changed = render_documents(check=args.check)
