@@ -109,6 +109,11 @@ def describer(net: RetrievalNet, infer_cfg: dict) -> torch.nn.Module:
     return MultiScale(net, scales, infer_cfg["flip"], infer_cfg["combine"], infer_cfg["combine_p"])
 
 
+def ids_digest(ids: list[str]) -> str:
+    """sha1 of a split's id list, in order: the cache is keyed by the images, not by their count."""
+    return hashlib.sha1("\n".join(ids).encode()).hexdigest()
+
+
 def _read_manifest(path: Path) -> dict:
     """A shard folder's manifest; {} when missing or unreadable (so it matches nothing and is rewritten)."""
     try:
@@ -146,16 +151,20 @@ def extract_split(net: RetrievalNet, comp: Competition, data_root: str | Path, s
     folder = out_root / tta_tag(infer_cfg) / split
     folder.mkdir(parents=True, exist_ok=True)
     size = infer_cfg["shard_size"]
-    manifest = {"split": split, "count": len(ids), "shard_size": size, "checkpoint": net.meta.get("fingerprint", ""),
-                "tta": tta_tag(infer_cfg), "extraction": extraction_settings(infer_cfg), "dim": net.dim}
+    manifest = {"split": split, "count": len(ids), "ids_sha1": ids_digest(ids), "shard_size": size,
+                "checkpoint": net.meta.get("fingerprint", ""), "tta": tta_tag(infer_cfg),
+                "extraction": extraction_settings(infer_cfg), "dim": net.dim}
     manifest_path = folder / "manifest.json"
     distributed = info is not None and info.active
     if not distributed or info.main:
-        if manifest_path.is_file() and _read_manifest(manifest_path) != manifest:
-            # Shards of an older checkpoint or another shard size are wrong for this one, never resumable.
+        orphans = not manifest_path.is_file() and any(folder.glob("part-*"))
+        if orphans or (manifest_path.is_file() and _read_manifest(manifest_path) != manifest):
+            # Shards of an older checkpoint, another image list or another shard size, or shards no manifest
+            # vouches for, are wrong for this one: never resumable.
             stale = list(folder.glob("part-*"))
-            log.warning("%s: the checkpoint, settings or shard size changed; discarding %d stale shard files", folder,
-                        len(stale))
+            log.warning("%s: %s; discarding %d stale shard files", folder,
+                        "shards without a manifest" if orphans else
+                        "the checkpoint, settings, image list or shard size changed", len(stale))
             for path in stale:
                 path.unlink(missing_ok=True)  # a separate --shard process may have removed it already
         with atomic_path(manifest_path) as tmp:  # never half-written, whoever reads it
@@ -194,6 +203,16 @@ def check_rows(path: Path, rows: np.ndarray, count: int | None, dim: int | None,
         want = f"{'?' if count is None else count} x {'?' if dim is None else dim} {want_dtype or ''}".rstrip()
         raise CacheError(f"{path} holds a {' x '.join(map(str, rows.shape))} {rows.dtype} array, not the {want} "
                          f"this checkpoint and these settings write; {fix}")
+
+
+def check_finite(path: Path, rows: np.ndarray, fix: str, chunk: int = 65_536) -> None:
+    """Every value of ``rows`` finite (a NaN or inf descriptor would rank as noise without a word), a chunk
+    at a time so a memory map is never read whole at once; else a :class:`CacheError` naming ``path``."""
+    for start in range(0, len(rows), chunk):
+        block = np.asarray(rows[start:start + chunk])
+        if not np.isfinite(block).all():
+            row = start + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
+            raise CacheError(f"{path} holds NaN or inf descriptors (first at row {row}); {fix}")
 
 
 def load_rows(path: Path, count: int | None, dim: int | None, dtype: str | np.dtype | None, fix: str,
@@ -241,13 +260,16 @@ def merge_split(folder: Path, expected_ids: list[str], dtype: str | np.dtype = n
     ids, bad, blocks = [], [], []
     for part in parts:
         fix = f"delete it (rm {part}) and run the command again: only that shard is extracted again"
-        try:
-            part_ids = part.with_suffix(".ids.txt").read_text().split()
-            bad.extend(part.with_suffix(".bad.txt").read_text().split())
-        except FileNotFoundError as exc:
-            raise CacheError(f"{part}: its {Path(exc.filename).name} is missing; {fix}") from None
-        blocks.append(load_rows(part, len(part_ids), dim or (blocks[0].shape[1] if blocks else None),
-                                stored or (blocks[0].dtype if blocks else None), fix))
+        for listing in (part.with_suffix(".ids.txt"), part.with_suffix(".bad.txt")):
+            if not listing.is_file():  # missing, or a link to a device (/dev/zero would be read without end)
+                state = "not a regular file" if listing.exists() else "missing"
+                raise CacheError(f"{part}: its {listing.name} is {state}; {fix}")
+        part_ids = part.with_suffix(".ids.txt").read_text().split()
+        bad.extend(part.with_suffix(".bad.txt").read_text().split())
+        block = load_rows(part, len(part_ids), dim or (blocks[0].shape[1] if blocks else None),
+                          stored or (blocks[0].dtype if blocks else None), fix)
+        check_finite(part, block, fix)
+        blocks.append(block)
         ids.extend(part_ids)
     counts: dict[str, int] = {}
     for i in ids:
@@ -257,6 +279,10 @@ def merge_split(folder: Path, expected_ids: list[str], dtype: str | np.dtype = n
     if duplicated or missing or len(counts) != len(expected_ids):
         raise MergeError(f"{folder}: {len(missing)} ids missing (e.g. {missing[:2]}), {len(duplicated)} "
                          f"duplicated (e.g. {duplicated[:2]}); extract the missing shards, or delete the folder")
+    if ids != expected_ids:  # every id once, yet not in the split's order: shards made for another list
+        first = next(i for i, (a, b) in enumerate(zip(ids, expected_ids)) if a != b)
+        raise MergeError(f"{folder}: the shards list {ids[first]} where the split lists {expected_ids[first]} (row "
+                         f"{first}): they were made for another image list; delete the folder and extract again")
     stored_dtype = blocks[0].dtype
     descriptors = np.empty((len(ids), blocks[0].shape[1]), dtype)
     stem = folder.parent / folder.name
@@ -300,9 +326,10 @@ def features(net: RetrievalNet, comp: Competition, data_root: str | Path, split:
         ids = stem.with_suffix(".ids.txt").read_text().split() if stem.with_suffix(".ids.txt").is_file() else []
         if ids == expected:
             merged = stem.with_suffix(".npy")
-            rows = load_rows(merged, len(ids), net.dim, infer_cfg["dtype"],
-                             f"delete it (rm {merged}) and run the command again: it is merged again from the shards",
+            fix = f"delete it (rm {merged}) and run the command again: it is merged again from the shards"
+            rows = load_rows(merged, len(ids), net.dim, infer_cfg["dtype"], fix,
                              mmap=False)  # read whole: the caller may post-process it in place
+            check_finite(merged, rows, fix)
             return rows.astype(dtype, copy=False), ids
         log.info("%s: the split's ids changed; extracting again", stem)
     folder = extract_split(net, comp, data_root, split, out_root, infer_cfg, device, workers)

@@ -1,3 +1,4 @@
+import json
 import shutil
 
 import numpy as np
@@ -233,3 +234,53 @@ def test_validation_queries_that_are_test_queries_are_refused(tiny_root, tmp_pat
         split_ids(comp, root, "val")
     message = str(info.value)
     assert "val.csv shares" in message and "test.csv" in message and "\n" not in message
+
+
+def _shards(folder, rows, ids, size=4):
+    folder.mkdir(parents=True, exist_ok=True)
+    for j, start in enumerate(range(0, len(ids), size)):
+        np.save(folder / f"part-{j:05d}.npy", rows[start:start + size])
+        (folder / f"part-{j:05d}.ids.txt").write_text("\n".join(ids[start:start + size]) + "\n")
+        (folder / f"part-{j:05d}.bad.txt").write_text("")
+
+
+def test_a_merge_refuses_nan_rows_device_links_and_another_order(tmp_path):
+    """#29: NaN rows were merged and scored (mAP 0.05, exit 0); an ids file linked to /dev/zero was read without
+    end; shards listing the ids in another order were merged."""
+    from solution.infer.features import CacheError, MergeError, merge_split
+
+    ids = [f"{i:016x}" for i in range(8)]
+    rows = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)
+    _shards(tmp_path / "ok", rows, ids)
+    assert merge_split(tmp_path / "ok", ids)[1] == ids
+    _shards(tmp_path / "order", rows[::-1].copy(), ids[::-1])
+    with pytest.raises(MergeError, match="made for another image list"):
+        merge_split(tmp_path / "order", ids)
+    rows[5, 2] = np.nan
+    _shards(tmp_path / "nan", rows, ids)
+    with pytest.raises(CacheError, match=r"part-00001.npy holds NaN or inf descriptors \(first at row 1\)"):
+        merge_split(tmp_path / "nan", ids)
+    _shards(tmp_path / "device", rows, ids)
+    (tmp_path / "device" / "part-00000.ids.txt").unlink()
+    (tmp_path / "device" / "part-00000.ids.txt").symlink_to("/dev/zero")
+    with pytest.raises(CacheError, match="part-00000.ids.txt is not a regular file"):
+        merge_split(tmp_path / "device", ids)
+
+
+def test_shards_without_a_manifest_or_of_another_image_list_are_discarded(tiny_root, tmp_path, caplog):
+    """#29: shards with no manifest were merged under a fresh one naming the current checkpoint, and the cache
+    was keyed by the image count: another list of as many images reused it."""
+    from solution.infer.features import extract_split, ids_digest
+
+    cfg = load_config("toy-tiny", ["model.pretrained=none", "model.whiten_dim=0"])
+    net = build_net(cfg["model"]).eval()
+    comp = load_competition("toy")
+    folder = tmp_path / "features" / tta_tag(cfg["infer"]) / "index"
+    folder.mkdir(parents=True)
+    (folder / "part-00000.npy").write_bytes(b"left by someone")
+    caplog.set_level("WARNING")
+    extract_split(net, comp, tiny_root, "index", tmp_path / "features", cfg["infer"], torch.device("cpu"), 0)
+    assert "shards without a manifest" in caplog.text
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["ids_sha1"] == ids_digest(read_ids(tiny_root / "toy" / "index.csv"))
+    assert np.load(folder / "part-00000.npy").shape[1] == net.dim  # extracted again, not the stray bytes
