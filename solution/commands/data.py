@@ -71,6 +71,7 @@ def cmd_viz(args: argparse.Namespace) -> int:
     from ..data.gldv2 import read_ids, read_solution
     from ..infer.features import CacheError
     from ..infer.submit import load_ranking
+    from ..model.net import file_fingerprint
     from ..viz import data_contact_sheet, retrieval_gallery
 
     cfg = config_of(args)
@@ -85,11 +86,14 @@ def cmd_viz(args: argparse.Namespace) -> int:
     if set(ranking[0]) != test_ids:  # made for another test set: its hits would be drawn from the wrong images
         raise CacheError(f"{path} ranks {len(ranking[0])} queries, not this competition's {len(test_ids)} test "
                          "images; run `make submit` again to rewrite it")
+    made_by, checkpoint = ranking[3], run_dir(cfg) / "checkpoint.pt"
+    if made_by.get("checkpoint") and checkpoint.is_file() and made_by["checkpoint"] != file_fingerprint(checkpoint):
+        raise CacheError(f"{path} was made by an earlier {checkpoint} (the run was trained again since); run "
+                         "`make submit` again to rewrite it")
     solution_path = comp.csv_path(cfg["data"]["root"], "solution_csv")
     solution = read_solution(solution_path) if solution_path.is_file() else None
     out = retrieval_gallery(target, ranking, run_dir(cfg) / "plots" / "retrieval.png", solution, args.queries,
                             args.topk)
-    made_by = ranking[3]
     detail = (f" (ranking of features {made_by.get('features', '?')}, steps "
               f"{'+'.join(made_by.get('steps', [])) or 'none'})" if made_by else "")
     print(f"viz retrieval: wrote {out}{detail}")

@@ -128,6 +128,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         net.head.regions = np.asarray(meta["regions"], dtype=np.float64)
     net.meta = meta
     net.load_state_dict(payload["state_dict"])
-    stat = path.stat()  # identifies this exact file, so features of an older checkpoint are not reused
-    net.meta["fingerprint"] = f"{stat.st_size}-{stat.st_mtime_ns}"
+    net.meta["fingerprint"] = file_fingerprint(path)
     return net, payload
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """Size and modification time of a checkpoint file: identifies this exact file, so features and rankings
+    of an older checkpoint are not taken for this one's."""
+    stat = Path(path).stat()
+    return f"{stat.st_size}-{stat.st_mtime_ns}"

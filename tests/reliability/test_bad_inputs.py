@@ -281,6 +281,17 @@ def _other_test_set_ranking(ctx):
     return ["viz", "retrieval", *ctx.args()]
 
 
+def _earlier_checkpoint_ranking(ctx):
+    """#29: ranking.npz's provenance was recorded but never compared with the run's checkpoint."""
+    from solution.data.gldv2 import read_ids
+    from solution.infer.submit import save_ranking
+
+    test = read_ids(ctx.tiny_root / "toy" / "test.csv")
+    save_ranking(ctx.runs / "toy-tiny" / "ranking.npz", test, ["i1"], np.zeros((len(test), 1), np.int64),
+                 np.zeros((len(test), 1), np.float32), {"checkpoint": "1-0", "features": "x", "steps": []})
+    return ["viz", "retrieval", *ctx.args()]
+
+
 def _members(value: str):
     return lambda c: _submit(c, f"ensemble.members={value}")
 
@@ -538,6 +549,8 @@ CASES = [
     Case("truncated shard", "caches", _truncated_shard, message="part-00000.npy is not a readable .npy"),
     Case("garbage ranking.npz", "caches", _garbage_ranking, message="not a ranking written by `submit`"),
     Case("ranking.npz of another test set", "caches", _other_test_set_ranking, message="ranks 3 queries"),
+    Case("ranking.npz of an earlier checkpoint", "caches", _earlier_checkpoint_ranking,
+         message="was made by an earlier"),
     # ensemble members
     Case("member weight .nan", "ensemble", _members("[{run: toy-tiny, weight: .nan}]"), message="ensemble.members"),
     Case("member weight .inf", "ensemble", _members("[{run: toy-tiny, weight: .inf}]"), message="ensemble.members"),
