@@ -6,6 +6,8 @@ the package's own functions."""
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -57,6 +59,10 @@ def cmd_kernel(args: argparse.Namespace) -> int:
     first, payload = load_checkpoint(checkpoint)  # weights-only, as the kernel loads it; read once
     infer_cfg, source = _kernel_infer(cfg, args, payload, checkpoint, comp.slug)
     print(f"kernel: inference settings from {source}: {infer_summary(infer_cfg)}")
+    if infer_cfg["label_rerank"]["enabled"] and not args.train_features:
+        print("kernel: warning: these settings ask for label re-ranking, which needs the train descriptors; "
+              "without TRAIN_FEATURES=1 the kernel runs without it (add TRAIN_FEATURES=1, or set "
+              "infer.label_rerank.enabled=false to say so)")
     shipped = [Path(m["checkpoint"]) for m in ensemble["members"]] if ensemble else [checkpoint]
     # each loads and describes one image, as on Kaggle
     dims = [check_describes(first if path == checkpoint else load_checkpoint(path)[0], path, infer_cfg)
@@ -156,21 +162,28 @@ def cmd_kernel_dryrun(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{kaggle_dir}/kernel/entry.py does not exist; run `make kernel` first")
     competition_dir = Path(args.competition_dir or load_competition(cfg["competition"]).data_dir(cfg["data"]["root"]))
     work = check_replaceable(args.work, "kernel-dryrun --work")  # only a dry run's own folder is replaced
+    if args.test_images:
+        _check_room_for_test_images(competition_dir / "test", work, args.test_images)
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
     mark_owned(work, "kernel-dryrun --work")
     root = mount(kaggle_dir, competition_dir, work / "input", args.layout, args.test_images)
     python, env, _ = notebook_python(work / "notebook")
-    settings = {"KERNEL_FULL": "1"} if args.full else {}
+    # the user's own KERNEL_* settings reach the notebook as they would on Kaggle; the flags come on top
+    settings = {k: v for k, v in os.environ.items() if k.startswith("KERNEL_") and k != "KERNEL_STARTED_AT"}
+    if args.full:
+        settings["KERNEL_FULL"] = "1"
     if args.time_limit:
         settings["KERNEL_TIME_LIMIT_S"] = str(args.time_limit)
     started = time.perf_counter()
     result = run_entry(python, env, kaggle_dir / "kernel" / "entry.py", root, work / "working", settings,
                        capture=False)
     seconds = time.perf_counter() - started
-    if result.returncode:
-        raise ConfigError(f"the kernel exited {result.returncode} after {seconds:.0f}s (its error line is above)")
+    if result.returncode:  # the kernel printed its own `error:` line: one is enough
+        print(f"kernel-dryrun: the kernel exited {result.returncode} after {seconds:.0f}s (its error line is above)",
+              file=sys.stderr)
+        return result.returncode
     submission = work / "working" / "submission.csv"
     data = next(p for p in root.rglob("sample_submission.csv")).parent
     test_ids = list_images(data / "test")[0]
@@ -179,6 +192,19 @@ def cmd_kernel_dryrun(args: argparse.Namespace) -> int:
           f"{len(test_ids)} test images); {submission}: "
           f"{'valid' if not problems else '; '.join(problems[:3])}")
     return 1 if problems else 0
+
+
+def _check_room_for_test_images(test_dir: Path, work: Path, count: int) -> None:
+    """The padded test set is copied: refuse a count whose copies would not fit the disk, before any copy."""
+    import shutil
+
+    sizes = [p.stat().st_size for p in list(test_dir.rglob("*.jpg"))[:200]]
+    need = count * (sum(sizes) / len(sizes) if sizes else 0)
+    probe = next((p for p in (work, *work.parents) if p.exists()), Path("."))
+    free = shutil.disk_usage(probe).free
+    if need > 0.9 * free:
+        raise ConfigError(f"--test-images {count:,} would copy about {need / 1e9:.1f} GB into {work}, which has "
+                          f"{free / 1e9:.1f} GB free; ask for fewer (1129 is the public test set)")
 
 
 def _synthetic_dryrun(cfg: dict, args: argparse.Namespace) -> int:

@@ -65,6 +65,11 @@ def make_submission(cfg: dict, out_dir: str | Path = "submissions") -> dict:
     run = run_dir(cfg)
     net, device = run_net(cfg)
     neighbours, scores, test_ids, index_ids = search_competition(net, comp, cfg, cfg["infer"], device)
+    scores = np.asarray(scores)
+    if scores.size and not np.isfinite(scores[neighbours >= 0] if scores.shape == neighbours.shape else scores).all():
+        # a ranking by NaN scores is an arbitrary order: never written, let alone called validated
+        raise SubmissionError(f"the search gave NaN or inf scores for {int((~np.isfinite(scores)).any(axis=-1).sum())} "
+                              "queries (non-finite descriptors or post-processing settings); nothing was written")
     rankings = id_rankings(test_ids, index_ids, neighbours)
     path = Path(out_dir) / f"{comp.slug}-{cfg['run']['name']}{comp.submission['file_suffix']}"
     write_submission(path, rankings, test_ids, comp.submission["max_predictions"])

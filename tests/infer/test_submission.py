@@ -41,3 +41,20 @@ def test_wrong_field_count(tmp_path):
     path.write_text(f"id,images\n{TEST[0]},a,b\n")
     with pytest.raises(SubmissionError, match="line 2 has 3 fields"):
         validate_submission(path, TEST, INDEX)
+
+
+def test_nan_scores_are_never_written_as_a_validated_submission(tmp_path, monkeypatch):
+    """#29: NaN rankings were written and called validated."""
+    import numpy as np
+
+    from solution.config import load_config
+    from solution.infer import submit
+
+    ids = ["a" * 16, "b" * 16]
+    monkeypatch.setattr(submit, "run_net", lambda cfg: ({}, "cpu"))
+    monkeypatch.setattr(submit, "search_competition", lambda *a: (
+        np.array([[0, 1], [1, 0]]), np.array([[np.nan, 0.1], [0.3, 0.2]], np.float32), ids, ids))
+    cfg = load_config("toy-tiny", [f"run.dir={tmp_path / 'runs'}"])
+    with pytest.raises(submit.SubmissionError, match="NaN or inf scores for 1 queries"):
+        submit.make_submission(cfg, tmp_path / "subs")
+    assert not list((tmp_path / "subs").glob("*.csv"))

@@ -340,3 +340,33 @@ def test_the_model_marker_is_checked_before_it_is_trusted(tmp_path):
     (tmp_path / "checkpoint.pt").write_bytes(b"another run's weights")
     with pytest.raises(KernelError, match="is not the checkpoint"):
         read_model_marker(tmp_path)
+
+
+def test_the_dry_run_passes_kernel_settings_and_prints_one_error_line(tmp_path, monkeypatch, capsys):
+    """#29: the dry run dropped every KERNEL_* variable, and a failed kernel gave two `error:` lines."""
+    import subprocess
+
+    from solution.cli import main
+    from solution.kernel import simulate
+
+    kaggle = tmp_path / "kaggle"
+    (kaggle / "kernel").mkdir(parents=True)
+    (kaggle / "kernel" / "entry.py").write_text("")
+    seen = {}
+    monkeypatch.setattr(simulate, "mount", lambda *a, **k: tmp_path / "input")
+    monkeypatch.setattr(simulate, "notebook_python", lambda folder: ("python", {}, None))
+
+    def fake_entry(python, env, entry_py, root, working, settings, capture=True, timeout=None):
+        seen.update(settings)
+        print("error: the kernel's own line", file=__import__("sys").stderr)
+        return subprocess.CompletedProcess([], 2)
+
+    monkeypatch.setattr(simulate, "run_entry", fake_entry)
+    monkeypatch.setenv("KERNEL_TIME_LIMIT_S", "1234")
+    monkeypatch.setenv("KERNEL_PUBLIC_INDEX", "50")
+    code = main(["kernel-dryrun", "--config", "toy-tiny", "--kaggle", str(kaggle), "--work", str(tmp_path / "dry"),
+                 "--full"])
+    assert code == 2
+    assert seen["KERNEL_TIME_LIMIT_S"] == "1234" and seen["KERNEL_PUBLIC_INDEX"] == "50" and seen["KERNEL_FULL"] == "1"
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "exited 2" in err

@@ -331,6 +331,15 @@ def _dryrun_work_not_ours(ctx):
     return ["kernel-dryrun", *ctx.args(), "--kaggle", str(kaggle), "--work", str(ctx.tmp / "runs-like")]
 
 
+def _dryrun_too_many_test_images(ctx):
+    """#29: `--test-images 100000000` copied until the disk was full."""
+    kaggle = _owned_build(ctx)
+    (kaggle / "kernel").mkdir()
+    (kaggle / "kernel" / "entry.py").write_text("")
+    return ["kernel-dryrun", *ctx.args(data=True), "--kaggle", str(kaggle), "--work", str(ctx.tmp / "dry"),
+            "--test-images", "100000000000"]
+
+
 def _state_dict_bytes(ctx) -> bytes:
     import io
 
@@ -564,6 +573,11 @@ CASES = [
     Case("kernel --out holding a user's model/", "folders", _users_folder, message="did not build"),
     Case("kernel build that fails keeps the last one", "folders", _failed_rebuild, message="Python 2.7"),
     Case("kernel-dryrun --work of a user's runs", "folders", _dryrun_work_not_ours, message="did not build"),
+    Case("kernel settings asking for label re-ranking without train descriptors", "arguments",
+         lambda c: _kernel(c, "--config", "toy", f"data.root={c.tiny_root}", "--out", str(c.tmp / "kaggle")),
+         code=0, errors=0, message="needs the train descriptors"),
+    Case("kernel-dryrun --test-images beyond the disk", "arguments", _dryrun_too_many_test_images,
+         message="GB free", check=lambda c: not (c.tmp / "dry").exists()),
     # what `make kernel` ships
     Case("kernel: random bytes as checkpoint", "kernel build",
          _kernel_checkpoint(lambda c: np.random.default_rng(1).bytes(2048)), message="not a readable PyTorch file"),
