@@ -29,7 +29,7 @@ from ..config import ConfigError, resume_conflicts, run_dir, save_config
 from ..data.datasets import TupleDataset, collate_tuples, worker_init
 from ..data.images import warn_unreadable
 from ..infer.extract import extract_descriptors
-from ..infer.pipeline import evaluate_net, has_split
+from ..infer.pipeline import evaluate_net, has_split, solution_key
 from ..metrics import format_interval, map_at_k, paired_bootstrap
 from ..model.net import RetrievalNet, build_net, load_checkpoint, place, save_checkpoint
 from ..runtime import data_workers, resolve_device, seed_everything
@@ -67,9 +67,17 @@ log = logging.getLogger(__name__)
 __all__ = ["TrainSet", "TrainingDiverged", "load_train_set", "train"]
 
 
-def selection_source(comp: Competition, tcfg: dict) -> str:
-    """What ``train.select`` means for this competition: val_queries, val_landmarks or last."""
+def selection_source(comp: Competition, tcfg: dict, data_root: str | Path | None = None) -> str:
+    """What ``train.select`` means for this competition: val_queries, val_landmarks or last. A competition
+    that lists validation queries whose ground truth is not on disk under ``data_root`` is refused: the
+    epoch would be "chosen" on nothing and the last one kept without a word."""
     choice = tcfg["select"]
+    if choice in ("auto", "val_queries") and has_split(comp, "val") and data_root is not None:
+        missing = [p for p in (comp.csv_path(data_root, "val_csv"), comp.csv_path(data_root, solution_key("val")))
+                   if not p.is_file()]
+        if missing:
+            raise ConfigError(f"train.select={choice} chooses the epoch on the validation queries, but {missing[0]} "
+                              "is missing; run `make data` again to restore it, or set train.select=last")
     if choice == "auto":
         return "val_queries" if has_split(comp, "val") else "val_landmarks" if tcfg["val_landmarks"] else "last"
     if choice == "val_queries" and not has_split(comp, "val"):
@@ -187,7 +195,7 @@ class Trainer:
         self.seed = cfg["run"]["seed"]
         self.amp = amp_dtype(self.device, self.tcfg["amp"])
         self.comp = load_competition(cfg["competition"])
-        self.select = selection_source(self.comp, self.tcfg)
+        self.select = selection_source(self.comp, self.tcfg, cfg["data"]["root"])
         self.memo: dict[str, np.ndarray] = {}  # descriptors by split of the current weights; cleared when they change
         self.tensorboard = None
         self.warned: set[str] = set()  # unreadable images already named: each is warned about once per run

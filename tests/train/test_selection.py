@@ -87,3 +87,22 @@ def test_selection_source():
         selection_source(without, {**tcfg, "select": "val_landmarks", "val_landmarks": 0})
     words = selection_words({"epoch": 2, "score": 0.5, "on": "val_landmarks"}, tcfg)
     assert words.startswith("the 10 held-out train landmarks: epoch 2 of 4 is kept")
+
+
+def test_auto_selection_without_the_validation_ground_truth_is_refused(tiny_root, tmp_path):
+    """#29: train.select=auto with val_solution.csv missing kept the last epoch without a word."""
+    import shutil
+
+    from solution.competition import load_competition
+    from solution.config import ConfigError
+    from solution.train.loop import selection_source
+
+    root = tmp_path / "inputs"
+    shutil.copytree(tiny_root / "toy", root / "toy")
+    comp = load_competition("toy")
+    tcfg = {"select": "auto", "val_landmarks": 0}
+    assert selection_source(comp, tcfg, root) == "val_queries"
+    (root / "toy" / "val_solution.csv").unlink()
+    with pytest.raises(ConfigError, match="val_solution.csv is missing.*train.select=last"):
+        selection_source(comp, tcfg, root)
+    assert selection_source(comp, {**tcfg, "select": "last"}, root) == "last"
