@@ -233,10 +233,10 @@ def _members(v: Any) -> bool:
 # key=value) stops the command before any work, naming the key.
 VALUE_RULES: dict[str, tuple[Any, str]] = {
     **{key: (_positive_int, "a whole number > 0") for key in (
-        "train.image_size", "train.tuples_per_epoch", "train.tuples_per_step", "train.tuples_per_forward",
+        "train.tuples_per_epoch", "train.tuples_per_step", "train.tuples_per_forward",
         "train.sync_every",
         "train.neg_num", "train.pool_size", "train.positive_k",
-        "infer.image_size", "infer.batch_size", "infer.topk", "infer.shard_size", "model.kl.images",
+        "infer.batch_size", "infer.topk", "infer.shard_size", "model.kl.images",
         "model.kl.pairs", "model.regions.levels", "train.epochs",
         "infer.qe.n", "infer.dba.k", "infer.superglobal.m", "infer.label_rerank.k", "infer.index.nlist",
         "infer.index.nprobe", "infer.index.m", "infer.diffusion.iterations", "infer.diffusion.kq")},
@@ -246,6 +246,8 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
     **{key: (_positive, "a number > 0") for key in ("train.lr", "train.lr_decay", "model.gem_p", "infer.combine_p",
                                                     "train.dist_timeout_min")},
     "hardware.gpus": (_positive_int, "a whole number > 0"),
+    **{key: (lambda v: _positive_int(v) and v >= 32, "a whole number >= 32 (pixels: below, a backbone's final map "
+                                                     "is empty)") for key in ("train.image_size", "infer.image_size")},
     "model.kl.bins": (lambda v: _positive_int(v) and v >= 2, "a whole number >= 2 (one bin has no distribution)"),
     "train.transfer_margin": (_margin, "a number in [-1, 0] (the loss it allows)"),
     "train.rotate": (lambda v: _non_negative(v) and v <= 180, "degrees in [0, 180]"),

@@ -6,6 +6,7 @@ run, or every rank of a DDP run, derives the same plan.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -20,6 +21,8 @@ from ..config import ConfigError
 from ..data.datasets import header_sizes, target_size
 from ..data.gldv2 import check_images_exist, image_path, read_train, read_train_clean
 from .mining import random_negatives, select_negatives
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -165,6 +168,15 @@ def plan_epoch(train: TrainSet, shapes: list[tuple[int, int]], cfg: dict, seed: 
         stats = {"mine_s": time.perf_counter() - started}
     tuples = [[int(q), int(p), *(int(pool[n]) for n in negs)]
               for q, p, negs in zip(queries, positives, negatives) if (negs >= 0).all()]
+    if not tuples:  # every query lacked neg_num negatives of distinct other landmarks: nothing to train on
+        landmarks = len(np.unique(train.labels[pool]))
+        raise ConfigError(f"train.neg_num={cfg['neg_num']} negatives of distinct landmarks cannot be found for any "
+                          f"query in a pool of {len(pool)} images from {landmarks} landmarks; lower train.neg_num "
+                          "or raise train.pool_size")
+    if len(queries) < cfg["tuples_per_epoch"] or len(tuples) < len(queries):
+        log.warning("epoch %d: %d tuples, not train.tuples_per_epoch=%d (%d images have a positive of their "
+                    "landmark; %d queries lacked %d negatives of distinct landmarks in the pool)", epoch, len(tuples),
+                    cfg["tuples_per_epoch"], len(eligible), len(queries) - len(tuples), cfg["neg_num"])
     return EpochPlan(tuples, [shapes[t[0]] for t in tuples], stats)
 
 
@@ -180,6 +192,10 @@ def epoch_batches(plan: EpochPlan, tuples_per_step: int, world: int, seed: int, 
     if tuples_per_step < world:
         raise ConfigError(f"train.tuples_per_step={tuples_per_step} is below the {world} ranks of this run: each "
                           f"rank needs at least one tuple per step; set train.tuples_per_step >= {world}")
+    if len(plan.tuples) < tuples_per_step:
+        log.warning("epoch %d has %d tuples, fewer than train.tuples_per_step=%d: its one step is that small; "
+                    "lower train.tuples_per_step or raise train.tuples_per_epoch", epoch, len(plan.tuples),
+                    tuples_per_step)
     rng = np.random.default_rng([seed, epoch, 5])
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for position in rng.permutation(len(plan.tuples)):

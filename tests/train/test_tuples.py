@@ -55,3 +55,23 @@ def test_size_schedule_sets_each_epochs_training_size():
     tcfg = {"image_size": 128, "size_schedule": [[3, 160], [5, 192]]}
     assert [epoch_image_size(tcfg, e) for e in range(6)] == [128, 128, 160, 160, 192, 192]
     assert epoch_image_size({"image_size": 96, "size_schedule": []}, 4) == 96
+
+
+def test_negatives_that_cannot_be_found_and_a_clamped_epoch_are_said(caplog):
+    """#29: neg_num beyond the pool's other landmarks dropped every tuple, then a traceback; tuples_per_epoch
+    beyond the data and a step larger than the epoch were clamped without a word."""
+    import pytest
+
+    from solution.config import ConfigError
+    from solution.train.tuples import TrainSet, epoch_batches, plan_epoch
+
+    train = TrainSet([str(i) for i in range(12)], [None] * 12, np.repeat(np.arange(4), 3))
+    cfg = {"tuples_per_epoch": 50, "pool_size": 12, "neg_num": 2, "negatives": "random", "positives": "random",
+           "positive_k": 1, "loss": "triplet"}
+    caplog.set_level("WARNING")
+    plan = plan_epoch(train, [(64, 64)] * 12, cfg, seed=0, epoch=1, describe=None)
+    assert len(plan.tuples) == 12 and "not train.tuples_per_epoch=50" in caplog.text
+    epoch_batches(plan, 32, 1, seed=0, epoch=1)
+    assert "fewer than train.tuples_per_step=32" in caplog.text
+    with pytest.raises(ConfigError, match="train.neg_num=4 .* from 4 landmarks; lower train.neg_num"):
+        plan_epoch(train, [(64, 64)] * 12, {**cfg, "neg_num": 4}, seed=0, epoch=1, describe=None)
