@@ -25,8 +25,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with run_lock(run_dir(cfg), "train"):
         result = train(cfg)
-    state = "already finished" if result["finished"] else f"trained in {time.perf_counter() - started:.0f}s"
-    print(f"train: {state}; test mAP@100 {_before_after(result)}; "
+    if result["finished"]:  # nothing was trained or written: say so, and keep the run's own train.json
+        print(f"train: already finished; test mAP@100 {_before_after(result)}; nothing written ({result['checkpoint']} "
+              "is as it was; train.epochs=N continues it)")
+        return 0
+    print(f"train: trained in {time.perf_counter() - started:.0f}s; test mAP@100 {_before_after(result)}; "
           f"wrote {result['checkpoint']} and {run_dir(cfg) / 'metrics.csv'}")
     selected = selection_words(result.get("selected"), cfg["train"])
     print(f"train: selected on {selected}")

@@ -353,7 +353,10 @@ class Trainer:
         state: dict = {}
         if self.checkpoint_path.is_file():
             net, state = load_checkpoint(self.checkpoint_path)
-            conflicts = resume_conflicts(state["config"], cfg) if "config" in state else []
+            if "config" not in state:  # a best.pt or an exported model copied over it: no state to resume
+                raise ConfigError(f"{self.checkpoint_path} holds weights but no training state (no config: a best.pt "
+                                  "or a copied model?); move it away to train afresh, or pick another run.name")
+            conflicts = resume_conflicts(state["config"], cfg)
             if conflicts:
                 raise ConfigError(f"{self.checkpoint_path} was trained with {', '.join(conflicts[:3])}"
                                   f"{' ...' if len(conflicts) > 3 else ''}; resume with its settings (only "
@@ -362,6 +365,7 @@ class Trainer:
                 log.info("run %s already finished %d epochs; nothing to do (train.epochs=N continues it; delete "
                          "%s to retrain)", cfg["run"]["name"], state["epoch"], self.checkpoint_path)
                 return {"checkpoint": self.checkpoint_path, "finished": True, **state["summary"]}
+            self._check_best(net)
             log.info("resuming %s at epoch %d, step %d", cfg["run"]["name"], state.get("epoch", 0) + 1,
                      state.get("step", 0))
         else:
@@ -500,6 +504,22 @@ class Trainer:
         if self.select == "val_landmarks":
             return broadcast_object(self.info, row["val_map"])  # rank 0 validates alone
         return None
+
+    def _check_best(self, net: RetrievalNet) -> None:
+        """A resumed run's ``best.pt`` must hold this network: one of another head would fail at the end, after
+        the epochs it trained."""
+        best = self.out / "best.pt"
+        if not best.is_file():
+            return
+        try:
+            held = load_checkpoint(best)[0].state_dict()
+        except Exception as exc:  # noqa: BLE001 - any unreadable best.pt is the same one-line answer
+            raise ConfigError(f"{best} cannot be read ({type(exc).__name__}); delete it (rm {best}) to "
+                              "resume") from None
+        mine = net.state_dict()
+        if held.keys() != mine.keys() or any(held[k].shape != mine[k].shape for k in mine):
+            raise ConfigError(f"{best} holds another network than {self.checkpoint_path} (another head or backbone); "
+                              f"delete it (rm {best}) to resume, or pick another run.name")
 
     def restore_selected(self, net: RetrievalNet, summary: dict) -> None:
         """Load the selected epoch's weights (``best.pt``, rank 0's, sent to every rank) when it is not the last;
