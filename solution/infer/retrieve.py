@@ -42,6 +42,18 @@ def _searcher(database: np.ndarray, index_cfg: dict):
 STEPS = ("dba", "qe", "diffusion", "superglobal", "label_rerank")
 
 
+def _say_clamps(infer_cfg: dict, n_index: int, n_train: int | None) -> None:
+    """Neighbour counts larger than what they are taken from are cut to it; the log says so, once a call."""
+    asks = [("dba.k", infer_cfg["dba"], "k", n_index - 1), ("qe.n", infer_cfg["qe"], "n", n_index),
+            ("diffusion.k", infer_cfg["diffusion"], "k", n_index - 1),
+            ("label_rerank.k", infer_cfg["label_rerank"], "k", n_train)]
+    for name, step, key, available in asks:
+        wanted = step.get(key)
+        if step.get("enabled") and wanted is not None and available is not None and wanted > available:
+            log.warning("infer.%s=%d is more than the %d there are to take: %d are used", name, wanted, available,
+                        available)
+
+
 def retrieve(query: np.ndarray, index: np.ndarray, infer_cfg: dict, train: np.ndarray | None = None,
              train_labels: np.ndarray | None = None, in_place: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(neighbours, scores), Q x topk index positions best first, after the enabled post-processing.
@@ -59,6 +71,7 @@ def retrieve(query: np.ndarray, index: np.ndarray, infer_cfg: dict, train: np.nd
     if sg["enabled"] and dba["enabled"]:
         raise ValueError("SuperGlobal on a DBA-averaged database smooths it twice; enable one of them")
     depth = min(len(index), max(topk, sg["m"] if sg["enabled"] else 0))
+    _say_clamps(infer_cfg, len(index), None if train is None else len(train))
     # The index's own labels are voted on its descriptors as extracted, before DBA may overwrite them.
     index_votes = vote_labels(index, train, train_labels, lab["k"], lab["vote"]) if lab["enabled"] else None
     dtype = np.dtype(infer_cfg["index"].get("dtype", "float32"))

@@ -65,3 +65,20 @@ def test_label_reranking_without_train_descriptors_is_refused_before_any_work():
     with pytest.raises(ValueError, match="train descriptors"):
         retrieve(query, index, cfg, in_place=True)
     assert np.array_equal(index, before)
+
+
+def test_neighbour_counts_beyond_the_index_are_said(caplog):
+    """#29: dba.k, qe.n and diffusion.k beyond the index were cut without a word."""
+    import numpy as np
+
+    from solution.config import load_config
+    from solution.infer.retrieve import retrieve
+
+    rng = np.random.default_rng(0)
+    index = rng.standard_normal((20, 8)).astype(np.float32)
+    index /= np.linalg.norm(index, axis=1, keepdims=True)
+    cfg = load_config("toy-tiny", ["infer.dba.enabled=true", "infer.dba.k=50", "infer.qe.enabled=true",
+                                   "infer.qe.n=30", "infer.label_rerank.enabled=false"])["infer"]
+    caplog.set_level("WARNING")
+    retrieve(index[:3], index, cfg)
+    assert "infer.dba.k=50 is more than the 19" in caplog.text and "infer.qe.n=30 is more than the 20" in caplog.text
