@@ -75,9 +75,15 @@ def selection_source(comp: Competition, tcfg: dict, data_root: str | Path | None
     if choice in ("auto", "val_queries") and has_split(comp, "val") and data_root is not None:
         missing = [p for p in (comp.csv_path(data_root, "val_csv"), comp.csv_path(data_root, solution_key("val")))
                    if not p.is_file()]
-        if missing:
-            raise ConfigError(f"train.select={choice} chooses the epoch on the validation queries, but {missing[0]} "
-                              "is missing; run `make data` again to restore it, or set train.select=last")
+        if missing and choice == "val_queries":
+            raise ConfigError(f"train.select=val_queries chooses the epoch on the validation queries, but "
+                              f"{missing[0]} is missing; run `make data` again to restore it, or set "
+                              "train.select=last")
+        if missing:  # auto: the next best source, said aloud
+            fallback = "val_landmarks" if tcfg["val_landmarks"] else "last"
+            log.warning("train.select=auto: %s is missing, so the epoch is chosen by %s instead of the validation "
+                        "queries (run `make data` again to restore it)", missing[0], fallback)
+            return fallback
     if choice == "auto":
         return "val_queries" if has_split(comp, "val") else "val_landmarks" if tcfg["val_landmarks"] else "last"
     if choice == "val_queries" and not has_split(comp, "val"):
@@ -353,10 +359,11 @@ class Trainer:
         state: dict = {}
         if self.checkpoint_path.is_file():
             net, state = load_checkpoint(self.checkpoint_path)
-            if "config" not in state:  # a best.pt or an exported model copied over it: no state to resume
+            if "config" not in state and state.get("epoch", 0) > 0:  # a best.pt copied over it: trained, no state
                 raise ConfigError(f"{self.checkpoint_path} holds weights but no training state (no config: a best.pt "
-                                  "or a copied model?); move it away to train afresh, or pick another run.name")
-            conflicts = resume_conflicts(state["config"], cfg)
+                                  "copied over it?); move it away to train afresh, or pick another run.name")
+            # no config: `make kl`'s checkpoint (KL weights, no epoch yet), which training starts from
+            conflicts = resume_conflicts(state["config"], cfg) if "config" in state else []
             if conflicts:
                 raise ConfigError(f"{self.checkpoint_path} was trained with {', '.join(conflicts[:3])}"
                                   f"{' ...' if len(conflicts) > 3 else ''}; resume with its settings (only "

@@ -27,9 +27,10 @@ def test_four_forwards_of_one_tuple_give_the_gradient_of_one_forward_of_four(tmp
     split = _gradients(trainer, net, [batch[i:i + 1] for i in range(4)], 4)
     assert len(whole) == len(split) > 10
     for a, b in zip(whole, split):
-        assert torch.allclose(a, b, rtol=1e-4, atol=1e-8)
+        # float32 sums in another order: elements near zero differ by a few ulps of the tensor's scale
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * float(a.abs().max()))
     assert any(a.abs().max() > 0 for a in whole)
     # half the global batch on this rank (world 1 here): each forward weighs by its share of the global count
     half = _gradients(trainer, net, [batch[:2]], 4)
     only = _gradients(trainer, net, [batch[:2]], 2)
-    assert all(torch.allclose(h * 2, o, rtol=1e-4, atol=1e-8) for h, o in zip(half, only))
+    assert all(torch.allclose(h * 2, o, rtol=1e-4, atol=1e-5 * float(o.abs().max())) for h, o in zip(half, only))

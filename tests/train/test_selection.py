@@ -89,7 +89,7 @@ def test_selection_source():
     assert words.startswith("the 10 held-out train landmarks: epoch 2 of 4 is kept")
 
 
-def test_auto_selection_without_the_validation_ground_truth_is_refused(tiny_root, tmp_path):
+def test_selection_without_the_validation_ground_truth_is_said(tiny_root, tmp_path, caplog):
     """#29: train.select=auto with val_solution.csv missing kept the last epoch without a word."""
     import shutil
 
@@ -104,5 +104,8 @@ def test_auto_selection_without_the_validation_ground_truth_is_refused(tiny_root
     assert selection_source(comp, tcfg, root) == "val_queries"
     (root / "toy" / "val_solution.csv").unlink()
     with pytest.raises(ConfigError, match="val_solution.csv is missing.*train.select=last"):
-        selection_source(comp, tcfg, root)
-    assert selection_source(comp, {**tcfg, "select": "last"}, root) == "last"
+        selection_source(comp, {**tcfg, "select": "val_queries"}, root)
+    caplog.set_level("WARNING")
+    assert selection_source(comp, tcfg, root) == "last"  # auto falls back, and says so
+    assert "val_solution.csv is missing, so the epoch is chosen by last" in caplog.text
+    assert selection_source(comp, {**tcfg, "val_landmarks": 5}, root) == "val_landmarks"
