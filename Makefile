@@ -6,6 +6,10 @@ VENV ?= .venv
 CONFIG ?= toy
 OVERRIDES ?=
 COMPETITION ?=
+IMAGES ?=
+DISTRACTORS ?=
+QUERY ?=
+TOP ?=
 SUBMISSION ?=
 SEEDS ?=
 ADD ?=
@@ -30,6 +34,9 @@ SETUP := $(VENV)/.requirements-stamp
 endif
 
 RUN := $(PY) -m solution
+# COMPETITION=<slug> runs a stage on that competition (your own images: docs/own-images.md); the run is then
+# runs/<config>-<slug>, so the recipe's own run is never overwritten.
+SETTINGS := $(if $(COMPETITION),competition=$(COMPETITION)) $(OVERRIDES)
 # GPUS>1: one process per GPU through torchrun (DDP); add torchrun's --nnodes/--rdzv flags for several nodes.
 ifeq ($(GPUS),1)
 TRAIN := $(RUN) train
@@ -37,11 +44,11 @@ else
 TRAIN := $(PY) -m torch.distributed.run --standalone --nproc_per_node $(GPUS) -m solution train
 endif
 
-.PHONY: plan gpu-verify setup data viz-data viz-retrieval extract ablate tune results ablate-heads ensemble transfer train kl export submit evaluate validate bench gpu-check kernel kernel-dryrun kernel-push submit-kaggle test lint clean help
+.PHONY: plan gpu-verify setup data new-competition index query viz-data viz-retrieval extract ablate tune results ablate-heads ensemble transfer train kl export submit evaluate validate bench gpu-check kernel kernel-dryrun kernel-push submit-kaggle test lint clean help
 
 help:
-	@echo "make train | submit | test | data | viz-data | kl | export | ablate | tune | results | bench | plan | gpu-check | gpu-verify | kernel | kernel-dryrun | evaluate | validate | setup | lint | clean"
-	@echo "  CONFIG=<yaml name or path> OVERRIDES=\"train.epochs=2 ...\" VENV=<dir or empty> PYTHON=<interpreter>"
+	@echo "make train | submit | test | data | viz-data | kl | export | ablate | tune | results | bench | plan | gpu-check | gpu-verify | kernel | kernel-dryrun | evaluate | validate | new-competition | index | query | setup | lint | clean"
+	@echo "  CONFIG=<yaml name or path> OVERRIDES=\"train.epochs=2 ...\" VENV=<dir or empty> PYTHON=<interpreter> COMPETITION=<slug> IMAGES=<dir> QUERY=<files>"
 
 $(VENV)/.requirements-stamp: requirements.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -55,23 +62,23 @@ ifeq ($(strip $(VENV)),)
 endif
 
 data: $(SETUP)
-	$(RUN) data --config $(CONFIG) $(if $(COMPETITION),--competition $(COMPETITION)) $(OVERRIDES)
+	$(RUN) data --config $(CONFIG) $(SETTINGS)
 
 viz-data: $(SETUP)
-	$(RUN) viz data --config $(CONFIG) $(OVERRIDES)
+	$(RUN) viz data --config $(CONFIG) $(SETTINGS)
 
 viz-retrieval: $(SETUP)
-	$(RUN) viz retrieval --config $(CONFIG) $(OVERRIDES)
+	$(RUN) viz retrieval --config $(CONFIG) $(SETTINGS)
 
 extract: $(SETUP)
-	$(RUN) extract --config $(CONFIG) $(OVERRIDES)
+	$(RUN) extract --config $(CONFIG) $(SETTINGS)
 
 ablate: $(SETUP)
-	$(RUN) ablate --config $(CONFIG) $(OVERRIDES)
+	$(RUN) ablate --config $(CONFIG) $(SETTINGS)
 
 # QE / DBA / label re-ranking settings searched on the validation queries (adopted only on a clear gain)
 tune: $(SETUP)
-	$(RUN) tune --config $(CONFIG) $(OVERRIDES)
+	$(RUN) tune --config $(CONFIG) $(SETTINGS)
 
 # Every result table in README.md and docs/ rendered from docs/results/*.json (ADD=runs/<run>/<kind>.json files one first)
 results: $(SETUP)
@@ -87,16 +94,16 @@ ensemble: $(SETUP)
 	$(RUN) ensemble --config $(CONFIG) $(OVERRIDES)
 
 transfer: $(SETUP)
-	$(RUN) transfer --config $(CONFIG) $(OVERRIDES)
+	$(RUN) transfer --config $(CONFIG) $(SETTINGS)
 
 train: data
-	$(TRAIN) --config $(CONFIG) $(OVERRIDES)
+	$(TRAIN) --config $(CONFIG) $(SETTINGS)
 
 kl: $(SETUP)
-	$(RUN) kl --config $(CONFIG) $(OVERRIDES)
+	$(RUN) kl --config $(CONFIG) $(SETTINGS)
 
 export: $(SETUP)
-	$(RUN) export --config $(CONFIG) $(OVERRIDES)
+	$(RUN) export --config $(CONFIG) $(SETTINGS)
 
 # The offline Kaggle kernel (landmark-retrieval-2021): build the folders, push them, submit a kernel version.
 # Inference settings: CONFIG's when CONFIG is given (CONFIG=kernel-2021), else the checkpoint's own; with neither
@@ -137,8 +144,18 @@ bench: $(SETUP)
 	$(RUN) bench $(BENCH)
 
 submit: $(SETUP)
-	$(RUN) submit --config $(CONFIG) $(OVERRIDES) $(if $(KAGGLE),--kaggle)
-	$(RUN) viz retrieval --config $(CONFIG) $(OVERRIDES)
+	$(RUN) submit --config $(CONFIG) $(SETTINGS) $(if $(KAGGLE),--kaggle)
+	$(RUN) viz retrieval --config $(CONFIG) $(SETTINGS)
+
+# Your own images (docs/own-images.md): a competition from a folder, then search a folder with the trained run.
+new-competition: $(SETUP)
+	$(RUN) new-competition $(COMPETITION) --images $(IMAGES) $(if $(DISTRACTORS),--distractors $(DISTRACTORS))
+
+index: $(SETUP)
+	$(RUN) index --config $(CONFIG) --images $(IMAGES) $(SETTINGS)
+
+query: $(SETUP)
+	$(RUN) query $(QUERY) --config $(CONFIG) $(SETTINGS) $(if $(TOP),--top $(TOP))
 
 evaluate: $(SETUP)
 	$(RUN) evaluate --competition $(or $(COMPETITION),toy) --submission $(SUBMISSION)

@@ -169,6 +169,66 @@ def bench_decode(images: int = 200, longest: int = 512, folder: str | Path = "ru
              "img_s_per_core": round(all_cores / cores, 1), "peak_rss_mb": round(peak_rss_mb(), 0)}]
 
 
+def _folder_of_photos(folder: Path, files: int, labels: int) -> None:
+    """``folder/<label>/<i>.jpg``: ``files`` distinct small JPEGs (a base picture with the file's number drawn
+    into a corner, so every file hashes differently), written once and kept while the count is the same."""
+    from PIL import Image
+
+    marker = folder / "files.json"
+    if marker.is_file() and json.loads(marker.read_text()) == {"files": files, "labels": labels}:
+        return
+    rng = np.random.default_rng(0)
+    bases = [np.asarray(_photo_like(rng, 128, 96)) for _ in range(16)]
+    for i in range(files):
+        label = folder / f"label-{i % labels:05d}"
+        label.mkdir(parents=True, exist_ok=True)
+        pixels = bases[i % len(bases)].copy()
+        bits = np.unpackbits(np.array([i], ">u4").view(np.uint8))  # the file's number, 32 black or white cells
+        pixels[:8, :64] = np.repeat(np.repeat(bits * 255, 2)[None, :, None], 8, axis=0)
+        Image.fromarray(pixels).save(label / f"{i:06d}.jpg", "JPEG", quality=90)
+    marker.write_text(json.dumps({"files": files, "labels": labels}))
+
+
+def bench_folder(files: int = 100_000, labels: int = 10_000, folder: str | Path = "runs/bench/folder",
+                 keep: bool = False) -> list[dict]:
+    """The folder source at scale: seconds and resident memory to list ``files`` generated JPEGs in ``labels``
+    label folders, hash and check each (in every core), split them and write the links and CSVs; then the
+    re-run's check. The generated folder is removed afterwards unless ``keep``."""
+    import shutil
+
+    from .data import folder as source
+
+    folder = Path(folder)
+    images, out = folder / "images", folder / "competition"
+    _folder_of_photos(images, files, labels)
+    shutil.rmtree(out, ignore_errors=True)
+    spec = source.folder_spec({"images": str(images.resolve())}, folder)
+    workers = data_workers(None)
+    rss0, row = current_rss_mb(), {"files": files, "labels": labels, "workers": workers}
+    started = time.perf_counter()
+    pairs, seen = source._all_sources(spec)
+    row["list_s"] = round(time.perf_counter() - started, 2)
+    started = time.perf_counter()
+    entries = source.usable(pairs, workers)
+    row["hash_s"] = round(time.perf_counter() - started, 2)
+    row["files_s_hashed"] = round(files / row["hash_s"], 0)
+    started = time.perf_counter()
+    source.assign(entries, seen, spec)
+    row["split_s"] = round(time.perf_counter() - started, 2)
+    started = time.perf_counter()
+    counts = source.write_competition(out, entries, spec)
+    row["write_s"] = round(time.perf_counter() - started, 2)
+    row["rss_growth_mb"] = round(current_rss_mb() - rss0, 1)
+    row["mean_kb"] = round(sum(p.stat().st_size for p, _ in pairs[:1000]) / min(1000, len(pairs)) / 1024, 1)
+    started = time.perf_counter()
+    pairs, _ = source._all_sources(spec)  # what a re-run of `make data` redoes: the listing, not the hashing
+    row["rerun_list_s"] = round(time.perf_counter() - started, 2)
+    row.update({f"{k}_images": v for k, v in counts.items()})
+    if not keep:
+        shutil.rmtree(folder, ignore_errors=True)
+    return [row]
+
+
 def write_results(section: str, rows: list[dict], out_dir: str | Path = "runs/bench",
                   memory: SectionMemory | None = None, device: str = "cpu") -> Path:
     out = Path(out_dir) / f"{section}.json"

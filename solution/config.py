@@ -144,13 +144,15 @@ def load_config(experiment: str | os.PathLike | None = None, overrides: list[str
     path = resolve_config_path(experiment)
     if path is not None:
         cfg = merge(cfg, read_yaml(path), str(path))
-        if cfg["run"]["name"] is None:
-            cfg["run"]["name"] = path.stem
+    competition = cfg["competition"]
     for text in overrides:
         keys, value = parse_override(text)
         cfg = merge(cfg, _nest(keys, value), f"override '{text}'")
     if cfg["run"]["name"] is None:
-        cfg["run"]["name"] = "default"
+        # the YAML's name; a recipe run on another competition (competition=... on the command line) gets
+        # its own folder, so training it on your photos never overwrites the recipe's own run
+        name = path.stem if path is not None else "default"
+        cfg["run"]["name"] = name if cfg["competition"] == competition else f"{name}-{cfg['competition']}"
     check_values(cfg)
     return cfg
 

@@ -167,17 +167,27 @@ def retrieval_gallery(data_dir: str | Path, ranking: tuple, out: str | Path, sol
     """Each query beside its top hits; with ground truth, hits are framed green (right) or red (wrong)."""
     query_ids, index_ids, neighbours = ranking[:3]
     chosen = [i for i, q in enumerate(query_ids) if solution is None or solution.get(q, ([], ""))[0]][:queries]
-    sheet = Image.new("RGB", ((topk + 1) * (cell + 6) + 10, len(chosen) * (cell + 6)), (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
-    for r, qi in enumerate(chosen):
-        y = r * (cell + 6)
+    rows = []
+    for qi in chosen:
         relevant = set(solution[query_ids[qi]][0]) if solution else set()
-        tiles = [("query", image_path(data_dir, "test", query_ids[qi]), (60, 60, 200))]
+        tiles = [("query", image_path(data_dir, "test", query_ids[qi]), QUERY_FRAME)]
         for j in neighbours[qi][:topk]:
-            if j < 0:
-                continue
-            colour = None if solution is None else ((30, 170, 60) if index_ids[j] in relevant else (210, 40, 40))
-            tiles.append((index_ids[j][:6], image_path(data_dir, "index", index_ids[j]), colour))
+            if j >= 0:
+                colour = None if solution is None else ((30, 170, 60) if index_ids[j] in relevant else (210, 40, 40))
+                tiles.append((index_ids[j][:6], image_path(data_dir, "index", index_ids[j]), colour))
+        rows.append(tiles)
+    return tile_rows(rows, out, topk, cell)
+
+
+QUERY_FRAME = (60, 60, 200)
+
+
+def tile_rows(rows: list[list[tuple[str, Path, tuple | None]]], out: str | Path, topk: int, cell: int = 112) -> Path:
+    """One row per query: (label, image, frame colour or None) tiles, the query first, set apart by a gap."""
+    sheet = Image.new("RGB", ((topk + 1) * (cell + 6) + 10, max(1, len(rows)) * (cell + 6)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for r, tiles in enumerate(rows):
+        y = r * (cell + 6)
         for c, (label, path, colour) in enumerate(tiles):
             x = c * (cell + 6) + (10 if c else 0)
             if colour is not None:

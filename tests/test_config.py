@@ -97,3 +97,9 @@ def test_numeric_keys_out_of_range_are_refused(override, key):
     submission."""
     with pytest.raises(ConfigError, match=f"config key '{key}' must be"):
         load_config("toy", [override])
+
+
+def test_another_competition_gets_its_own_run_folder():
+    assert load_config("toy", ["competition=mine"])["run"]["name"] == "toy-mine"
+    assert load_config("toy", ["competition=toy"])["run"]["name"] == "toy"
+    assert load_config("toy", ["competition=mine", "run.name=x"])["run"]["name"] == "x"

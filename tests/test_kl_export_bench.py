@@ -120,3 +120,13 @@ def test_bench_scale_runs_the_real_retrieve_on_a_float16_index_handed_over(tmp_p
     assert search["peak_mb"] >= search["baseline_mb"] and isinstance(search["within_1.5x"], bool)
     assert dba["index"] == "1000x64 float16" and abs(dba["projected_full_s"] - dba["seconds"] * 9) <= 1  # (3000/1000)^2
     assert sq["speedup"] > 0 and projection["search_qe_tflop"] == round(4 * 117_577 * 761_757 * 64 / 1e12)
+
+
+def test_bench_folder_lists_hashes_splits_and_cleans_up(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "folder", "--folder-files", "400", "--folder-labels", "40", "--out", str(tmp_path)]) == 0
+    row = json.loads((tmp_path / "folder.json").read_text())["rows"][0]
+    assert row["files"] == 400 and row["hash_s"] > 0 and row["files_s_hashed"] > 0
+    assert row["train_images"] == 200 and row["test_images"] + row["val_images"] + row["index_images"] == 200
+    assert not (tmp_path / "folder").exists()  # the generated files are removed: a full disk failed CI before
+    assert "bench folder on cpu" in capsys.readouterr().out

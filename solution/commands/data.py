@@ -10,6 +10,7 @@ import os
 import time
 from pathlib import Path
 
+from ..atomic import atomic_path
 from ..config import ConfigError, run_dir
 from ..runtime import data_workers
 from .registry import arg, config_of, stage, whole
@@ -53,12 +54,84 @@ def cmd_data(args: argparse.Namespace) -> int:
             raise ConfigError(str(exc)) from None
         print(f"data: {slug}: {len(written)} entries in {target} after {time.perf_counter() - started:.0f}s")
         return 0
+    if comp.source == "folder":
+        from ..data.folder import build, folder_spec
+
+        stamp = build(target, folder_spec(comp.data, comp.folder, str(comp.folder / "competition.yaml")),
+                      data_workers(cfg["run"]["workers"]))
+        counts, labels = stamp["counts"], stamp["labels"]
+        sheet = data_contact_sheet(target, target / "contact_sheet.png")
+        print(f"data: {slug} from {comp.data['images']}: {counts['train']} train images of {labels['train']} labels, "
+              f"{counts['index']} index images, {counts['test']} test queries of {labels['test']} held-out labels, "
+              f"{counts['val']} validation queries of {labels['val']} others; linked in place under {target} "
+              f"(split of {stamp['files']} files; contact sheet {sheet})")
+        return 0
     size = args.size or cfg["data"]["toy_size"]
     started = time.perf_counter()
     toy.generate(target, size=size, seed=cfg["data"]["toy_seed"], workers=data_workers(cfg["run"]["workers"]))
     sheet = data_contact_sheet(target, target / "contact_sheet.png")
     print(f"data: wrote the {size} toy competition to {target} in {time.perf_counter() - started:.1f}s "
           f"(contact sheet {sheet})")
+    return 0
+
+
+@stage("new-competition", "a competition of your own images from competition/folder-template.yaml",
+       arg("slug", help="its name (a folder under competition/, or under $REMAP_COMPETITIONS when set)"),
+       arg("--images", required=True, help="folder of <label>/ folders (or of the files --labels-csv lists)"),
+       arg("--labels-csv", help="CSV of path,label, paths relative to --images"),
+       arg("--distractors", help="folder of unlabelled images that join the index"),
+       config=False)
+def cmd_new_competition(args: argparse.Namespace) -> int:
+    from ..competition import COMPETITION_ROOT, competition_roots
+    from ..config import plain_name
+
+    if not plain_name(args.slug):
+        raise ConfigError(f"new-competition: '{args.slug}' is not a plain name (letters, digits, - and _)")
+    folder = competition_roots()[0] / args.slug
+    if (folder / "competition.yaml").exists():
+        raise ConfigError(f"{folder / 'competition.yaml'} exists already; edit it, or choose another name")
+    paths = {}
+    for key, value in (("images", args.images), ("labels_csv", args.labels_csv), ("distractors", args.distractors)):
+        if value is not None:
+            path = Path(value).expanduser().resolve()
+            if not (path.is_file() if key == "labels_csv" else path.is_dir()):
+                raise ConfigError(f"new-competition: --{key.replace('_', '-')} {path} is not a "
+                                  f"{'file' if key == 'labels_csv' else 'folder'}")
+            paths[key] = str(path)
+    text = (COMPETITION_ROOT / "folder-template.yaml").read_text()
+    text = text.replace("SLUG", args.slug).replace("TITLE", _yaml_text(f"{args.slug}: images of {paths['images']}"))
+    text = text.replace("images: IMAGES", f"images: {_yaml_text(paths['images'])}")
+    for key in ("labels_csv", "distractors"):
+        if key in paths:
+            text = text.replace(f"{key}: null", f"{key}: {_yaml_text(paths[key])}")
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / "competition.yaml") as tmp:
+        tmp.write_text(text)
+    print(f"new-competition: wrote {folder / 'competition.yaml'}; next: `make train COMPETITION={args.slug}`, then "
+          f"`make submit COMPETITION={args.slug}`")
+    return 0
+
+
+def _yaml_text(value: str) -> str:
+    import json
+
+    return json.dumps(value)  # a JSON string is a YAML string: spaces, colons and quotes stay what they are
+
+
+@stage("example-folder", "real photographs laid out as your own folder would be (<scene>/ folders and "
+                          "distractors/), to try new-competition on",
+       arg("folder", help="where to write them, e.g. inputs/example-photos"),
+       arg("--views", type=whole(2), default=20, help="views of each of the 22 scenes"),
+       arg("--distractors", type=whole(0), default=300, help="texture photographs that join the index"),
+       config=False)
+def cmd_example_folder(args: argparse.Namespace) -> int:
+    from ..data.photos import PhotoSet, write_label_folders
+
+    counts = write_label_folders(args.folder, PhotoSet(views=args.views, distractors=args.distractors))
+    folder = Path(args.folder)
+    print(f"example-folder: {counts['views']} views of {counts['scenes']} scenes in {folder / 'scenes'}, "
+          f"{counts['distractors']} distractors in {folder / 'distractors'}; next: `make new-competition "
+          f"COMPETITION=photos IMAGES={folder / 'scenes'} DISTRACTORS={folder / 'distractors'}`")
     return 0
 
 

@@ -255,3 +255,54 @@ def cmd_evaluate_revisitop(args: argparse.Namespace) -> int:
     for label, scores in results.items():
         print(f"{args.dataset} {label}: mAP E {scores['easy']:.2f}  M {scores['medium']:.2f}  H {scores['hard']:.2f}")
     return 0
+
+
+@stage("index", "describe a folder of your own images with the run's checkpoint, once (cached), for `query`",
+       arg("--images", required=True, help="the folder (any depth; jpg, png, webp, ...)"),
+       arg("--checkpoint", help="default: the run's checkpoint.pt"))
+def cmd_index(args: argparse.Namespace) -> int:
+    from ..infer.folder_search import build_gallery, gallery_features
+    from ..infer.pipeline import run_net
+
+    cfg = config_of(args)
+    gallery = build_gallery(cfg, args.images)
+    net, device = run_net(cfg, args.checkpoint)
+    rows = gallery_features(net, gallery, cfg, device)
+    print(f"index: {len(gallery.ids)} images of {gallery.folder} described ({rows.shape[1]}-D, cached under "
+          f"{gallery.root}); ask with `python -m solution query IMAGE... --config {args.config}`")
+    return 0
+
+
+@stage("query", "the top hits for each image among the folder `index` described, with scores, and a picture: "
+                "query IMAGE... [key=value ...]",
+       arg("--images", dest="folder", help="the folder to search (default: the last one `index` described)"),
+       arg("--top", type=whole(1), default=10, help="hits per query"),
+       arg("--json", action="store_true", help="print JSON instead of lines"),
+       arg("--checkpoint", help="default: the run's checkpoint.pt"))
+def cmd_query(args: argparse.Namespace) -> int:
+    from ..infer.folder_search import build_gallery, last_gallery, query
+    from ..infer.pipeline import run_net
+    from ..viz import QUERY_FRAME, tile_rows
+
+    # The images share the positional slot with the overrides: a word that is an existing file, or has no
+    # '=', is an image.
+    images = [Path(w) for w in args.overrides if "=" not in w or Path(w).is_file()]
+    args.overrides = [w for w in args.overrides if "=" in w and not Path(w).is_file()]
+    if not images:
+        raise ConfigError("query: give one or more image files, e.g. `python -m solution query photo.jpg --top 5`")
+    cfg = config_of(args)
+    gallery = build_gallery(cfg, args.folder or last_gallery(cfg))
+    net, device = run_net(cfg, args.checkpoint)
+    answers = query(net, gallery, images, cfg, device, args.top)
+    picture = tile_rows([[("query", Path(a["query"]), QUERY_FRAME)] +
+                         [(f"{h['rank']}: {h['score']:.2f}", Path(h["path"]), None) for h in a["hits"]]
+                         for a in answers], run_dir(cfg) / "plots" / "query.png", args.top)
+    if args.json:
+        print(json.dumps({"folder": str(gallery.folder), "picture": str(picture), "queries": answers}, indent=1))
+        return 0
+    for answer in answers:
+        print(f"query {answer['query']}:")
+        for hit in answer["hits"]:
+            print(f"  {hit['rank']:>3}  {hit['score']:.4f}  {hit['path']}")
+    print(f"query: searched {len(gallery.ids)} images of {gallery.folder}; picture {picture}")
+    return 0

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..config import ConfigError, load_config
 from .registry import arg, stage, whole
 
 
 @stage("bench", "measured ratios: heads vs bare backbone, training loop vs bare steps",
-       arg("sections", nargs="*", help="model, train, search, extract, decode; scale (only when named)"),
+       arg("sections", nargs="*", help="model, train, search, extract, decode; scale and folder (only when named)"),
        arg("--index-size", type=whole(1), default=50_000, help="synthetic index rows (search section)"),
        arg("--queries", type=whole(1), default=5_000, help="synthetic queries (search section)"),
        arg("--config", default="toy", help="experiment YAML for the train section"),
@@ -33,6 +34,8 @@ from .registry import arg, stage, whole
        arg("--repeats", type=whole(1), default=15, help="interleaved repeats (model section)"),
        arg("--gemm-size", type=whole(1), default=4096, help="square GEMM that measures the peak (search section)"),
        arg("--decode-images", type=whole(1), default=200, help="generated JPEGs (decode section)"),
+       arg("--folder-files", type=whole(1), default=100_000, help="generated JPEGs (folder section)"),
+       arg("--folder-labels", type=whole(1), default=10_000, help="label folders they are spread over (folder)"),
        arg("--out", default="runs/bench"),
        config=False)
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -47,9 +50,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                            dba_slice=args.dba_slice),
         "decode": lambda: bench.bench_decode(args.decode_images),
         "precision": lambda: [bench.half_product_agreement()],
+        "folder": lambda: bench.bench_folder(args.folder_files, args.folder_labels, Path(args.out) / "folder"),
     }
-    # `scale` takes many minutes and gigabytes: only when named.
-    for section in args.sections or [s for s in runners if s != "scale"]:
+    # `scale` and `folder` take many minutes and gigabytes (of memory, of disk): only when named.
+    for section in args.sections or [s for s in runners if s not in ("scale", "folder")]:
         if section not in runners:
             raise ConfigError(f"unknown bench section '{section}'; available: {', '.join(runners)}")
         with bench.SectionMemory() as memory:

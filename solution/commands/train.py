@@ -40,7 +40,12 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"{moved_line(result['weights_moved'])}; wrote {run_dir(cfg) / 'region_weights.json'} and "
               f"{run_dir(cfg) / 'plots' / 'region_weights.png'}")
     transfer, writes = None, first_rank()  # under torchrun, rank 0 alone checks and writes
-    if cfg["train"]["transfer_check"] and writes and (run_dir(cfg) / "initial.pt").is_file():
+    # The check guards a rendered competition against fine-tuning that hurts real photographs; a folder
+    # competition's own test queries are the user's photographs already (and may be these very ones).
+    from ..competition import load_competition
+
+    own_photos = load_competition(cfg["competition"]).source == "folder"
+    if cfg["train"]["transfer_check"] and writes and not own_photos and (run_dir(cfg) / "initial.pt").is_file():
         from ..infer.transfer import summary_line, transfer_check
 
         transfer = transfer_check(cfg, Path(cfg["data"]["root"]) / "photos")

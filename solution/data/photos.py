@@ -154,6 +154,29 @@ def generate(root: str | Path, spec: PhotoSet = PhotoSet()) -> dict:
     return truth
 
 
+def write_label_folders(root: str | Path, spec: PhotoSet = PhotoSet()) -> dict[str, int]:
+    """The views as a folder of your own would be: ``root/scenes/<scene>/<view>.png`` and the textures in
+    ``root/distractors/`` (hard links to ``root/views/``, or copies where links are refused). Returns the
+    count of each."""
+    import os
+    import shutil
+
+    root = Path(root)
+    truth = generate(root / "views", spec)
+    for name, scene in zip(truth["images"], truth["scene"]):
+        target = root / ("scenes" if scene else "distractors") / (scene or "") / name
+        if target.is_file():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(root / "views" / name, target)
+        except OSError:
+            shutil.copyfile(root / "views" / name, target)
+    labelled = sum(scene is not None for scene in truth["scene"])
+    return {"scenes": len(set(truth["scene"]) - {None}), "views": labelled,
+            "distractors": len(truth["scene"]) - labelled}
+
+
 def _write(root: Path, name: str, data: bytes) -> str:
     with atomic_path(root / name) as tmp:
         tmp.write_bytes(data)

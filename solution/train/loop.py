@@ -51,6 +51,7 @@ from .tuples import (
     EpochPlan,
     TrainSet,
     ValSet,
+    count_spare_landmarks,
     epoch_batches,
     epoch_image_size,
     image_shapes,
@@ -381,7 +382,16 @@ class Trainer:
         main_only(self.info, save_config, cfg, self.out / "config.yaml")
         net = place(net, self.device)
         full = load_train_set(self.comp, cfg["data"]["root"], cfg["data"]["train_list"])
-        train_set, val = split_validation(full, tcfg["val_landmarks"], self.seed)
+        held_out = tcfg["val_landmarks"]
+        if self.select == "val_queries":
+            # the competition's own validation queries choose the epoch, so held-out train landmarks only add
+            # a reported figure: on a small set (your own photos) they are cut to what can be spared, said once
+            spare = count_spare_landmarks(full)
+            if held_out > spare:
+                log.warning("train.val_landmarks=%d is more than the %d train landmarks that can be held out; %d are "
+                            "(the validation queries choose the epoch)", held_out, spare, spare)
+                held_out = spare
+        train_set, val = split_validation(full, held_out, self.seed)
         def initialise_on_rank0():
             initialise(net, train_set.paths, train_set.labels, cfg, self.device, self.workers, self.out / "plots",
                        self.warned)

@@ -71,6 +71,12 @@ def load_train_set(comp: Competition, data_root: str | Path, train_list: str) ->
                     frame["landmark_id"].to_numpy())
 
 
+def count_spare_landmarks(train: TrainSet) -> int:
+    """How many landmarks may be held out for validation: half of those with 2+ images."""
+    _, counts = np.unique(train.labels, return_counts=True)
+    return int((counts >= 2).sum()) // 2
+
+
 def split_validation(train: TrainSet, n_landmarks: int, seed: int) -> tuple[TrainSet, ValSet | None]:
     """Hold out ``n_landmarks`` landmarks (with 2+ images) from training for per-epoch validation."""
     if n_landmarks <= 0:
@@ -78,7 +84,7 @@ def split_validation(train: TrainSet, n_landmarks: int, seed: int) -> tuple[Trai
     rng = np.random.default_rng([seed, 11])
     labels, counts = np.unique(train.labels, return_counts=True)
     eligible = int((counts >= 2).sum())
-    if n_landmarks > eligible // 2:  # the rest must stay to train on
+    if n_landmarks > count_spare_landmarks(train):  # the rest must stay to train on
         raise ConfigError(f"train.val_landmarks={n_landmarks}, but the train set has {eligible} landmarks with 2+ "
                           f"images and at most half of them ({eligible // 2}) can be held out; lower it (0: none)")
     held = rng.choice(labels[counts >= 2], n_landmarks, replace=False)

@@ -50,3 +50,15 @@ def test_views_are_hard_and_made_without_the_toy_renderer(tmp_path):
         r, g, b = Image.open(tmp_path / name).convert("RGB").split()
         greys += r.tobytes() == g.tobytes() == b.tobytes()
     assert 0.1 < greys / len(colour) < 0.4  # views of colour photographs turned grey with p=0.25
+
+
+def test_example_folder_is_laid_out_as_a_users_folder(tmp_path):
+    from solution.data.folder import folder_spec, labelled_images
+    from solution.data.photos import write_label_folders
+
+    counts = write_label_folders(tmp_path, PhotoSet(views=2, distractors=3))
+    assert counts == {"scenes": 22, "views": 44, "distractors": 3}
+    pairs = labelled_images(folder_spec({"images": "scenes"}, tmp_path))
+    assert len(pairs) == 44 and len({label for _, label in pairs}) == 22
+    assert len(list((tmp_path / "distractors").iterdir())) == 3
+    assert write_label_folders(tmp_path, PhotoSet(views=2, distractors=3)) == counts  # again: nothing changes
