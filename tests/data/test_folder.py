@@ -101,7 +101,8 @@ def test_single_image_labels_and_distractors_join_the_index_unlabelled(tmp_path)
 def test_labels_from_a_csv(tmp_path):
     images = photos(tmp_path / "photos")
     files = sorted(images.rglob("v*.*"))
-    rows = ["path,label"] + [f"{p.relative_to(images)},{'even' if i % 2 else 'odd'}{i // 8}" for i, p in enumerate(files)]
+    rows = ["path,label"] + [f"{p.relative_to(images)},{'even' if i % 2 else 'odd'}{i // 8}"
+                             for i, p in enumerate(files)]
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
     root = tmp_path / "mine"
     folder.build(root, folder.folder_spec({"images": "photos", "labels_csv": "labels.csv"}, tmp_path))
