@@ -165,6 +165,11 @@ def plan_epoch(train: TrainSet, shapes: list[tuple[int, int]], cfg: dict, seed: 
         q_desc = np.stack([described[int(i)] for i in queries])
     if nearest:  # drawn at random above all the same, so the negatives' random numbers stay as they were
         positives = nearest_positives(q_desc, candidates, described, cfg["positive_k"], rng)
+        short = sum(len(options) < cfg["positive_k"] for options in candidates)
+        if short:
+            log.warning("epoch %d: train.positive_k=%d is more than the other images of the landmark for %d of %d "
+                        "queries: they choose among all %s", epoch, cfg["positive_k"], short, len(queries),
+                        "of them (the nearest is no longer preferred)" if short == len(queries) else "they have")
     if hard:
         pool_desc = np.stack([described[int(i)] for i in pool])
         negatives = select_negatives(q_desc, train.labels[queries], pool_desc, train.labels[pool], cfg["neg_num"])

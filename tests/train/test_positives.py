@@ -66,3 +66,19 @@ def test_a_whole_positive_is_the_image_uncropped(tmp_path):
         assert torch.allclose(positive, torch.from_numpy(image).permute(2, 0, 1).float(), atol=1)  # exactly it
         assert torch.equal(whole[i][0][0], cropped[i][0][0])  # the query is cropped as before
     assert any(not torch.allclose(cropped[i][0][1].float(), positive, atol=1) for i in range(20))
+
+
+def test_positive_k_beyond_a_landmark_is_warned(caplog):
+    import logging
+
+    labels = np.repeat([0, 1, 2], 3)  # each query has 2 other images of its landmark
+    table = np.eye(9, 4, dtype=np.float32) + 0.1
+    train = TrainSet([str(i) for i in range(9)], [Path(f"{i}.jpg") for i in range(9)], labels)
+    cfg = {**load_config("toy")["train"], "tuples_per_epoch": 9, "pool_size": 9, "neg_num": 2,
+           "positives": "nearest"}
+    with caplog.at_level(logging.WARNING):
+        plan_epoch(train, [(64, 48)] * 9, {**cfg, "positive_k": 2}, seed=0, epoch=0, describe=lambda i: table[i])
+    assert "positive_k" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        plan_epoch(train, [(64, 48)] * 9, {**cfg, "positive_k": 5}, seed=0, epoch=0, describe=lambda i: table[i])
+    assert "train.positive_k=5 is more than the other images of the landmark for 9 of 9 queries" in caplog.text
