@@ -121,7 +121,7 @@ def _yaml_text(value: str) -> str:
 @stage("example-folder", "real photographs laid out as your own folder would be (<scene>/ folders and "
                           "distractors/), to try new-competition on",
        arg("folder", help="where to write them, e.g. inputs/example-photos"),
-       arg("--views", type=whole(2), default=20, help="views of each of the 22 scenes"),
+       arg("--views", type=whole(2), default=30, help="views of each of the 22 scenes"),
        arg("--distractors", type=whole(0), default=300, help="texture photographs that join the index"),
        config=False)
 def cmd_example_folder(args: argparse.Namespace) -> int:

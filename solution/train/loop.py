@@ -385,12 +385,12 @@ class Trainer:
         held_out = tcfg["val_landmarks"]
         if self.select == "val_queries":
             # the competition's own validation queries choose the epoch, so held-out train landmarks only add
-            # a reported figure: on a small set (your own photos) they are cut to what can be spared, said once
+            # a reported figure: on a small set (your own photos) every landmark trains instead, said once
             spare = count_spare_landmarks(full)
             if held_out > spare:
-                log.warning("train.val_landmarks=%d is more than the %d train landmarks that can be held out; %d are "
-                            "(the validation queries choose the epoch)", held_out, spare, spare)
-                held_out = spare
+                log.warning("train.val_landmarks=%d is more than the %d train landmarks that can be held out: none "
+                            "are (the validation queries choose the epoch)", held_out, spare)
+                held_out = 0
         train_set, val = split_validation(full, held_out, self.seed)
         def initialise_on_rank0():
             initialise(net, train_set.paths, train_set.labels, cfg, self.device, self.workers, self.out / "plots",
