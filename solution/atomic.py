@@ -112,7 +112,9 @@ class RunBusy(RuntimeError):
 
 def first_rank() -> bool:
     """Whether this process is torchrun's rank 0 (or not under torchrun): the one that writes a run's files."""
-    return os.environ.get("RANK", "0") == "0"
+    from .torchrun import launch
+
+    return launch().rank == 0
 
 
 @contextmanager

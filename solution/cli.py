@@ -139,12 +139,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from .data.gldv2 import DataError
     from .data.images import ImageLoadError
     from .data.revisitop import UnsafePickle
+    from .distributed import RankFailed
     from .infer.features import CacheError, MergeError
     from .infer.submission import SubmissionError
     from .kaggle_api import KaggleError
     from .kernel.contract import KernelError
     from .model.backbone import WeightError
-    from .train.distributed import RankFailed
     from .train.loop import TrainingDiverged
 
     return (ConfigError, RankFailed, DataError, ImageLoadError, SubmissionError, WeightError, OSError, MergeError,

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .config import ConfigError
+from .torchrun import launch
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -23,8 +24,8 @@ def setup_logging(verbose: bool = False) -> None:
 def resolve_device(name: str = "auto", local_rank: int | None = None) -> torch.device:
     """The configured device; under torchrun (LOCAL_RANK set) ``auto`` and ``cuda`` mean this process's own
     GPU, cuda:LOCAL_RANK, so that N processes do not all run on GPU 0."""
-    if local_rank is None and "LOCAL_RANK" in os.environ:
-        local_rank = int(os.environ["LOCAL_RANK"])
+    if local_rank is None and launch().active:
+        local_rank = launch().local_rank
     if name in ("auto", "cuda") and torch.cuda.is_available() and local_rank is not None:
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     if name == "auto":
@@ -45,8 +46,7 @@ def data_workers(configured: int | None) -> int:
     (16 cores, 8 GPUs: 2 each); a single process, which drives every GPU itself, gets them all (4 on Kaggle)."""
     if configured is not None:
         return configured
-    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    return max(1, (os.cpu_count() or 1) // max(1, processes))
+    return max(1, (os.cpu_count() or 1) // max(1, launch().local_world))
 
 
 def seed_everything(seed: int) -> None:

@@ -24,9 +24,9 @@ from .registry import arg, config_of, stage, whole
        arg("--merge", action="store_true", help="merge and check the shards after extracting"))
 def cmd_extract(args: argparse.Namespace) -> int:
     from ..competition import load_competition
+    from ..distributed import Dist, barrier, init_distributed, shutdown
     from ..infer.features import extract_split, merge_split, split_ids
     from ..infer.pipeline import run_net
-    from ..train.distributed import Dist, barrier, init_distributed, shutdown
 
     cfg = config_of(args)
     info = Dist()

@@ -25,8 +25,8 @@ import torch
 from ..atomic import atomic_path
 from ..competition import Competition
 from ..data.gldv2 import DataError, check_images_exist, image_path, read_ids, read_train, read_train_clean
+from ..distributed import Dist, barrier, broadcast_object
 from ..model.net import RetrievalNet
-from ..train.distributed import Dist, barrier, broadcast_object
 from .extract import extract_descriptors
 from .retrieve import STEPS
 from .tta import MultiScale, parse_scales

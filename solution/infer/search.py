@@ -25,6 +25,7 @@ import os
 import numpy as np
 
 from ..config import ConfigError
+from ..torchrun import launch
 
 log = logging.getLogger(__name__)
 FAISS_GPU_MAX_K = 2048  # faiss/gpu/utils/DeviceDefs.cuh: GPU_MAX_SELECTION_K
@@ -34,7 +35,7 @@ FAISS_GPU_MAX_K = 2048  # faiss/gpu/utils/DeviceDefs.cuh: GPU_MAX_SELECTION_K
 def _faiss():
     import faiss  # noqa: PLC0415 - slow to import, and only search needs it
 
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    local_world = launch().local_world
     if local_world > 1 and os.environ.get("OMP_NUM_THREADS") == "1":
         # torchrun pins every process to one OpenMP thread; CPU search then crawls. Share the cores instead.
         faiss.omp_set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
@@ -64,8 +65,8 @@ def search_gpus() -> list[int]:
     count = gpu_count()
     if count == 0:
         return []
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return [int(os.environ.get("LOCAL_RANK", "0")) % count]
+    if launch().active:
+        return [launch().local_rank % count]
     return list(range(count))
 
 
@@ -151,8 +152,8 @@ def search_devices(use_gpu: bool | None = None) -> list[str]:
     if use_gpu is False or not torch.cuda.is_available():
         return ["cpu"]
     count = torch.cuda.device_count()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return [f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % count}"]
+    if launch().active:
+        return [f"cuda:{launch().local_rank % count}"]
     return [f"cuda:{gpu}" for gpu in range(count)]
 
 

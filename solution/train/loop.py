@@ -28,13 +28,7 @@ from ..competition import Competition, load_competition
 from ..config import ConfigError, resume_conflicts, run_dir, save_config
 from ..data.datasets import TupleDataset, collate_tuples, worker_init
 from ..data.images import warn_unreadable
-from ..infer.extract import extract_descriptors
-from ..infer.pipeline import evaluate_net, has_split, solution_key
-from ..metrics import format_interval, map_at_k, paired_bootstrap
-from ..model.net import RetrievalNet, build_net, load_checkpoint, place, save_checkpoint
-from ..runtime import data_workers, resolve_device, seed_everything
-from ..viz import training_curves, tuple_preview
-from .distributed import (
+from ..distributed import (
     Dist,
     broadcast_object,
     gather_rows,
@@ -44,6 +38,12 @@ from .distributed import (
     rank0_outcome,
     shutdown,
 )
+from ..infer.extract import extract_descriptors
+from ..infer.pipeline import evaluate_net, has_split, solution_key
+from ..metrics import format_interval, map_at_k, paired_bootstrap
+from ..model.net import RetrievalNet, build_net, load_checkpoint, place, save_checkpoint
+from ..runtime import data_workers, resolve_device, seed_everything
+from ..viz import training_curves, tuple_preview
 from .initialise import initialise
 from .loss import MarginClassifier, triplet_loss, triplet_stats
 from .region_weights import moved_line, record_weights_moved

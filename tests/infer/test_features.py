@@ -174,8 +174,8 @@ def test_merged_features_of_another_checkpoint_are_not_reused(tiny_root, tmp_pat
 
 def _as_rank(monkeypatch, rank, world, rank0_todo=None):
     """extract_split as one rank of a torchrun job: collectives recorded; rank 0's shard list broadcast."""
+    from solution.distributed import Dist
     from solution.infer import features as module
-    from solution.train.distributed import Dist
 
     calls, described = [], []
     monkeypatch.setattr(module, "barrier", lambda info: calls.append("barrier"))

@@ -16,7 +16,7 @@ def _free_port() -> int:
 def _rank(rank: int, world: int, port: int, total: int, out_dir: str) -> None:
     import torch.distributed as dist
 
-    from solution.train.distributed import Dist, gather_rows
+    from solution.distributed import Dist, gather_rows
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -37,7 +37,7 @@ def test_two_ranks_get_every_row_in_order_with_uneven_shares(tmp_path):
 def _failing_rank(rank: int, world: int, port: int, out_dir: str) -> None:
     import torch.distributed as dist
 
-    from solution.train.distributed import Dist, RankFailed, gather_rows, guarded
+    from solution.distributed import Dist, RankFailed, gather_rows, guarded
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)

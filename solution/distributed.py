@@ -7,7 +7,6 @@ The backend is NCCL on GPUs and gloo on CPU, so the same code is tested on CPU.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -16,6 +15,8 @@ from typing import TypeVar
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from .torchrun import launch
 
 T = TypeVar("T")
 
@@ -38,10 +39,10 @@ class Dist:
 def init_distributed(device_name: str = "auto", timeout_min: float = 30.0) -> Dist:
     """Join the process group torchrun describes; a plain run is a world of one. A collective that waits
     longer than ``timeout_min`` (train.dist_timeout_min) fails instead of hanging."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    place = launch()
+    if not place.active:
         return Dist()
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, world, local_rank = place.rank, place.world, place.local_rank
     use_cuda = torch.cuda.is_available() and device_name != "cpu"
     if use_cuda:  # more processes than GPUs on a node (or a node numbering its GPUs from 0): wrap around
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
