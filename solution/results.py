@@ -101,18 +101,21 @@ def check_result(result: dict, path: Path) -> None:
                           "its run sealed it with): run the study again rather than edit its figures")
 
 
-def _renderers() -> dict[str, Callable[[dict], str]]:
-    from .infer import ablation, ensemble, tuning
-    from .studies import geometry, saturation
-    from .train import head_ablation, report
-    return {"ablation": ablation.table, "heads": head_ablation.table, "tune": tuning.table,
-            "train": report.train_table, "submit": report.submit_table, "ensemble": ensemble.table,
-            "geometry": geometry.table, "saturation": saturation.table}
+TABLES: dict[str, Callable[[dict], str]] = {}
+
+
+def result_table(kind: str) -> Callable[[Callable[[dict], str]], Callable[[dict], str]]:
+    """Register the decorated function as the table of results of ``kind``. The modules that write results
+    register their own (``solution.studies`` imports them all), so this module imports nothing above it."""
+    def register(table: Callable[[dict], str]) -> Callable[[dict], str]:
+        TABLES[kind] = table
+        return table
+    return register
 
 
 def render(result: dict) -> str:
     """The block for one result file: where it came from, then its table."""
-    renderers = _renderers()
+    renderers = TABLES
     kind = result.get("kind")
     if kind not in renderers:
         raise ConfigError(f"result kind '{kind}' has no table; known: {', '.join(sorted(renderers))}")

@@ -24,7 +24,7 @@ def setup_logging(verbose: bool = False) -> None:
 def resolve_device(name: str = "auto", local_rank: int | None = None) -> torch.device:
     """The configured device; under torchrun (LOCAL_RANK set) ``auto`` and ``cuda`` mean this process's own
     GPU, cuda:LOCAL_RANK, so that N processes do not all run on GPU 0."""
-    if local_rank is None and launch().active:
+    if local_rank is None and launch().launched:
         local_rank = launch().local_rank
     if name in ("auto", "cuda") and torch.cuda.is_available() and local_rank is not None:
         return torch.device("cuda", local_rank % torch.cuda.device_count())

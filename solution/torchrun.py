@@ -14,6 +14,7 @@ class Launch:
     local_rank: int = 0
     world: int = 1
     local_world: int = 1
+    launched: bool = False  # LOCAL_RANK is set: started by torchrun, even as a world of one
 
     @property
     def active(self) -> bool:
@@ -32,4 +33,4 @@ def launch(env: Mapping[str, str] | None = None) -> Launch:
         except ValueError:
             raise ValueError(f"{name}={text!r} is not a whole number; torchrun sets it: unset it, or launch "
                              "through torchrun") from None
-    return Launch(**values)
+    return Launch(**values, launched=bool(env.get("LOCAL_RANK", "").strip()))

@@ -119,7 +119,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 
 
 def _ensemble(cfg: dict, out: str) -> dict:
-    from ..infer.ensemble import run_ensemble, table
+    from ..studies.ensemble import run_ensemble, table
 
     result = run_ensemble(cfg, out)
     print(f"ensemble: {len(result['members'])} members, {result['dim']}-D after whitening on {result['whiten_on']} "
@@ -135,7 +135,7 @@ def _ensemble(cfg: dict, out: str) -> dict:
        arg("--skip", nargs="+", metavar="STEP", help="steps to leave out: multiscale flip qe dba diffusion "
            "superglobal label_rerank"))
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from ..infer.ablation import ablate, table
+    from ..studies.ablation import ablate, table
 
     result = ablate(config_of(args), tuple(args.skip or ()))
     print(table(result))
@@ -144,11 +144,11 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 @stage("tune", "QE / DBA / label re-ranking settings chosen on the validation queries, test reported",
-       arg("--grid", nargs="+", metavar="STEP.KEY=V1,V2", help="values to try (default: solution/infer/tuning.py's "
+       arg("--grid", nargs="+", metavar="STEP.KEY=V1,V2", help="values to try (default: solution/studies/tuning.py's "
            "GRID), e.g. qe.n=1,2,3 dba.k=2,3,5"),
        arg("--passes", type=whole(1), default=1, help="rounds of one-key-at-a-time search"))
 def cmd_tune(args: argparse.Namespace) -> int:
-    from ..infer.tuning import parse_grid, table, tune
+    from ..studies.tuning import parse_grid, table, tune
 
     cfg = config_of(args)
     with run_lock(run_dir(cfg), "tune"):

@@ -39,7 +39,7 @@ from .registry import arg, stage, whole
        arg("--out", default="runs/bench"),
        config=False)
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .. import bench
+    from ..studies import bench
 
     runners = {
         "model": lambda: bench.bench_model(args.backbones, args.height, args.width, args.batch, args.repeats),
@@ -72,7 +72,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
        arg("--recipes", nargs="+", help="recipes whose plan is checked (default: the GLDv2 recipes)"),
        config=False)
 def cmd_gpu_verify(args: argparse.Namespace) -> int:
-    from ..gpu_verify import RECIPES, run
+    from ..studies.gpu_verify import RECIPES, run
 
     report, ok = run(tuple(args.recipes or RECIPES))
     print(report)
@@ -82,7 +82,7 @@ def cmd_gpu_verify(args: argparse.Namespace) -> int:
 @stage("gpu-check", "AMP training steps, extraction img/s and faiss on a GPU",
        config=False)
 def cmd_gpu_check(args: argparse.Namespace) -> int:
-    from ..gpu_check import run
+    from ..studies.gpu_check import run
 
     try:
         print(run())
@@ -97,6 +97,7 @@ def cmd_gpu_check(args: argparse.Namespace) -> int:
        arg("--check", action="store_true", help="only report the documents whose tables differ"),
        config=False)
 def cmd_results(args: argparse.Namespace) -> int:
+    from .. import studies  # noqa: F401 - registers every result kind's table
     from ..results import add_result, render_documents
 
     if args.check and args.add:

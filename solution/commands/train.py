@@ -46,7 +46,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     own_photos = load_competition(cfg["competition"]).source == "folder"
     if cfg["train"]["transfer_check"] and writes and not own_photos and (run_dir(cfg) / "initial.pt").is_file():
-        from ..infer.transfer import summary_line, transfer_check
+        from ..studies.transfer import summary_line, transfer_check
 
         transfer = transfer_check(cfg, Path(cfg["data"]["root"]) / "photos")
         print(f"train: {summary_line(transfer)}")
@@ -81,7 +81,7 @@ def _before_after(summary: dict) -> str:
                        "shelf against fine-tuned",
        arg("--photos", help="where the photo views go (default: <data.root>/photos)"))
 def cmd_transfer(args: argparse.Namespace) -> int:
-    from ..infer.transfer import summary_line, transfer_check
+    from ..studies.transfer import summary_line, transfer_check
 
     cfg = config_of(args)
     result = transfer_check(cfg, args.photos or Path(cfg["data"]["root"]) / "photos")
@@ -155,7 +155,7 @@ def _size(text: str) -> tuple[int, int]:
        arg("--variants", nargs="+", metavar="NAME", help="a subset (default: all; REMAP always runs)"),
        arg("--seeds", nargs="+", type=whole(0), metavar="N", help="training seeds (default: run.seed)"))
 def cmd_ablate_heads(args: argparse.Namespace) -> int:
-    from ..train.head_ablation import REFERENCE, VARIANTS, ablate_heads
+    from ..studies.head_ablation import REFERENCE, VARIANTS, ablate_heads
 
     cfg = config_of(args)
     unknown = [v for v in args.variants or [] if v not in VARIANTS]
@@ -180,7 +180,7 @@ def cmd_ablate_heads(args: argparse.Namespace) -> int:
        arg("--gpus", type=whole(1), help="GPUs that share the run (default: the recipe's hardware.gpus)"),
        arg("--gpu", choices=["t4", "v100", "a100", "h100"], help="one GPU type (default: all four)"))
 def cmd_plan(args: argparse.Namespace) -> int:
-    from ..train.budget import GPUS, TABLE_HEADER, plan_recipe, plan_table
+    from ..studies.budget import GPUS, TABLE_HEADER, plan_recipe, plan_table
 
     cfg = config_of(args)
     gpus = args.gpus or cfg["hardware"]["gpus"]

@@ -175,12 +175,12 @@ def tensor_core_half(device: str) -> bool:
 
 def faiss_gpu_usable() -> bool:
     """Whether faiss's GPU index may be used: its build sees GPUs and has machine code for every one of them
-    (:func:`solution.kernel.contract.faiss_gpu_serves`); a GPU it has no code for fails inside faiss."""
+    (:func:`solution.gpu_archs.faiss_gpu_serves`); a GPU it has no code for fails inside faiss."""
     if gpu_count() == 0:
         return False
     import torch  # noqa: PLC0415
 
-    from ..kernel.contract import faiss_gpu_serves  # noqa: PLC0415
+    from ..gpu_archs import faiss_gpu_serves  # noqa: PLC0415
 
     if not torch.cuda.is_available():
         return True  # faiss sees a GPU that torch does not: trust faiss's own answer

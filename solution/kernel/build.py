@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -21,9 +22,9 @@ import numpy as np
 
 from ..atomic import atomic_path, staged_folder
 from ..config import ConfigError
+from ..gpu_archs import FAISS_GPU_ARCHS
 from .contract import (
     DEFAULT_MACHINE_SHAPE,
-    FAISS_GPU_ARCHS,
     MANIFEST_SCHEMA,
     MODEL_MARKER,
     RETIRED_MACHINE_SHAPES,
@@ -55,16 +56,26 @@ def _write_json(path: Path, payload: dict) -> None:
     path.write_text(json.dumps(payload, indent=2) + "\n")
 
 
+# The leaves inlined into the shipped entry.py, in order: standard library only, importing nothing of this
+# package but an earlier leaf (those single-line imports are dropped: the names are already defined above).
+INLINED = (Path(__file__).parent.parent / "gpu_archs.py", Path(__file__).with_name("contract.py"),
+           Path(__file__).with_name("discovery.py"))
+LEAF_IMPORT = re.compile(r"^from \.+[\w.]* import [^(]+$")
+
+
 def standalone_entry() -> str:
-    """entry.py as the kernel runs it: one file, with contract.py's text in place of its import (a Kaggle
+    """entry.py as the kernel runs it: one file, with the leaves' text in place of their imports (a Kaggle
     script kernel is a single file, and nothing of this package is installed when it starts)."""
     entry = Path(__file__).with_name("entry.py").read_text()
-    contract = Path(__file__).with_name("contract.py").read_text()
-    body = contract.split('"""', 2)[2].lstrip("\n")  # without its module docstring
     head, rest = entry.split(CONTRACT_START, 1)
     tail = rest.split(CONTRACT_END, 1)[1]
-    inlined = f"# --- solution/kernel/contract.py, inlined by `make kernel` ---\n{body}# --- end of contract.py ---"
-    return head + inlined + tail
+    parts = []
+    for leaf in INLINED:
+        body = leaf.read_text().split('"""', 2)[2].lstrip("\n")  # without its module docstring
+        body = "\n".join(line for line in body.split("\n") if not LEAF_IMPORT.match(line))
+        name = leaf.relative_to(Path(__file__).parent.parent.parent)
+        parts.append(f"# --- {name}, inlined by `make kernel` ---\n{body}# --- end of {leaf.name} ---\n")
+    return head + "\n".join(parts) + tail
 
 
 def download_wheels(folder: Path, requirement: str, python_version: str, platforms: list[str]) -> list[str]:

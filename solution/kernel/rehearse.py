@@ -32,6 +32,16 @@ T4_USABLE_BYTES = 15_843_721_216  # what a 16 GB T4 reports (torch.cuda.get_devi
 CONTEXT_BYTES = int(0.5 * 2**30)  # the CUDA context and the allocator's slack, beside the tensors
 
 
+def fill_unit_rows(out: np.ndarray, seed: int, chunk: int = 50_000) -> np.ndarray:
+    """``out`` filled with random L2-normalised rows, a chunk at a time (no full-size float32 temporary)."""
+    rng = np.random.default_rng(seed)
+    for start in range(0, len(out), chunk):
+        rows = rng.standard_normal((min(chunk, len(out) - start), out.shape[1]), dtype=np.float32)
+        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+        out[start:start + len(rows)] = rows
+    return out
+
+
 @dataclass(frozen=True)
 class Stage:
     """One search stage at the hidden counts: ``queries`` rows searched against ``database`` rows."""
@@ -127,7 +137,6 @@ def gpu_stage_runner(dim: int, dtype: str, seed: int = 0) -> Callable[[Stage], l
     import torch  # noqa: PLC0415
 
     from ..infer.search import ExactIndex, search  # noqa: PLC0415
-    from .synthetic import fill_unit_rows  # noqa: PLC0415
 
     def run(stage: Stage) -> list[int]:
         devices = range(torch.cuda.device_count())

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..config import ConfigError, check_values
+from ..gpu_archs import torch_serves
 from ..infer.ensemble import ensemble_descriptors, load_whitening
 from ..infer.extract import extract_descriptors
 from ..infer.features import describer, extraction_key, tta_tag
@@ -38,8 +39,8 @@ from ..infer.search import ExactIndex, search
 from ..infer.submission import validate_submission, write_submission
 from ..model.net import load_checkpoint, place
 from ..runtime import data_workers
-from .contract import MODEL_MARKER, TRAIN_MARKER, KernelError, infer_summary, sha256, torch_serves
-from .entry import find_competition, find_models, find_train_features
+from .contract import MODEL_MARKER, TRAIN_MARKER, KernelError, infer_summary, sha256
+from .discovery import find_competition, find_models, find_train_features
 from .plan import (
     active_weights,
     choose_plan,

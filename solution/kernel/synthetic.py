@@ -29,12 +29,12 @@ from ..infer import retrieve as retrieve_module
 from ..infer import search as search_module
 from .build import write_train_features
 from .contract import MODEL_MARKER
+from .rehearse import fill_unit_rows
 
 log = logging.getLogger("solution.kernel")
 
 SIZES = {"2021": {"test": 117_577, "index": 761_757, "train": 1_580_470, "dim": 2048}}
 T4_FP32_TFLOPS = 6.0  # assumed: 75% of the T4's 8.1 TFLOPS float32 peak (exact search widens to float32)
-CHUNK = 50_000
 
 
 def rss_mb() -> tuple[float, float]:
@@ -56,16 +56,6 @@ def reset_peak() -> bool:
         return True
     except OSError:
         return False
-
-
-def fill_unit_rows(out: np.ndarray, seed: int, chunk: int = CHUNK) -> np.ndarray:
-    """``out`` filled with random L2-normalised rows, a chunk at a time (no full-size float32 temporary)."""
-    rng = np.random.default_rng(seed)
-    for start in range(0, len(out), chunk):
-        rows = rng.standard_normal((min(chunk, len(out) - start), out.shape[1]), dtype=np.float32)
-        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
-        out[start:start + len(rows)] = rows
-    return out
 
 
 def fake_ids(count: int, seed: int) -> list[str]:

@@ -27,6 +27,7 @@ from ..model.heads import create_head
 from ..model.net import build_net, place
 from ..model.regions import boxes_to_cells
 from ..model.whitening import fit_pca_whitening
+from ..results import result_table
 from ..runtime import data_workers, resolve_device, seed_everything
 from ..train.initialise import fit_region_weights
 from ..train.tuples import load_train_set
@@ -126,6 +127,7 @@ def geometry_study(cfg: dict, sizes: list[int], heads: list[str], whiten_images:
                     "whiten_images": len(whiten_pick)})
 
 
+@result_table("geometry")
 def table(out: dict) -> str:
     """Sizes as columns, heads as rows, then each size's map and box counts."""
     sizes = out["sizes"]

@@ -24,6 +24,7 @@ from ..infer.features import split_ids
 from ..model.functional import region_max_pool
 from ..model.net import build_net, load_checkpoint, place
 from ..model.regions import boxes_to_cells, region_grid
+from ..results import result_table
 from ..runtime import data_workers, resolve_device
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ def _words(row: dict) -> str:
             f"cap {row['cap']:g}")
 
 
+@result_table("saturation")
 def table(out: dict) -> str:
     lines = ["| net | input (longest side) | tapped stage | region maxima at the cap | map cells at the cap |",
              "|---|---|---|---|---|"]

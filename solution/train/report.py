@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..infer.retrieve import STEPS
 from ..metrics import format_gain, format_interval, paired_bootstrap, rounded
+from ..results import result_table
 
 PARTS = ("Public", "Private", "all")
 
@@ -50,6 +51,7 @@ def _gain_cell(gain: dict | None) -> str:
     return format_gain(gain) if gain else "n/a"
 
 
+@result_table("train")
 def train_table(result: dict) -> str:
     splits = [s for s in ("validation", "test") if s in result]
     lines = ["| mAP@100 [95% CI] | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
@@ -91,6 +93,7 @@ def submit_report(result: dict, cfg: dict) -> dict:
                       for k, v in result.get("intervals", {}).items()}}
 
 
+@result_table("submit")
 def submit_table(result: dict) -> str:
     parts = [p for p in PARTS if p in result["parts"]]
     lines = ["| " + " | ".join(f"{p} [95% CI]" for p in parts) + " |", "|" + "---|" * len(parts),

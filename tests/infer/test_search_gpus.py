@@ -222,7 +222,7 @@ def test_the_float16_product_with_float32_rescoring_ranks_as_float32(hold):
     """The tensor-core path (float16 product, output rounded to float16 as the harsher case) keeps a shortlist
     and rescores it in float32: order and scores match the float32 product's on clustered data, held or
     streamed; the unrescored float16 scores alone would differ by their rounding."""
-    from solution.bench import clustered_unit_rows
+    from solution.studies.bench import clustered_unit_rows
 
     rows, _ = clustered_unit_rows(3100, 256, 60, 2.0, np.random.default_rng(3))
     database, queries = rows[:3000].astype(np.float16), rows[3000:]
@@ -244,7 +244,7 @@ def test_float16_products_only_where_tensor_cores_are(monkeypatch, capability, h
 
 
 def test_the_float16_agreement_measure_reports_the_rescored_ranking_exact():
-    from solution.bench import half_product_agreement
+    from solution.studies.bench import half_product_agreement
 
     row = half_product_agreement(n_index=4000, n_queries=40, dim=256, k=50, per_cluster=60, spread=2.0)
     assert row["overlap_worst"] >= 0.98 and row["largest_score_difference"] < 1e-5

@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from solution.kernel import entry
-from solution.kernel.contract import MANIFEST_SCHEMA, KernelError, faiss_gpu_serves, python_tag, torch_serves
+from solution.gpu_archs import faiss_gpu_serves, torch_serves
+from solution.kernel import discovery, entry
+from solution.kernel.contract import MANIFEST_SCHEMA, KernelError, python_tag
 
 
 def _competition(folder):
@@ -37,10 +38,10 @@ def _mount(root, layout):
 @pytest.mark.parametrize("layout", ["old", "new"])
 def test_discovery_finds_everything_in_both_layouts(tmp_path, layout):
     comp, wheels, model = _mount(tmp_path, layout)
-    assert entry.find_competition(tmp_path) == comp
-    assert entry.find_wheels(tmp_path) == wheels
-    assert entry.find_models(tmp_path) == [model]
-    assert entry.find_train_features(tmp_path) is None
+    assert discovery.find_competition(tmp_path) == comp
+    assert discovery.find_wheels(tmp_path) == wheels
+    assert discovery.find_models(tmp_path) == [model]
+    assert discovery.find_train_features(tmp_path) is None
 
 
 def test_discovery_never_enters_image_trees(tmp_path, monkeypatch):
@@ -53,14 +54,14 @@ def test_discovery_never_enters_image_trees(tmp_path, monkeypatch):
         return real(self)
 
     monkeypatch.setattr(type(tmp_path), "iterdir", spy)
-    entry.find_models(tmp_path)
+    discovery.find_models(tmp_path)
     assert not any(comp in p.parents or p == comp for p in entered)
 
 
 def test_a_missing_dataset_is_one_line_listing_what_was_found(tmp_path):
     _competition(tmp_path / "competitions" / "landmark-retrieval-2021")
     with pytest.raises(KernelError) as info:
-        entry.find_models(tmp_path)
+        discovery.find_models(tmp_path)
     message = str(info.value)
     assert "\n" not in message and "model dataset" in message and "make kernel" in message
     assert "competitions/landmark-retrieval-2021" in message
@@ -69,7 +70,7 @@ def test_a_missing_dataset_is_one_line_listing_what_was_found(tmp_path):
 def test_markers_deeper_than_the_bound_are_not_found(tmp_path):
     _dataset(tmp_path / "a" / "b" / "c" / "d" / "e", entry.WHEELS_MANIFEST)
     with pytest.raises(KernelError, match="within 4 levels"):
-        entry.find_wheels(tmp_path)
+        discovery.find_wheels(tmp_path)
 
 
 TAG = python_tag()
@@ -195,7 +196,8 @@ def test_a_dataset_without_faiss_for_this_python_stops_before_any_gpu_work(tmp_p
 
 
 def test_the_shipped_entry_script_is_one_file_that_runs_without_this_package(tmp_path):
-    """`make kernel` inlines contract.py: the script runs in a bare interpreter, with nothing importable."""
+    """`make kernel` inlines gpu_archs.py, contract.py and discovery.py: the script runs in a bare interpreter,
+    with nothing importable."""
     import subprocess
     import sys
 
@@ -204,7 +206,8 @@ def test_the_shipped_entry_script_is_one_file_that_runs_without_this_package(tmp
     script = tmp_path / "entry.py"
     script.write_text(standalone_entry())
     text = script.read_text()
-    assert "from .contract" not in text and "class KernelError" in text and "def faiss_gpu_serves" in text
+    assert "from .contract" not in text and "from ..gpu_archs" not in text and "from .discovery" not in text
+    assert "class KernelError" in text and "def faiss_gpu_serves" in text and "def find_models" in text
     (tmp_path / "input").mkdir()
     result = subprocess.run([sys.executable, "-I", str(script)], cwd=tmp_path, capture_output=True, text=True,
                             env={"KAGGLE_INPUT_ROOT": str(tmp_path / "input"),
@@ -215,7 +218,8 @@ def test_the_shipped_entry_script_is_one_file_that_runs_without_this_package(tmp
 
 
 def test_the_kernel_modules_import_without_a_circle():
-    """contract imports nothing of the package; build, entry and run import what they share from it."""
+    """contract imports nothing of the package, discovery only contract; build, entry and run import what they
+    share from them (the whole package's contract: tests/test_layers.py)."""
     import ast
     from pathlib import Path
 
@@ -229,7 +233,8 @@ def test_the_kernel_modules_import_without_a_circle():
 
     assert not {m for m in imports("contract")}
     assert "entry" not in imports("build") and "run" not in imports("build")
-    assert "build" not in imports("run") and imports("entry") == {"contract"}
+    assert "build" not in imports("run") and imports("entry") == {"contract", "discovery"}
+    assert imports("discovery") == {"contract"} and "entry" not in imports("run")
 
 
 @pytest.mark.parametrize(("capability", "archs", "serves"), [

@@ -2,7 +2,7 @@
 
 import torch
 
-from solution.train import distributed
+from solution import distributed
 
 
 def test_local_rank_beyond_the_gpu_count_wraps_around(monkeypatch):

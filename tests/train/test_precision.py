@@ -66,7 +66,7 @@ def test_data_workers_share_the_cores_between_the_gpus(monkeypatch):
 def test_the_collective_timeout_is_the_configured_one(monkeypatch):
     from datetime import timedelta
 
-    from solution.train import distributed
+    from solution import distributed
 
     seen = {}
     monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)

@@ -18,10 +18,10 @@ from collections.abc import Callable
 
 from ..competition import load_competition
 from ..config import ConfigError, _nest, check_values, run_dir
+from ..infer.pipeline import id_rankings, run_net, search_competition, solution_intervals
 from ..metrics import format_gain, format_interval, paired_bootstrap, rounded
-from ..results import write_result
+from ..results import result_table, write_result
 from .ablation import selection
-from .pipeline import id_rankings, run_net, search_competition, solution_intervals
 
 # "step.key": values tried. The toy's index shows each landmark 2-6 times, hence the small n and k. The label
 # re-ranking's vote, query, gate and insertion are the parts of the GLR 2019 winners' version, each measured.
@@ -145,6 +145,7 @@ def tune(cfg: dict, grid: dict[str, list[float]] | None = None, passes: int = 1)
     return {**report, "path": path}
 
 
+@result_table("tune")
 def table(result: dict) -> str:
     """Every trial on the selection set, then the choice and its paired gains (validation, then test)."""
     chooses = "validation" if result["selection"]["split"] == "val" else "Public"

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from solution.config import ConfigError, _flat_items, load_config
-from solution.train import head_ablation
-from solution.train.head_ablation import RECIPES, VARIANTS, ablate_heads, variant_config
+from solution.studies import head_ablation
+from solution.studies.head_ablation import RECIPES, VARIANTS, ablate_heads, variant_config
 
 
 def test_variants_change_only_the_head_its_layers_and_the_run():

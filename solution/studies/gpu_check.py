@@ -31,12 +31,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import load_config
+from ..model.net import build_net, place, save_checkpoint
+from ..train.loop import Trainer, freeze_batchnorm
+from ..train.loss import MarginClassifier, triplet_loss
+from ..train.tuples import uses_arcface
 from .bench import format_table
-from .config import load_config
-from .model.net import build_net, place, save_checkpoint
-from .train.loop import Trainer, freeze_batchnorm
-from .train.loss import MarginClassifier, triplet_loss
-from .train.tuples import uses_arcface
 
 MODELS = {"resnet50": 2, "tf_efficientnet_lite0": 4}  # tuples per step (7 images each) that fit 16 GB at 512 px
 
@@ -118,12 +118,12 @@ def check_extraction(backbone: str, device: torch.device, images: int = 384, siz
                      workers: int | None = None) -> dict:
     """Sharded extraction with the default TTA, JPEG to merged features, against the bare forward of the same
     TTA (same scales and flip) on the same images already on the device; both warmed up first."""
-    from .competition import load_competition
-    from .data import toy
-    from .data.datasets import EvalDataset, bucket_batches, collate_eval
-    from .data.gldv2 import image_path
-    from .infer.features import describer, extract_split, merge_split, split_ids
-    from .runtime import data_workers
+    from ..competition import load_competition
+    from ..data import toy
+    from ..data.datasets import EvalDataset, bucket_batches, collate_eval
+    from ..data.gldv2 import image_path
+    from ..infer.features import describer, extract_split, merge_split, split_ids
+    from ..runtime import data_workers
 
     cfg = load_config("toy", [f"infer.image_size={size}", f"infer.shard_size={max(8, images // 2)}"])
     infer_cfg = cfg["infer"]
@@ -188,7 +188,7 @@ def check_search(n: int = 200_000, d: int = 512, queries: int = 10_000, k: int =
     own index code, warmed up, on clustered data. Exact: its top-10 against numpy's on the CPU. IVF-PQ: the
     share of queries whose exact nearest neighbour is in its top 10 (1-recall@10; about 0.97 with CPU faiss
     on this data at 20,000 x 512)."""
-    from .infer.search import ExactIndex, build_index, faiss_gpu_usable, search, search_devices, tensor_core_half
+    from ..infer.search import ExactIndex, build_index, faiss_gpu_usable, search, search_devices, tensor_core_half
 
     rng = np.random.default_rng(0)
     db = clustered(n, d, rng)
@@ -286,10 +286,10 @@ def check_ddp(seconds: int = 600) -> dict:
 
 def check_kernel(device: torch.device) -> dict:
     """The kernel's own run on a fake input root: the tiny toy, a fresh lite0 checkpoint, every stage."""
-    from .data import toy
-    from .kernel.contract import MODEL_MARKER
-    from .kernel.run import run
-    from .kernel.simulate import mount
+    from ..data import toy
+    from ..kernel.contract import MODEL_MARKER
+    from ..kernel.run import run
+    from ..kernel.simulate import mount
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

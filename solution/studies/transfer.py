@@ -20,11 +20,11 @@ import torch
 from ..atomic import atomic_path
 from ..config import run_dir
 from ..data.photos import generate, leave_one_out
+from ..infer.extract import extract_descriptors
+from ..infer.pipeline import run_net
 from ..metrics import average_precision_at_k, cluster_bootstrap, format_interval, rounded
 from ..model.net import RetrievalNet
 from ..runtime import data_workers
-from .extract import extract_descriptors
-from .pipeline import run_net
 
 
 def photo_aps(net: RetrievalNet, root: Path, image_size: int, device: torch.device, workers: int,

@@ -18,8 +18,8 @@ from pathlib import Path
 from ..atomic import atomic_path
 from ..config import ConfigError, check_values, merge, run_dir
 from ..metrics import format_interval, hierarchical_bootstrap, rounded
-from ..results import write_result
-from .loop import train
+from ..results import result_table, write_result
+from ..train.loop import train
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +206,7 @@ def interval_words(out: dict) -> str:
     return f"95% bootstrap over the {out['queries']} scored queries (paired for a difference); one seed"
 
 
+@result_table("heads")
 def table(out: dict) -> str:
     chooses = "validation" if out["chosen_on"] == "val_after" else "test"
     lines = [f"| head | {chooses}, fine-tuned (chooses) | REMAP minus this, {chooses} | test, off the shelf | "

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import atomic_path
-from .model.net import build_net
-from .runtime import data_workers
+from ..atomic import atomic_path
+from ..model.net import build_net
+from ..runtime import data_workers
 
 HEAD_LAYERS = {"remap": [-2, -1], "rmac": [-2, -1], "gem": [-1]}
 
@@ -136,7 +136,7 @@ def bench_decode(images: int = 200, longest: int = 512, folder: str | Path = "ru
     import numpy as np
     from torch.utils.data import DataLoader
 
-    from .data.datasets import EvalDataset, bucket_batches, collate_eval
+    from ..data.datasets import EvalDataset, bucket_batches, collate_eval
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -196,7 +196,7 @@ def bench_folder(files: int = 100_000, labels: int = 10_000, folder: str | Path 
     re-run's check. The generated folder is removed afterwards unless ``keep``."""
     import shutil
 
-    from .data import folder as source
+    from ..data import folder as source
 
     folder = Path(folder)
     images, out = folder / "images", folder / "competition"
@@ -243,7 +243,7 @@ def write_results(section: str, rows: list[dict], out_dir: str | Path = "runs/be
 
 
 def faiss_gpus() -> int:
-    from .infer.search import gpu_count
+    from ..infer.search import gpu_count
 
     return gpu_count()
 
@@ -262,9 +262,9 @@ def bench_train(cfg: dict, steps: int = 12) -> list[dict]:
     import numpy as np
     from torch.utils.data import DataLoader
 
-    from .data.datasets import TupleDataset, collate_tuples
-    from .train.loop import Trainer, make_optimizer
-    from .train.tuples import epoch_batches, image_shapes, load_train_set, plan_epoch
+    from ..data.datasets import TupleDataset, collate_tuples
+    from ..train.loop import Trainer, make_optimizer
+    from ..train.tuples import epoch_batches, image_shapes, load_train_set, plan_epoch
 
     trainer = Trainer(cfg)
     tcfg = cfg["train"]
@@ -314,8 +314,8 @@ def bench_search(n_index: int = 50_000, n_queries: int = 5_000, dim: int = 512, 
     machine's GEMM peak at the kernel's ``gemm_dim``."""
     import numpy as np
 
-    from .infer.retrieve import retrieve
-    from .infer.search import knn
+    from ..infer.retrieve import retrieve
+    from ..infer.search import knn
 
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((n_index // 10, dim)).astype(np.float32)
@@ -363,7 +363,7 @@ def search_against_gemm_peak(n_index: int, n_queries: int, dim: int, k: int = 10
     against :func:`gemm_peak_gflops`, measured in turn ``repeats`` times; the best of each."""
     import numpy as np
 
-    from .infer.search import knn
+    from ..infer.search import knn
 
     rng = np.random.default_rng(1)
     index = _synthetic_unit_rows(np.empty((n_index, dim), np.float32), rng)
@@ -383,10 +383,10 @@ def bench_extract(cfg: dict, images: int = 160) -> list[dict]:
     bare forward of the same TTA on the same images, decoded and resized in memory beforehand."""
     import tempfile
 
-    from .competition import load_competition
-    from .data.datasets import EvalDataset, bucket_batches, collate_eval
-    from .data.gldv2 import image_path
-    from .infer.features import describer, extract_split, split_ids
+    from ..competition import load_competition
+    from ..data.datasets import EvalDataset, bucket_batches, collate_eval
+    from ..data.gldv2 import image_path
+    from ..infer.features import describer, extract_split, split_ids
 
     comp = load_competition(cfg["competition"])
     infer_cfg = {**cfg["infer"], "shard_size": max(16, images // 4)}
@@ -446,7 +446,7 @@ def half_product_agreement(n_index: int = 60_000, n_queries: int = 500, dim: int
     Reported: the mean and worst top-k overlap with and without the rescoring, the largest difference
     between the two paths' i-th scores (a swap between equal scores changes the overlap, not the ranking's
     quality), and mAP@k with each query's cluster as its relevant set for both rankings."""
-    from .infer.search import ExactIndex, search, shortlist_size
+    from ..infer.search import ExactIndex, search, shortlist_size
 
     rng = np.random.default_rng(seed)
     rows, clusters = clustered_unit_rows(n_index + n_queries, dim, per_cluster, spread, rng)
@@ -496,9 +496,9 @@ def bench_scale(n_index: int = 1_000_000, n_queries: int = 2_000, dim: int = 409
     process's baseline before the index existed. The projections (1M DBA, the 2021 set on one T4) are
     arithmetic from the measured throughput and are labelled as such.
     """
-    from .infer.rerank import database_augmentation
-    from .infer.retrieve import retrieve
-    from .infer.search import ExactIndex, _faiss, search
+    from ..infer.rerank import database_augmentation
+    from ..infer.retrieve import retrieve
+    from ..infer.search import ExactIndex, _faiss, search
 
     faiss = _faiss()  # imported before the baseline is read: its libraries are part of the process
     baseline = current_rss_mb()

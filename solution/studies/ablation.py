@@ -15,9 +15,9 @@ import copy
 
 from ..competition import load_competition
 from ..config import ConfigError, run_dir
+from ..infer.pipeline import has_split, id_rankings, run_net, search_competition, solution_intervals
 from ..metrics import format_gain, format_interval, paired_bootstrap, rounded
-from ..results import write_result
-from .pipeline import has_split, id_rankings, run_net, search_competition, solution_intervals
+from ..results import result_table, write_result
 
 STEPS = [
     ("single scale", {}),
@@ -117,6 +117,7 @@ def gain_cell(row: dict, part: str) -> str:
     return _gain(row.get("gain", {}).get(part))
 
 
+@result_table("ablation")
 def table(result: dict) -> str:
     """The rows as markdown: the selection set's score and paired gain (what chose), then test's parts."""
     chosen_on = "validation" if result["selection"]["split"] == "val" else "Public"

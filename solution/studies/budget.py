@@ -30,9 +30,9 @@ import torch
 from ..config import ConfigError
 from ..infer.features import describer
 from ..model import build_net
-from .loop import freeze_batchnorm
-from .loss import MarginClassifier, triplet_loss
-from .tuples import uses_arcface, uses_triplet
+from ..train.loop import freeze_batchnorm
+from ..train.loss import MarginClassifier, triplet_loss
+from ..train.tuples import uses_arcface, uses_triplet
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def class_count(cfg: dict) -> int:
     """The ArcFace head's classes: the landmarks of the recipe's train list, counted where it is on disk, else
     GLDv2's published counts (the plan is made before the data is downloaded)."""
     from ..competition import load_competition  # noqa: PLC0415
-    from .tuples import load_train_set  # noqa: PLC0415
+    from ..train.tuples import load_train_set  # noqa: PLC0415
 
     try:
         labels = load_train_set(load_competition(cfg["competition"]), cfg["data"]["root"],

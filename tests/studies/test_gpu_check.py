@@ -2,8 +2,8 @@
 
 import torch
 
-from solution import gpu_check
 from solution.cli import main
+from solution.studies import gpu_check
 
 CPU = torch.device("cpu")
 
@@ -90,7 +90,7 @@ def test_the_torch_floor_covers_the_apis_used():
     import re
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "requirements.txt").read_text()
+    text = (Path(__file__).resolve().parents[2] / "requirements.txt").read_text()
     floor = tuple(int(v) for v in re.search(r"^torch>=(\d+)\.(\d+)", text, re.M).groups())
     assert floor >= (2, 5)
     from torch.distributed._tools.mem_tracker import MemTracker  # noqa: F401 - present in the installed torch
@@ -99,8 +99,8 @@ def test_the_torch_floor_covers_the_apis_used():
 def test_gpu_verify_rehearses_the_kernels_memory_on_the_cards(monkeypatch):
     """The rehearsal's rows on a GPU: each 2021 search with its measured peak against the card; a card too
     small for one is a failed row with the kernel's own line, not a traceback."""
-    from solution import gpu_verify
     from solution.kernel import rehearse
+    from solution.studies import gpu_verify
 
     monkeypatch.setattr(rehearse, "gpu_cards", lambda: [("Tesla T4", rehearse.T4_USABLE_BYTES, True)] * 2)
     monkeypatch.setattr(rehearse, "gpu_stage_runner", lambda dim, dtype: lambda stage: [2 * 2**30, 2 * 2**30])

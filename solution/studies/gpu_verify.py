@@ -30,8 +30,8 @@ RECIPES = ("gldv2-resnet101-remap", "gldv2-efficientnet-remap", "gldv2-efficient
 
 
 def _plan_rows(recipes: tuple[str, ...]) -> list[dict]:
-    from .config import load_config
-    from .train.budget import OVERHEAD_GB, plan_recipe
+    from ..config import load_config
+    from .budget import OVERHEAD_GB, plan_recipe
 
     rows = []
     for name in recipes:
@@ -46,8 +46,8 @@ def _plan_rows(recipes: tuple[str, ...]) -> list[dict]:
 
 
 def _synthetic_row(work: Path) -> dict:
-    from .config import load_config
-    from .kernel.synthetic import run_synthetic
+    from ..config import load_config
+    from ..kernel.synthetic import run_synthetic
 
     started = time.perf_counter()
     report = run_synthetic("2021", load_config("kernel-2021")["infer"], work, slice_rows=500, scale=0.01)
@@ -109,9 +109,9 @@ def _rehearsal_rows() -> list[dict]:
     """The kernel's memory rehearsal at the 2021 counts on this machine's GPUs (no train descriptors): each
     search's index built from synthetic rows at its hidden size, one query chunk searched, the measured peak
     beside the projection."""
-    from .kernel.contract import KernelError
-    from .kernel.rehearse import gpu_cards, gpu_stage_runner, rehearse
-    from .kernel.run import HIDDEN_INDEX_IMAGES, HIDDEN_TEST_IMAGES
+    from ..kernel.contract import KernelError
+    from ..kernel.rehearse import gpu_cards, gpu_stage_runner, rehearse
+    from ..kernel.run import HIDDEN_INDEX_IMAGES, HIDDEN_TEST_IMAGES
 
     cfg = {"topk": 100, "index": {"type": "flat", "dtype": "float16"}, "dba": {"enabled": True, "k": 10},
            "label_rerank": {"enabled": False, "k": 20}}
@@ -131,13 +131,13 @@ def _kernel_row(tmp: Path, submit_all: float | None) -> dict:
     """The kernel's run on a fake input root with the gpu-verify checkpoint, scored against `submit`'s."""
     import json
 
-    from .competition import load_competition
-    from .data.gldv2 import read_solution
-    from .infer.submission import submission_rankings
-    from .kernel.contract import MODEL_MARKER
-    from .kernel.run import run as kernel_run
-    from .kernel.simulate import mount
-    from .metrics import score_submission
+    from ..competition import load_competition
+    from ..data.gldv2 import read_solution
+    from ..infer.submission import submission_rankings
+    from ..kernel.contract import MODEL_MARKER
+    from ..kernel.run import run as kernel_run
+    from ..kernel.simulate import mount
+    from ..metrics import score_submission
 
     comp = load_competition("toy")
     data = comp.data_dir("inputs")

@@ -1,7 +1,7 @@
 import pytest
 
 from solution.config import ConfigError, load_config
-from solution.infer.transfer import summary_line, verdict
+from solution.studies.transfer import summary_line, verdict
 
 
 @pytest.mark.parametrize(("low", "high", "expected"), [(-0.01, 0.03, "pass"), (-0.06, -0.03, "fail"),

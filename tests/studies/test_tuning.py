@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from solution.config import ConfigError, load_config
-from solution.infer import tuning
-from solution.infer.tuning import parse_grid, table, tune
+from solution.studies import tuning
+from solution.studies.tuning import parse_grid, table, tune
 
 QUERIES = [f"q{i}" for i in range(300)]
 
@@ -73,7 +73,7 @@ def test_only_enabled_steps_are_tuned_and_the_grid_is_checked(tmp_path, monkeypa
 def test_a_grid_value_the_config_refuses_is_refused_before_any_trial():
     """#29: `tune --grid qe.n=0,1` reported qe.n=0, which the config refuses, as the best."""
     from solution.config import ConfigError
-    from solution.infer.tuning import parse_grid
+    from solution.studies.tuning import parse_grid
 
     with pytest.raises(ConfigError, match="--grid qe.n=0,1: config key 'infer.qe.n' must be a whole number > 0"):
         parse_grid(["qe.n=0,1"])
