@@ -54,6 +54,6 @@ def test_folder_competition_trains_submits_and_answers_queries(own, capsys):
         assert hits[0]["score"] >= hits[1]["score"]
     assert (own / answer["picture"]).stat().st_size > 1000
     assert main(["query", str(asked[0]), *common]) == 0  # the last folder indexed, as lines
-    assert f"    1  1.0000  {asked[0].resolve()}" in capsys.readouterr().out
+    assert f"    1  1.000  {asked[0].resolve()}" in capsys.readouterr().out
     assert main(["query", "photos/none.jpg", *common]) == 2
     assert "query image photos/none.jpg does not exist" in capsys.readouterr().err

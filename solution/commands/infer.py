@@ -303,6 +303,6 @@ def cmd_query(args: argparse.Namespace) -> int:
     for answer in answers:
         print(f"query {answer['query']}:")
         for hit in answer["hits"]:
-            print(f"  {hit['rank']:>3}  {hit['score']:.4f}  {hit['path']}")
+            print(f"  {hit['rank']:>3}  {hit['score']:.3f}  {hit['path']}")  # a cosine, not an mAP: 3 places
     print(f"query: searched {len(gallery.ids)} images of {gallery.folder}; picture {picture}")
     return 0

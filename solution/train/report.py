@@ -51,6 +51,14 @@ def _gain_cell(gain: dict | None) -> str:
     return format_gain(gain) if gain else "n/a"
 
 
+def _query_counts(result: dict) -> str:
+    """"440 scored queries per set" where every set has as many, else each set's count."""
+    counts = {name: result[name]["after"]["queries"] for name in ("validation", "test") if name in result}
+    if len(set(counts.values())) == 1:
+        return f"{next(iter(counts.values()))} scored queries per set"
+    return "scored queries: " + ", ".join(f"{count} {name}" for name, count in counts.items())
+
+
 @result_table("train")
 def train_table(result: dict) -> str:
     splits = [s for s in ("validation", "test") if s in result]
@@ -67,7 +75,7 @@ def train_table(result: dict) -> str:
     lines += ["", f"Run `{result['run']}`: {result['backbone']} + {result['head']}"
               + (f", loss {loss}" if loss else "") + f", {recipe['epochs']} epochs of "
               f"{recipe['tuples_per_epoch']} tuples at {recipe['image_size']} px, trained in {result['seconds']} s; "
-              f"one scale; {result['test']['after']['queries']} scored queries per set. Selected on: "
+              f"one scale; {_query_counts(result)}. Selected on: "
               f"{result['selected_on']}."]
     if "weights_moved" in result:
         from .region_weights import moved_line
