@@ -9,16 +9,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..config import ConfigError, load_config
-from .registry import arg, stage, whole
+from ..config import ConfigError
+from .registry import arg, config_of, stage, whole
 
 
-@stage("bench", "measured ratios: heads vs bare backbone, training loop vs bare steps",
-       arg("sections", nargs="*", help="model, train, search, extract, decode; scale and folder (only when named)"),
+@stage("bench", "measured ratios: heads vs bare backbone, training loop vs bare steps: bench [SECTION...] "
+                "[key=value ...] (sections: model, train, search, extract, decode, precision; scale and folder "
+                "only when named; key=value overrides the --config recipe the train and extract sections run)",
        arg("--index-size", type=whole(1), default=50_000, help="synthetic index rows (search section)"),
        arg("--queries", type=whole(1), default=5_000, help="synthetic queries (search section)"),
-       arg("--config", default="toy", help="experiment YAML for the train section"),
-       arg("--set", nargs="*", default=[], metavar="key=value", help="config overrides (train section)"),
        arg("--steps", type=whole(1), default=12, help="training steps timed (train section)"),
        arg("--images", type=whole(1), default=160, help="index images described (extract section)"),
        arg("--scale-index", type=whole(1), default=1_000_000, help="synthetic index rows (scale section)"),
@@ -36,16 +35,20 @@ from .registry import arg, stage, whole
        arg("--decode-images", type=whole(1), default=200, help="generated JPEGs (decode section)"),
        arg("--folder-files", type=whole(1), default=100_000, help="generated JPEGs (folder section)"),
        arg("--folder-labels", type=whole(1), default=10_000, help="label folders they are spread over (folder)"),
-       arg("--out", default="runs/bench"),
-       config=False)
+       arg("--out", default="runs/bench"))
 def cmd_bench(args: argparse.Namespace) -> int:
     from ..studies import bench
 
+    # Sections and overrides share the positional words, as every stage takes key=value: a word with '=' is an
+    # override of the recipe, any other a section.
+    sections = [w for w in args.overrides if "=" not in w]
+    args.overrides = [w for w in args.overrides if "=" in w]
+
     runners = {
         "model": lambda: bench.bench_model(args.backbones, args.height, args.width, args.batch, args.repeats),
-        "train": lambda: bench.bench_train(load_config(args.config, args.set), args.steps),
+        "train": lambda: bench.bench_train(config_of(args), args.steps),
         "search": lambda: bench.bench_search(args.index_size, args.queries, gemm_size=args.gemm_size),
-        "extract": lambda: bench.bench_extract(load_config(args.config, args.set), args.images),
+        "extract": lambda: bench.bench_extract(config_of(args), args.images),
         "scale": lambda: bench.bench_scale(args.scale_index, args.scale_queries, args.dim, args.dtype,
                                            dba_slice=args.dba_slice),
         "decode": lambda: bench.bench_decode(args.decode_images),
@@ -53,7 +56,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "folder": lambda: bench.bench_folder(args.folder_files, args.folder_labels, Path(args.out) / "folder"),
     }
     # `scale` and `folder` take many minutes and gigabytes (of memory, of disk): only when named.
-    for section in args.sections or [s for s in runners if s not in ("scale", "folder")]:
+    for section in sections or [s for s in runners if s not in ("scale", "folder")]:
         if section not in runners:
             raise ConfigError(f"unknown bench section '{section}'; available: {', '.join(runners)}")
         with bench.SectionMemory() as memory:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_path
-from ..competition import load_competition
+from ..competition import Competition, load_competition
 from ..config import run_dir, writable_folder
 from .pipeline import id_rankings, run_net, search_competition, solution_intervals
 from .submission import SubmissionError, validate_submission, write_submission
@@ -59,12 +59,12 @@ def load_ranking(path: str | Path) -> tuple[list[str], list[str], np.ndarray, di
     return query_ids, index_ids, neighbours, made_by
 
 
-def make_submission(cfg: dict, out_dir: str | Path = "submissions") -> dict:
-    comp = load_competition(cfg["competition"])
-    out_dir = writable_folder(out_dir, "--out")  # before the extraction, not after
-    run = run_dir(cfg)
-    net, device = run_net(cfg)
-    neighbours, scores, test_ids, index_ids = search_competition(net, comp, cfg, cfg["infer"], device)
+def write_ranked_submission(comp: Competition, cfg: dict, out_dir: str | Path, test_ids: list[str],
+                            index_ids: list[str], neighbours: np.ndarray, scores: np.ndarray, made_by: dict
+                            ) -> tuple[Path, dict[str, list[str]]]:
+    """The one place a search becomes a submission (``submit`` and the ensemble): NaN scores refused, the CSV
+    written to ``<out_dir>/<slug>-<run><suffix>`` and validated, then the ranking ``viz retrieval`` draws saved
+    in the run with ``made_by``. Returns (the CSV, {query id: index ids})."""
     scores = np.asarray(scores)
     if scores.size and not np.isfinite(scores[neighbours >= 0] if scores.shape == neighbours.shape else scores).all():
         # a ranking by NaN scores is an arbitrary order: never written, let alone called validated
@@ -76,8 +76,18 @@ def make_submission(cfg: dict, out_dir: str | Path = "submissions") -> dict:
     problems = validate_submission(path, test_ids, index_ids, comp.submission["max_predictions"])
     if problems:
         raise SubmissionError("; ".join(problems))
-    save_ranking(run / "ranking.npz", test_ids, index_ids, neighbours, scores,  # once the submission stands
-                 provenance(net.meta, cfg["infer"]))
+    save_ranking(run_dir(cfg) / "ranking.npz", test_ids, index_ids, neighbours, scores, made_by)  # once it stands
+    return path, rankings
+
+
+def make_submission(cfg: dict, out_dir: str | Path = "submissions") -> dict:
+    comp = load_competition(cfg["competition"])
+    out_dir = writable_folder(out_dir, "--out")  # before the extraction, not after
+    run = run_dir(cfg)
+    net, device = run_net(cfg)
+    neighbours, scores, test_ids, index_ids = search_competition(net, comp, cfg, cfg["infer"], device)
+    path, rankings = write_ranked_submission(comp, cfg, out_dir, test_ids, index_ids, neighbours, scores,
+                                             provenance(net.meta, cfg["infer"]))
     intervals = solution_intervals(comp, cfg["data"]["root"], rankings)
     return {"submission": path, "scores": {k: v["map"] for k, v in intervals.items()}, "rows": len(test_ids),
             "ranking": run / "ranking.npz", "intervals": intervals}

@@ -28,8 +28,8 @@ from ..infer.ensemble import (
 )
 from ..infer.pipeline import has_split, id_rankings, solution_intervals, train_labels
 from ..infer.retrieve import needs_train, retrieve
-from ..infer.submission import SubmissionError, submission_rankings, validate_submission, write_submission
-from ..infer.submit import provenance, save_ranking
+from ..infer.submission import submission_rankings
+from ..infer.submit import provenance, write_ranked_submission
 from ..metrics import format_gain, format_interval, paired_bootstrap, rounded
 from ..model.whitening import fit_pca_whitening
 from ..results import result_table, write_result
@@ -98,13 +98,8 @@ def run_ensemble(cfg: dict, out_dir: str | Path = "submissions") -> dict:
     parts, (neighbours, scores) = score(infer, "test")
     made_by = {"members": [{"run": n, "weight": w} for n, w in zip(names, weights)],
                **{k: v for k, v in provenance({}, infer).items() if k != "checkpoint"}}
-    save_ranking(run / "ranking.npz", ids["test"], ids["index"], neighbours, scores, made_by)  # for `viz retrieval`
-    path = Path(out_dir) / f"{comp.slug}-{cfg['run']['name']}{comp.submission['file_suffix']}"
-    rankings = id_rankings(ids["test"], ids["index"], neighbours)
-    write_submission(path, rankings, ids["test"], comp.submission["max_predictions"])
-    problems = validate_submission(path, ids["test"], ids["index"], comp.submission["max_predictions"])
-    if problems:
-        raise SubmissionError("; ".join(problems))
+    path, rankings = write_ranked_submission(comp, cfg, out_dir, ids["test"], ids["index"], neighbours, scores,
+                                             made_by)
     report = {"run": cfg["run"]["name"], "members": [{"run": n, "weight": w} for n, w in zip(names, weights)],
               "whiten_on": ens["whiten_on"], "whiten_dim": ens["whiten_dim"], "dim": int(combined["test"].shape[1]),
               "scales": cfg["infer"]["scales"], "flip": cfg["infer"]["flip"], "tuned_on_validation": tuned is not None}

@@ -40,6 +40,7 @@ from ..distributed import (
 )
 from ..infer.extract import extract_descriptors
 from ..infer.pipeline import evaluate_net, has_split, solution_key
+from ..infer.search import knn
 from ..metrics import format_interval, map_at_k, paired_bootstrap
 from ..model.net import RetrievalNet, build_net, load_checkpoint, place, save_checkpoint
 from ..runtime import data_workers, resolve_device, seed_everything
@@ -237,9 +238,8 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
             desc, _ = extract_descriptors(net, val.paths, self.cfg["infer"]["image_size"], 32, self.device,
                                           self.workers, desc="validate", warned=self.warned)
-        scores = desc[val.queries] @ desc[val.index].T
-        order = np.argsort(-scores, axis=1)[:, :100]
-        predictions = {str(q): [str(val.index[j]) for j in row] for q, row in zip(val.queries, order)}
+        _, order = knn(desc[val.queries], desc[val.index], 100)  # the search every split is ranked with
+        predictions = {str(q): [str(val.index[j]) for j in row if j >= 0] for q, row in zip(val.queries, order)}
         solution = {str(q): [str(val.index[j]) for j in np.flatnonzero(val.labels[val.index] == val.labels[q])]
                     for q in val.queries}
         return map_at_k(predictions, solution)
