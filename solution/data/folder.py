@@ -123,14 +123,20 @@ def labelled_images(spec: FolderSpec) -> list[tuple[Path, str]]:
         pairs = []
         for child in sorted(root.iterdir()):
             if child.is_dir() and _visible(child.name):
+                if child.is_symlink() and not _inside(child, root):  # a label folder linked in from elsewhere
+                    raise DataError(f"{child} leads out of {root} (a link); images are only read inside "
+                                    "data.images: move the folder in, or point data.images at one that holds it")
                 pairs.extend((path, child.name) for path in list_images(child))
         loose = [p for p in root.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES)]
         if loose:
             log.warning("%d images directly under %s are in no label folder (e.g. %s); left out: put each in "
                         "<label>/, or list them in a labels CSV", len(loose), root, loose[0].name)
+        # os.walk does not follow folder links, so only a file link can lead out: resolve just those
+        escapes = (path for path, _ in pairs if path.is_symlink())
     else:
-        pairs = _read_labels_csv(spec.labels_csv, root)
-    for path, _ in pairs:
+        pairs = _read_labels_csv(spec.labels_csv, root)  # each row checked, links and ../ alike
+        escapes = ()
+    for path in escapes:
         if not _inside(path, root):
             raise DataError(f"{path} leads out of {root} (a link or ../); images are only read inside data.images: "
                             "move the file in, or point data.images at a folder that holds it")

@@ -115,6 +115,7 @@ def test_labels_from_a_csv(tmp_path):
     ("outside_row", r"l.csv: row 2: \.\./outside.jpg is outside data.images"),
     ("no_columns", r"l.csv: expected the columns path,label, found file,name"),
     ("outside_link", r"leads out of .*photos \(a link or \.\./\)"),
+    ("outside_folder_link", r"elsewhere leads out of .*photos \(a link\)"),
     ("no_folder", r"data.images .*nothing is not a folder"),
 ])
 def test_bad_sources_are_one_line(tmp_path, case, message):
@@ -133,6 +134,9 @@ def test_bad_sources_are_one_line(tmp_path, case, message):
         data["labels_csv"] = "l.csv"
     elif case == "outside_link":
         os.symlink(tmp_path / "outside.jpg", images / "place 00" / "link.jpg")
+    elif case == "outside_folder_link":
+        (tmp_path / "away").mkdir()
+        os.symlink(tmp_path / "away", images / "elsewhere")
     else:
         data["images"] = "nothing"
     with pytest.raises(DataError, match=message) as error:
