@@ -13,6 +13,7 @@ TOP ?=
 SUBMISSION ?=
 SEEDS ?=
 ADD ?=
+REPRODUCES ?=
 VARIANTS ?=
 BENCH ?=
 GPUS ?= 1
@@ -82,7 +83,7 @@ tune: $(SETUP)
 
 # Every result table in README.md and docs/ rendered from docs/results/*.json (ADD=runs/<run>/<kind>.json files one first)
 results: $(SETUP)
-	$(RUN) results $(if $(ADD),--add $(ADD))
+	$(RUN) results $(if $(ADD),--add $(ADD)) $(if $(REPRODUCES),--reproduces $(REPRODUCES))
 
 # Every pooling head fine-tuned with the same recipe (SEEDS="0 1" for two seeds; VARIANTS="rmac mac spoc"
 # for a subset, REMAP always included), compared with REMAP.

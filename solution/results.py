@@ -185,7 +185,27 @@ def add_result(source: str | Path, name: str | None = None, root: Path = REPO) -
     return target
 
 
+FIGURE = re.compile(r"[+-]?\b\d\.\d{4}\b")  # how every mAP here is printed: four places
+
+
+def reproduces(run_result: str | Path, root: Path = REPO) -> tuple[Path, list[str]]:
+    """(the filed result, the differences) between a run's result file and the one the docs show for it
+    (``docs/results/<kind>-<run folder>.json``): their tables' four-place figures, in order. No difference:
+    the run reproduces every figure the docs print (its commit, time and seconds may differ)."""
+    run_result = Path(run_result)
+    result = load_result(run_result)
+    filed = root / "docs" / "results" / f"{result.get('kind')}-{run_result.parent.name}.json"
+    if not filed.is_file():
+        raise ConfigError(f"no filed result {filed} to compare {run_result} with; file it first: "
+                          f"`make results ADD={run_result}`")
+    new, old = FIGURE.findall(render(result)), FIGURE.findall(render(load_result(filed)))
+    differences = [f"figure {i + 1}: {a} in the run, {b} in the docs" for i, (a, b) in enumerate(zip(new, old))
+                   if a != b]
+    if len(new) != len(old):
+        differences.append(f"the run's table has {len(new)} figures, the docs' {len(old)}")
+    return filed, differences
+
+
 def figures_outside_blocks(text: str) -> list[str]:
     """Four-decimal figures (how every mAP here is printed) outside the generated blocks: typed by hand."""
-    bare = BLOCK.sub("", text)
-    return re.findall(r"[+-]?\b\d\.\d{4}\b", bare)
+    return FIGURE.findall(BLOCK.sub("", text))

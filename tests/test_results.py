@@ -97,3 +97,23 @@ def test_check_with_add_files_nothing_and_says_so(tmp_path, capsys):
     write_result(tmp_path / "submit.json", "submit", _submit_result(), {"a": 1})
     assert main(["results", "--check", "--add", str(tmp_path / "submit.json")]) != 0
     assert "--check only reports" in capsys.readouterr().err
+
+
+def test_a_run_reproduces_the_figures_its_filed_result_shows(tmp_path):
+    from solution.results import reproduces
+
+    root = tmp_path / "repo"
+    run = tmp_path / "runs" / "toy"
+    write_result(run / "submit.json", "submit", _submit_result(), {"a": 1})
+    (root / "docs" / "results").mkdir(parents=True)
+    filed = root / "docs" / "results" / "submit-toy.json"
+    filed.write_text((run / "submit.json").read_text())
+    assert reproduces(run / "submit.json", root) == (filed, [])
+    moved = _submit_result()
+    moved["parts"]["all"] = {**moved["parts"]["all"], "map": 0.6066}
+    write_result(run / "submit.json", "submit", moved, {"a": 2})  # another run: commit, time, config may differ
+    _, differences = reproduces(run / "submit.json", root)
+    assert differences == ["figure 7: 0.6066 in the run, 0.6065 in the docs"]
+    with pytest.raises(ConfigError, match="no filed result .*submit-other.json"):
+        write_result(tmp_path / "runs" / "other" / "submit.json", "submit", moved, {"a": 1})
+        reproduces(tmp_path / "runs" / "other" / "submit.json", root)

@@ -98,13 +98,28 @@ def cmd_gpu_check(args: argparse.Namespace) -> int:
 @stage("results", "render every result table in README.md and docs/*.md from docs/results/*.json",
        arg("--add", nargs="+", metavar="JSON", help="file these run results under docs/results/ first"),
        arg("--check", action="store_true", help="only report the documents whose tables differ"),
+       arg("--reproduces", nargs="+", metavar="JSON", help="check that these run results (runs/<run>/<kind>.json) "
+           "print every figure the docs show for them (CI runs it after make train and make submit)"),
        config=False)
 def cmd_results(args: argparse.Namespace) -> int:
     from .. import studies  # noqa: F401 - registers every result kind's table
-    from ..results import add_result, render_documents
+    from ..results import add_result, render_documents, reproduces
 
     if args.check and args.add:
         raise ConfigError("results --check only reports and files nothing: drop --add, or --check")
+    if args.reproduces:
+        failed = False
+        for source in args.reproduces:
+            filed, differences = reproduces(source)
+            for line in differences:
+                print(f"results: {source} does not reproduce {filed.name}: {line}", file=sys.stderr)
+            if not differences:
+                print(f"results: {source} reproduces every figure of {filed.name}")
+            failed = failed or bool(differences)
+        if failed:
+            print("results: a figure moved; if the change meant it to, file the new run (`make results "
+                  "ADD=...`) so the docs show it", file=sys.stderr)
+        return 1 if failed else 0
     for source in args.add or ():
         print(f"results: filed {source} as {add_result(source)}")
     changed = render_documents(check=args.check)
