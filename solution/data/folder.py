@@ -260,7 +260,7 @@ def assign(entries: list[Entry], labels_seen: list[str], spec: FolderSpec) -> li
     return entries
 
 
-def _link(target: Path, source: Path, made: set[Path] | None = None) -> None:
+def link_in_place(target: Path, source: Path, made: set[Path] | None = None) -> None:
     """``target`` points at ``source`` (a symbolic link, else a hard link): never a copy. ``made`` remembers
     the folders already created, so 100,000 links do not ask for their folders 100,000 times."""
     if made is None or target.parent not in made:
@@ -299,7 +299,7 @@ def write_competition(root: Path, entries: list[Entry], spec: FolderSpec) -> dic
               for s in ("train", "index", "test", "val")}
     made: set[Path] = set()
     for entry in tqdm(entries, desc="link images", unit="image", disable=len(entries) < 2000):
-        _link(image_path(root, entry.split, entry.image_id), entry.path, made)
+        link_in_place(image_path(root, entry.split, entry.image_id), entry.path, made)
     train = splits["train"]
     _write_csv(root / "train.csv", "id,landmark_id", [f"{e.image_id},{number[e.label]}" for e in train])
     groups: dict[int, list[str]] = {}
@@ -339,11 +339,12 @@ def _quoted(text: str) -> str:
     return buffer.getvalue()
 
 
-def _listing_digest(paths: list[Path]) -> str:
+def listing_digest(paths: list[Path]) -> str:
     return hashlib.sha1("\n".join(str(p) for p in sorted(paths)).encode()).hexdigest()
 
 
-def _all_sources(spec: FolderSpec) -> tuple[list[tuple[Path, str | None]], list[str]]:
+def all_sources(spec: FolderSpec) -> tuple[list[tuple[Path, str | None]], list[str]]:
+    """(file, label or None) of every image the spec names (labelled, then distractors), and every label seen."""
     pairs: list[tuple[Path, str | None]] = list(labelled_images(spec))
     labels_seen = sorted({label for _, label in pairs})
     if spec.distractors is not None:
@@ -359,14 +360,14 @@ def build(root: str | Path, spec: FolderSpec, workers: int = 1) -> dict:
     if marker.is_file():
         return _kept(root, json.loads(marker.read_text()), spec)
     started = time.perf_counter()
-    pairs, labels_seen = _all_sources(spec)
+    pairs, labels_seen = all_sources(spec)
     listed = time.perf_counter()
     entries = assign(usable(pairs, workers), labels_seen, spec)
     hashed = time.perf_counter()
     root.mkdir(parents=True, exist_ok=True)
     mark_owned(root, "data: a folder competition")
     counts = write_competition(root, entries, spec)
-    stamp = {"settings": spec.stamp(), "listing_sha1": _listing_digest([p for p, _ in pairs]), "files": len(pairs),
+    stamp = {"settings": spec.stamp(), "listing_sha1": listing_digest([p for p, _ in pairs]), "files": len(pairs),
              "counts": counts, "labels": {s: len({e.label for e in entries if e.split == s and e.label})
                                           for s in ("train", "test", "val")},
              "seconds": {"list": round(listed - started, 2), "hash_and_split": round(hashed - listed, 2),
@@ -382,7 +383,7 @@ def _kept(root: Path, stamp: dict, spec: FolderSpec) -> dict:
         changed = sorted(k for k, v in spec.stamp().items() if stamp.get("settings", {}).get(k) != v)
         raise ConfigError(f"{root} was split with other settings ({', '.join(changed)} changed); a split is written "
                           f"once, so scores stay comparable: to split again, delete {root}")
-    pairs, _ = _all_sources(spec)
+    pairs, _ = all_sources(spec)
     gone = []
     with (root / SOURCES).open(newline="") as handle:
         for row in csv.DictReader(handle):
@@ -391,7 +392,7 @@ def _kept(root: Path, stamp: dict, spec: FolderSpec) -> dict:
     if gone:
         raise DataError(f"{len(gone)} images of the split under {root} are gone (first: {gone[0]}); restore them, "
                         f"or delete {root} to split again")
-    if _listing_digest([p for p, _ in pairs]) != stamp["listing_sha1"]:
+    if listing_digest([p for p, _ in pairs]) != stamp["listing_sha1"]:
         log.warning("%s has changed since %s was split (%d files listed then, %d now): new files are left out; "
                     "delete %s to split again with them", spec.images, root, stamp["files"], len(pairs), root)
     return stamp

@@ -26,7 +26,7 @@ import torch
 from ..atomic import atomic_path
 from ..competition import Competition, load_competition
 from ..config import ConfigError, run_dir
-from ..data.folder import _link, _listing_digest, list_images, usable
+from ..data.folder import link_in_place, list_images, listing_digest, usable
 from ..data.gldv2 import DataError, image_path
 from ..model.net import RetrievalNet
 from ..runtime import data_workers
@@ -83,7 +83,7 @@ def build_gallery(cfg: dict, folder: str | Path) -> Gallery:
         entries.sort(key=lambda e: e.image_id)
         made: set[Path] = set()
         for entry in entries:
-            _link(image_path(root / "images", "index", entry.image_id), entry.path, made)
+            link_in_place(image_path(root / "images", "index", entry.image_id), entry.path, made)
         with atomic_path(root / "images" / "index.csv") as tmp:
             tmp.write_text("\n".join(["id", *(e.image_id for e in entries)]) + "\n")
         with atomic_path(root / "sources.csv") as tmp, tmp.open("w", newline="") as handle:
@@ -91,7 +91,7 @@ def build_gallery(cfg: dict, folder: str | Path) -> Gallery:
             writer.writerow(["id", "path"])
             writer.writerows([e.image_id, str(e.path)] for e in entries)
         with atomic_path(marker) as tmp:
-            tmp.write_text(json.dumps({"folder": str(folder), "state": state, "listing_sha1": _listing_digest(paths),
+            tmp.write_text(json.dumps({"folder": str(folder), "state": state, "listing_sha1": listing_digest(paths),
                                        "images": len(entries)}))
     with atomic_path(base / LAST) as tmp:
         tmp.write_text(json.dumps({"folder": str(folder), "gallery": root.name}))

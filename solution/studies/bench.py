@@ -206,7 +206,7 @@ def bench_folder(files: int = 100_000, labels: int = 10_000, folder: str | Path 
     workers = data_workers(None)
     rss0, row = current_rss_mb(), {"files": files, "labels": labels, "workers": workers}
     started = time.perf_counter()
-    pairs, seen = source._all_sources(spec)
+    pairs, seen = source.all_sources(spec)
     row["list_s"] = round(time.perf_counter() - started, 2)
     started = time.perf_counter()
     entries = source.usable(pairs, workers)
@@ -221,7 +221,7 @@ def bench_folder(files: int = 100_000, labels: int = 10_000, folder: str | Path 
     row["rss_growth_mb"] = round(current_rss_mb() - rss0, 1)
     row["mean_kb"] = round(sum(p.stat().st_size for p, _ in pairs[:1000]) / min(1000, len(pairs)) / 1024, 1)
     started = time.perf_counter()
-    pairs, _ = source._all_sources(spec)  # what a re-run of `make data` redoes: the listing, not the hashing
+    pairs, _ = source.all_sources(spec)  # what a re-run of `make data` redoes: the listing, not the hashing
     row["rerun_list_s"] = round(time.perf_counter() - started, 2)
     row.update({f"{k}_images": v for k, v in counts.items()})
     if not keep:

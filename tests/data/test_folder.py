@@ -11,7 +11,7 @@ from PIL import Image
 from solution.config import ConfigError
 from solution.data import folder
 from solution.data.gldv2 import DataError, read_ids, read_solution, read_train_clean
-from solution.data.toy import render_view
+from solution.data.toy_render import render_view
 
 
 def photos(root, labels=10, views=4, size=96, start=0):

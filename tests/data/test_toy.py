@@ -1,7 +1,7 @@
 import hashlib
 import json
 
-from solution.data import toy
+from solution.data import toy, toy_render
 from solution.data.gldv2 import image_path, is_valid_id, read_ids, read_solution, read_train, read_train_clean
 from solution.viz import data_contact_sheet
 
@@ -36,7 +36,7 @@ def test_solution_has_ignored_nonlandmarks_and_index_only_targets(tiny_root):
 def test_index_landmarks_overlap_train_like_gldv2():
     for size in ("tiny", "default"):
         spec = toy.SIZES[size]
-        images = toy.plan(0, spec)
+        images = toy.layout(0, spec)
         train = {im.landmark for im in images if im.split == "train" and im.landmark is not None}
         queried = {im.landmark for im in images if im.split == "test" and im.landmark is not None}
         index = {im.landmark for im in images if im.split == "index" and im.label is not None}
@@ -50,7 +50,7 @@ def test_index_landmarks_overlap_train_like_gldv2():
 
 def test_default_size_meets_the_competition_shape():
     spec = toy.SIZES["default"]
-    images = toy.plan(0, spec)
+    images = toy.layout(0, spec)
     index = [im for im in images if im.split == "index"]
     assert sum(im.label is not None for im in index) >= 1500 and sum(im.label is None for im in index) >= 1000
     assert sum(im.split == "test" and im.label is not None for im in images) >= 400
@@ -59,7 +59,7 @@ def test_default_size_meets_the_competition_shape():
 
 def test_index_numbering_differs_from_train_and_recognition_uses_train_ids(tiny_root):
     root = tiny_root / "toy"
-    images = {im.image_id: im for im in toy.plan(0, toy.SIZES["tiny"])}
+    images = {im.image_id: im for im in toy.layout(0, toy.SIZES["tiny"])}
     train = read_train(root / "train.csv")
     train_id = {images[i].label: int(lm) for i, lm in zip(train["id"], train["landmark_id"])}
     index_rows = [line.split(",") for line in (root / "index_image_to_landmark.csv").read_text().split()[1:]]
@@ -95,14 +95,14 @@ def test_train_clean_drops_noisy_rows(tiny_root):
     root = tiny_root / "toy"
     full, clean = read_train(root / "train.csv"), read_train_clean(root / "train_clean.csv")
     assert set(clean["id"]) < set(full["id"])
-    noisy = [im for im in toy.plan(0, toy.SIZES["tiny"]) if im.split == "train" and im.landmark is None]
+    noisy = [im for im in toy.layout(0, toy.SIZES["tiny"]) if im.split == "train" and im.landmark is None]
     assert {im.image_id for im in noisy} == set(full["id"]) - set(clean["id"])
 
 
 def test_deterministic_and_seeded(tmp_path):
-    a = toy.render_view(0, 3, (0, 1), 96)
-    assert a == toy.render_view(0, 3, (0, 1), 96)
-    assert a != toy.render_view(1, 3, (0, 1), 96)
+    a = toy_render.render_view(0, 3, (0, 1), 96)
+    assert a == toy_render.render_view(0, 3, (0, 1), 96)
+    assert a != toy_render.render_view(1, 3, (0, 1), 96)
     toy.generate(tmp_path / "x", "tiny", seed=0, workers=2)
     digest = hashlib.md5((tmp_path / "x" / "retrieval_solution_v2.1.csv").read_bytes()).hexdigest()
     toy.generate(tmp_path / "y", "tiny", seed=0, workers=1)
@@ -127,7 +127,7 @@ def test_validation_queries_are_drawn_like_test_and_scored_against_the_index(tin
     assert all(set(images) <= index for images, usage in solution.values() if usage != "Ignored")
     default = toy.SIZES["default"]
     assert default.val_queries >= 400  # enough scored queries to rank choices
-    plan = toy.plan(0, default)
+    plan = toy.layout(0, default)
     test_kinds = sorted({(im.landmark is None, im.landmark is not None and im.landmark < default.train_landmarks)
                          for im in plan if im.split == "test"})
     val_kinds = sorted({(im.landmark is None, im.landmark is not None and im.landmark < default.train_landmarks)
@@ -140,7 +140,7 @@ def test_the_validation_split_leaves_every_other_image_and_file_as_it_was(tmp_pa
 
     spec = toy.SIZES["tiny"]
     without = dataclasses.replace(spec, val_queries=0, val_nonlandmark_queries=0)
-    full, bare = toy.plan(0, spec), toy.plan(0, without)
+    full, bare = toy.layout(0, spec), toy.layout(0, without)
     assert [im for im in full if im.split != "val"] == bare
     for name, images in (("full", full), ("bare", bare)):
         (tmp_path / name).mkdir()
