@@ -180,7 +180,7 @@ def cmd_ablate_heads(args: argparse.Namespace) -> int:
        arg("--gpus", type=whole(1), help="GPUs that share the run (default: the recipe's hardware.gpus)"),
        arg("--gpu", choices=["t4", "v100", "a100", "h100"], help="one GPU type (default: all four)"))
 def cmd_plan(args: argparse.Namespace) -> int:
-    from ..studies.budget import GPUS, TABLE_HEADER, plan_recipe, plan_table
+    from ..studies.plan import GPUS, TABLE_HEADER, plan_recipe, plan_table
 
     cfg = config_of(args)
     gpus = args.gpus or cfg["hardware"]["gpus"]

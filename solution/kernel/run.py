@@ -41,7 +41,8 @@ from ..model.net import load_checkpoint, place
 from ..runtime import data_workers
 from .contract import MODEL_MARKER, TRAIN_MARKER, KernelError, infer_summary, sha256
 from .discovery import find_competition, find_models, find_train_features
-from .plan import (
+from .rehearse import gpu_cards, gpu_stage_runner, rehearse
+from .schedule import (
     active_weights,
     choose_plan,
     compared_pairs,
@@ -49,7 +50,6 @@ from .plan import (
     time_output_units,
     time_search_unit,
 )
-from .rehearse import gpu_cards, gpu_stage_runner, rehearse
 
 log = logging.getLogger("solution.kernel")
 

@@ -264,7 +264,7 @@ def bench_train(cfg: dict, steps: int = 12) -> list[dict]:
 
     from ..data.datasets import TupleDataset, collate_tuples
     from ..train.loop import Trainer, make_optimizer
-    from ..train.tuples import epoch_batches, image_shapes, load_train_set, plan_epoch
+    from ..train.tuples import draw_epoch, epoch_batches, image_shapes, load_train_set
 
     trainer = Trainer(cfg)
     tcfg = cfg["train"]
@@ -274,7 +274,7 @@ def bench_train(cfg: dict, steps: int = 12) -> list[dict]:
     optimizer = make_optimizer(net, tcfg)
     scaler = torch.amp.GradScaler("cuda", enabled=trainer.amp == torch.float16)
     sized = {**tcfg, "tuples_per_epoch": steps * tcfg["tuples_per_step"], "negatives": "random"}
-    plan = plan_epoch(train_set, shapes, sized, cfg["run"]["seed"], 0, None)
+    plan = draw_epoch(train_set, shapes, sized, cfg["run"]["seed"], 0, None)
     dataset = TupleDataset([[train_set.paths[i] for i in t] for t in plan.tuples], plan.shapes, tcfg)
     batches = epoch_batches(plan, tcfg["tuples_per_step"], 1, cfg["run"]["seed"], 0)
     net.train()
@@ -294,7 +294,7 @@ def bench_train(cfg: dict, steps: int = 12) -> list[dict]:
     bare = images / (time.perf_counter() - started)
 
     mining = {**tcfg, "negatives": "hard"}
-    plan = plan_epoch(train_set, shapes, mining, cfg["run"]["seed"], 1,
+    plan = draw_epoch(train_set, shapes, mining, cfg["run"]["seed"], 1,
                       lambda idx: trainer.describe(net, [train_set.paths[i] for i in idx], "mine"))
     epoch_images = len(plan.tuples) * (2 + tcfg["neg_num"])
     train_s = epoch_images / real

@@ -31,7 +31,7 @@ RECIPES = ("gldv2-resnet101-remap", "gldv2-efficientnet-remap", "gldv2-efficient
 
 def _plan_rows(recipes: tuple[str, ...]) -> list[dict]:
     from ..config import load_config
-    from .budget import OVERHEAD_GB, plan_recipe
+    from .plan import OVERHEAD_GB, plan_recipe
 
     rows = []
     for name in recipes:

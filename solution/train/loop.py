@@ -49,16 +49,16 @@ from .initialise import initialise
 from .loss import MarginClassifier, triplet_loss, triplet_stats
 from .region_weights import moved_line, record_weights_moved
 from .tuples import (
-    EpochPlan,
+    Epoch,
     TrainSet,
     ValSet,
     count_spare_landmarks,
+    draw_epoch,
     epoch_batches,
     epoch_image_size,
     image_shapes,
     load_train_set,
     micro_batches,
-    plan_epoch,
     split_validation,
     uses_arcface,
     uses_triplet,
@@ -312,7 +312,7 @@ class Trainer:
         return classifier
 
     def save(self, net, optimizer, scheduler, scaler, epoch: int, step: int, summary: dict,
-             plan: EpochPlan | None = None, steps: list[dict] | None = None) -> None:
+             plan: Epoch | None = None, steps: list[dict] | None = None) -> None:
         extra = {} if self.classifier is None else {"classifier": self.classifier.state_dict()}
         main_only(self.info, save_checkpoint, self.checkpoint_path, net, **extra, config=self.cfg, epoch=epoch,
                   step=step,
@@ -423,7 +423,7 @@ class Trainer:
         for epoch in range(start_epoch, tcfg["epochs"]):
             resuming = epoch == start_epoch and start_step > 0 and state.get("plan")
             self.run_epoch(net, model, optimizer, scheduler, scaler, train_set, val, epoch, summary,
-                           EpochPlan.from_state(state["plan"]) if resuming else None,
+                           Epoch.from_state(state["plan"]) if resuming else None,
                            start_step if resuming else 0, list(state.get("steps", [])) if resuming else [])
         self.restore_selected(net, summary)
         moved = main_only(self.info, record_weights_moved, net, self.out / "initial.pt", self.out)
@@ -440,7 +440,7 @@ class Trainer:
         return {"checkpoint": self.checkpoint_path, "finished": False, **summary}
 
     def run_epoch(self, net, model, optimizer, scheduler, scaler, train_set: TrainSet, val: ValSet | None,
-                  epoch: int, summary: dict, plan: EpochPlan | None, start_step: int,
+                  epoch: int, summary: dict, plan: Epoch | None, start_step: int,
                   steps: list[dict]) -> None:
         tcfg, info = self.tcfg, self.info
         started = time.perf_counter()
@@ -449,7 +449,7 @@ class Trainer:
         if plan is None:
             if size not in self.shapes:
                 self.shapes[size] = image_shapes(train_set.paths, size, tcfg["aspect_buckets"])
-            plan = plan_epoch(train_set, self.shapes[size], tcfg, self.seed, epoch,
+            plan = draw_epoch(train_set, self.shapes[size], tcfg, self.seed, epoch,
                               lambda idx: self.describe(net, [train_set.paths[i] for i in idx], "mine", size))
         dataset = TupleDataset([[train_set.paths[i] for i in t] for t in plan.tuples], plan.shapes, tcfg,
                                seed=self.seed * 1000 + epoch)

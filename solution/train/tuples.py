@@ -46,7 +46,7 @@ class ValSet:
 
 
 @dataclass
-class EpochPlan:
+class Epoch:
     """The tuples of one epoch (indices into the train set), their batch shapes, and mining statistics."""
 
     tuples: list[list[int]]
@@ -57,7 +57,7 @@ class EpochPlan:
         return {"tuples": self.tuples, "shapes": [list(s) for s in self.shapes], "stats": self.stats}
 
     @classmethod
-    def from_state(cls, state: dict) -> EpochPlan:
+    def from_state(cls, state: dict) -> Epoch:
         return cls([list(t) for t in state["tuples"]], [tuple(s) for s in state["shapes"]], dict(state["stats"]))
 
 
@@ -137,8 +137,8 @@ def nearest_positives(query_desc: np.ndarray, candidates: list[np.ndarray], desc
     return np.asarray(chosen, np.int64)
 
 
-def plan_epoch(train: TrainSet, shapes: list[tuple[int, int]], cfg: dict, seed: int, epoch: int,
-               describe: Describe | None) -> EpochPlan:
+def draw_epoch(train: TrainSet, shapes: list[tuple[int, int]], cfg: dict, seed: int, epoch: int,
+               describe: Describe | None) -> Epoch:
     """Sample queries with a positive of their landmark; take negatives mined with ``describe`` (or random).
 
     ``describe`` maps train indices to L2-normalised descriptors with the current net. With a triplet term
@@ -188,10 +188,10 @@ def plan_epoch(train: TrainSet, shapes: list[tuple[int, int]], cfg: dict, seed: 
         log.warning("epoch %d: %d tuples, not train.tuples_per_epoch=%d (%d images have a positive of their "
                     "landmark; %d queries lacked %d negatives of distinct landmarks in the pool)", epoch, len(tuples),
                     cfg["tuples_per_epoch"], len(eligible), len(queries) - len(tuples), cfg["neg_num"])
-    return EpochPlan(tuples, [shapes[t[0]] for t in tuples], stats)
+    return Epoch(tuples, [shapes[t[0]] for t in tuples], stats)
 
 
-def epoch_batches(plan: EpochPlan, tuples_per_step: int, world: int, seed: int, epoch: int) -> list[list[int]]:
+def epoch_batches(plan: Epoch, tuples_per_step: int, world: int, seed: int, epoch: int) -> list[list[int]]:
     """Global batches (lists of tuple positions) in a seeded order, one per optimiser step; each batch shares
     one shape.
 

@@ -17,7 +17,7 @@ from solution.train.loss import (
     dynamic_margins,
     subcenter_cosine,
 )
-from solution.train.tuples import TrainSet, plan_epoch
+from solution.train.tuples import TrainSet, draw_epoch
 
 
 def test_margin_goes_to_the_target_angle_only():
@@ -115,10 +115,10 @@ def test_arcface_alone_mines_nothing():
     def describe(_):
         raise AssertionError("ArcFace alone must not describe anything to mine")
 
-    plan = plan_epoch(train, [(64, 64)] * 12, cfg, seed=0, epoch=0, describe=describe)
+    plan = draw_epoch(train, [(64, 64)] * 12, cfg, seed=0, epoch=0, describe=describe)
     assert len(plan.tuples) == 4 and "mine_s" not in plan.stats
     with pytest.raises(AssertionError, match="must not describe"):
-        plan_epoch(train, [(64, 64)] * 12, {**cfg, "loss": "arcface+triplet"}, seed=0, epoch=0, describe=describe)
+        draw_epoch(train, [(64, 64)] * 12, {**cfg, "loss": "arcface+triplet"}, seed=0, epoch=0, describe=describe)
 
 
 def test_loss_keys_are_checked():

@@ -9,7 +9,7 @@ from PIL import Image
 
 from solution.config import load_config
 from solution.data.datasets import TupleDataset
-from solution.train.tuples import TrainSet, nearest_positives, plan_epoch
+from solution.train.tuples import TrainSet, draw_epoch, nearest_positives
 
 
 def _unit(*rows):
@@ -30,7 +30,7 @@ def test_nearest_positive_by_hand():
     assert picks == {2, 4}
 
 
-def test_plan_epoch_takes_the_nearest_positive_and_keeps_the_negatives():
+def test_draw_epoch_takes_the_nearest_positive_and_keeps_the_negatives():
     # 3 landmarks x 3 images; each query's nearest same-landmark image is the next one round its landmark
     labels = np.repeat([0, 1, 2], 3)
     angles = np.array([0.0, 0.5, 0.2, 2.0, 2.6, 2.2, 4.0, 4.7, 4.3])
@@ -44,11 +44,11 @@ def test_plan_epoch_takes_the_nearest_positive_and_keeps_the_negatives():
 
     cfg = {**load_config("toy")["train"], "tuples_per_epoch": 9, "pool_size": 9, "neg_num": 2}
     shapes = [(64, 48)] * 9
-    nearest = plan_epoch(train, shapes, {**cfg, "positives": "nearest"}, seed=0, epoch=0, describe=describe)
+    nearest = draw_epoch(train, shapes, {**cfg, "positives": "nearest"}, seed=0, epoch=0, describe=describe)
     expected = {0: 2, 1: 2, 2: 0, 3: 5, 4: 5, 5: 3, 6: 8, 7: 8, 8: 6}  # by angle within each landmark
     assert {q: p for q, p, *_ in nearest.tuples} == expected
     assert sorted(described[-1]) == list(range(9))  # every candidate described once, with queries and pool
-    random = plan_epoch(train, shapes, {**cfg, "positives": "random"}, seed=0, epoch=0, describe=describe)
+    random = draw_epoch(train, shapes, {**cfg, "positives": "random"}, seed=0, epoch=0, describe=describe)
     assert [t[2:] for t in random.tuples] == [t[2:] for t in nearest.tuples]  # the same hard negatives
     assert [t[0] for t in random.tuples] == [t[0] for t in nearest.tuples]
 
@@ -77,8 +77,8 @@ def test_positive_k_beyond_a_landmark_is_warned(caplog):
     cfg = {**load_config("toy")["train"], "tuples_per_epoch": 9, "pool_size": 9, "neg_num": 2,
            "positives": "nearest"}
     with caplog.at_level(logging.WARNING):
-        plan_epoch(train, [(64, 48)] * 9, {**cfg, "positive_k": 2}, seed=0, epoch=0, describe=lambda i: table[i])
+        draw_epoch(train, [(64, 48)] * 9, {**cfg, "positive_k": 2}, seed=0, epoch=0, describe=lambda i: table[i])
     assert "positive_k" not in caplog.text
     with caplog.at_level(logging.WARNING):
-        plan_epoch(train, [(64, 48)] * 9, {**cfg, "positive_k": 5}, seed=0, epoch=0, describe=lambda i: table[i])
+        draw_epoch(train, [(64, 48)] * 9, {**cfg, "positive_k": 5}, seed=0, epoch=0, describe=lambda i: table[i])
     assert "train.positive_k=5 is more than the other images of the landmark for 9 of 9 queries" in caplog.text

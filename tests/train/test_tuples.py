@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from solution.config import ConfigError
-from solution.train.tuples import EpochPlan, epoch_batches, micro_batches
+from solution.train.tuples import Epoch, epoch_batches, micro_batches
 
 
 def _plan(n, shapes):
-    return EpochPlan([[i, i, i] for i in range(n)], [shapes[i % len(shapes)] for i in range(n)], {})
+    return Epoch([[i, i, i] for i in range(n)], [shapes[i % len(shapes)] for i in range(n)], {})
 
 
 def test_every_rank_gets_the_same_number_of_tuples_in_every_batch():
@@ -63,15 +63,15 @@ def test_negatives_that_cannot_be_found_and_a_clamped_epoch_are_said(caplog):
     import pytest
 
     from solution.config import ConfigError
-    from solution.train.tuples import TrainSet, epoch_batches, plan_epoch
+    from solution.train.tuples import TrainSet, draw_epoch, epoch_batches
 
     train = TrainSet([str(i) for i in range(12)], [None] * 12, np.repeat(np.arange(4), 3))
     cfg = {"tuples_per_epoch": 50, "pool_size": 12, "neg_num": 2, "negatives": "random", "positives": "random",
            "positive_k": 1, "loss": "triplet"}
     caplog.set_level("WARNING")
-    plan = plan_epoch(train, [(64, 64)] * 12, cfg, seed=0, epoch=1, describe=None)
+    plan = draw_epoch(train, [(64, 64)] * 12, cfg, seed=0, epoch=1, describe=None)
     assert len(plan.tuples) == 12 and "not train.tuples_per_epoch=50" in caplog.text
     epoch_batches(plan, 32, 1, seed=0, epoch=1)
     assert "fewer than train.tuples_per_step=32" in caplog.text
     with pytest.raises(ConfigError, match="train.neg_num=4 .* from 4 landmarks; lower train.neg_num"):
-        plan_epoch(train, [(64, 64)] * 12, {**cfg, "neg_num": 4}, seed=0, epoch=1, describe=None)
+        draw_epoch(train, [(64, 64)] * 12, {**cfg, "neg_num": 4}, seed=0, epoch=1, describe=None)

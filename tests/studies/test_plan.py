@@ -7,7 +7,7 @@ from torch import nn
 
 from solution.cli import main
 from solution.config import ConfigError, load_config, resolve_config_path
-from solution.studies.budget import GPUS, OVERHEAD_GB, flop_counter, measure_train_step, plan_recipe
+from solution.studies.plan import GPUS, OVERHEAD_GB, flop_counter, measure_train_step, plan_recipe
 
 RECIPES = ["gldv2-resnet101-remap", "gldv2-efficientnet-remap", "gldv2-efficientnet-arcface"]
 MIN_STEPS = 10_000  # Adam at 1e-6 moves a weight about lr a step: cirtorch's defaults make about 40,000
@@ -106,7 +106,7 @@ def test_more_gpus_than_tuples_per_step_is_refused():
 
 def test_a_forward_larger_than_a_gpus_share_is_measured_at_the_share(monkeypatch):
     """#29: plan measured tuples_per_forward=8 on a 4-tuple step; training never forwards more than a GPU's share."""
-    from solution.studies import budget
+    from solution.studies import plan as budget
 
     seen = []
     fake = budget.Measured(1.0, 1.0)

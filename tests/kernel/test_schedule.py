@@ -5,8 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
-from solution.kernel import plan
-from solution.kernel.plan import (
+from solution.kernel import schedule
+from solution.kernel.run import Prober, notebook_clock
+from solution.kernel.schedule import (
     MARGIN,
     RESERVE_S,
     Plan,
@@ -18,7 +19,6 @@ from solution.kernel.plan import (
     time_output_units,
     time_search_unit,
 )
-from solution.kernel.run import Prober, notebook_clock
 
 OFF = {"enabled": False}
 
@@ -75,7 +75,7 @@ PINNED_COSTS = {"scale": 0.0915 / 2, "qe": 0.0212, "dba": 0.0210, "label_rerank"
 
 def test_a_multi_scale_recipe_shrinks_extraction_and_keeps_the_search_steps(caplog, monkeypatch):
     for step, cost in PINNED_COSTS.items():
-        monkeypatch.setitem(plan.MAP_COST, step, cost)
+        monkeypatch.setitem(schedule.MAP_COST, step, cost)
     probe, calls = _per_image(0.010)  # 3 scales + flip: 70 ms an image, 59,500 s for 850k images
     search = _pairs_search(1e-15)  # search is nearly free: only extraction must shrink
     cfg, plans = choose_plan(_cfg(qe=True, dba=True), probe, search, images_left=850_000,
@@ -200,7 +200,7 @@ def test_a_decode_bound_notebook_stops_giving_up_pixels_that_save_nothing(caplog
     """Every probe takes 50 ms an image whatever the scales (JPEG decoding on 4 vCPUs is the bound): after one
     extraction step shows no saving, the fitted line says pixels cost nothing and DBA goes instead."""
     for step, cost in PINNED_COSTS.items():
-        monkeypatch.setitem(plan.MAP_COST, step, cost)
+        monkeypatch.setitem(schedule.MAP_COST, step, cost)
     calls = []
 
     def decode_bound(cfg):
@@ -224,6 +224,6 @@ def test_the_measured_map_costs_are_the_filed_ablations_validation_gains():
 
     rows = json.loads((Path(__file__).resolve().parents[2] / "docs/results/ablation-toy.json").read_text())["rows"]
     gain = {row["step"]: round(row["selected_on"]["gain"]["diff"], 4) for row in rows if "gain" in row["selected_on"]}
-    assert plan.MAP_COST["scale"] == pytest.approx(gain["+ multi-scale"] / 2)  # two extra scales share it
+    assert schedule.MAP_COST["scale"] == pytest.approx(gain["+ multi-scale"] / 2)  # two extra scales share it
     for step, name in (("qe", "+ alpha-QE"), ("dba", "+ DBA"), ("label_rerank", "+ label re-ranking")):
-        assert plan.MAP_COST[step] == pytest.approx(max(gain[name], 0.0)), step
+        assert schedule.MAP_COST[step] == pytest.approx(max(gain[name], 0.0)), step
