@@ -51,7 +51,9 @@ def test_nan_scores_are_never_written_as_a_validated_submission(tmp_path, monkey
     from solution.infer import submit
 
     ids = ["a" * 16, "b" * 16]
-    monkeypatch.setattr(submit, "run_net", lambda cfg: ({}, "cpu"))
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(submit, "run_net", lambda cfg: (SimpleNamespace(meta={}), "cpu"))
     monkeypatch.setattr(submit, "search_competition", lambda *a: (
         np.array([[0, 1], [1, 0]]), np.array([[np.nan, 0.1], [0.3, 0.2]], np.float32), ids, ids))
     cfg = load_config("toy-tiny", [f"run.dir={tmp_path / 'runs'}"])
