@@ -616,8 +616,9 @@ CASES = [
          message="train.select=val_landmarks needs held-out landmarks"),
     Case("preprocess --size 0", "arguments", lambda c: ["preprocess", *c.args(), "--size", "0"],
          message="--size: 0 is below 1"),
-    Case("val_landmarks above what can be held out", "arguments",
-         lambda c: ["train", *c.args("train.val_landmarks=1000", "run.name=fresh")],
+    Case("val_landmarks above what can be held out", "arguments",  # when they choose the epoch: with
+         # validation queries choosing it, more than can be spared is warned and none are held out
+         lambda c: ["train", *c.args("train.val_landmarks=1000", "train.select=val_landmarks", "run.name=fresh")],
          message="train.val_landmarks=1000"),
     Case("viz --queries -1", "arguments", lambda c: ["viz", "retrieval", *c.args(), "--queries", "-1"],
          message="--queries"),
