@@ -115,15 +115,14 @@ def result_table(kind: str) -> Callable[[Callable[[dict], str]], Callable[[dict]
 
 def render(result: dict) -> str:
     """The block for one result file: where it came from, then its table."""
-    renderers = TABLES
     kind = result.get("kind")
-    if kind not in renderers:
-        raise ConfigError(f"result kind '{kind}' has no table; known: {', '.join(sorted(renderers))}")
+    if kind not in TABLES:
+        raise ConfigError(f"result kind '{kind}' has no table; known: {', '.join(sorted(TABLES))}")
     made = result.get("provenance", {})
     commit = (made.get("commit") or "unknown")[:7] + (" with uncommitted changes" if made.get("dirty") else "")
     head = f"Made by `{made.get('command', '?')}` at commit {commit}, config {made.get('config_sha1')}."
     try:
-        table = renderers[kind](result).rstrip()
+        table = TABLES[kind](result).rstrip()
     except (KeyError, AttributeError, TypeError, IndexError, ValueError) as exc:
         raise ConfigError(f"a '{kind}' result cannot be drawn as its table ({type(exc).__name__}: {exc}): file the "
                           "JSON the study wrote, unedited") from None

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..atomic import run_lock
 from ..config import ConfigError, run_dir
 from ..runtime import data_workers
-from .registry import arg, config_of, stage, whole
+from .registry import arg, config_of, stage, whole, words_apart
 
 
 @stage("extract", "descriptors of a split, in shards that resume",
@@ -284,10 +284,8 @@ def cmd_query(args: argparse.Namespace) -> int:
     from ..infer.pipeline import run_net
     from ..viz import QUERY_FRAME, tile_rows
 
-    # The images share the positional slot with the overrides: a word that is an existing file, or has no
-    # '=', is an image.
-    images = [Path(w) for w in args.overrides if "=" not in w or Path(w).is_file()]
-    args.overrides = [w for w in args.overrides if "=" in w and not Path(w).is_file()]
+    # a word that is an existing file is an image even with an '=' in its name
+    images = [Path(w) for w in words_apart(args, lambda word: "=" in word and not Path(word).is_file())]
     if not images:
         raise ConfigError("query: give one or more image files, e.g. `python -m solution query photo.jpg --top 5`")
     cfg = config_of(args)

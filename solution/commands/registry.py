@@ -69,5 +69,14 @@ def stage(name: str, help: str, *arguments: tuple, config: bool = True, config_d
     return register
 
 
+def words_apart(args: argparse.Namespace, is_override: Callable[[str], bool] = lambda word: "=" in word
+                ) -> list[str]:
+    """A stage's own positional words (query's images, bench's sections), which share the positional slot with
+    the ``key=value`` overrides: they are taken out of ``args.overrides``, which keeps the overrides."""
+    own = [word for word in args.overrides if not is_override(word)]
+    args.overrides = [word for word in args.overrides if is_override(word)]
+    return own
+
+
 def config_of(args: argparse.Namespace) -> dict:
     return load_config(args.config, args.overrides)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from ..config import ConfigError
-from .registry import arg, config_of, stage, whole
+from .registry import arg, config_of, stage, whole, words_apart
 
 
 @stage("bench", "measured ratios: heads vs bare backbone, training loop vs bare steps: bench [SECTION...] "
@@ -39,10 +39,7 @@ from .registry import arg, config_of, stage, whole
 def cmd_bench(args: argparse.Namespace) -> int:
     from ..studies import bench
 
-    # Sections and overrides share the positional words, as every stage takes key=value: a word with '=' is an
-    # override of the recipe, any other a section.
-    sections = [w for w in args.overrides if "=" not in w]
-    args.overrides = [w for w in args.overrides if "=" in w]
+    sections = words_apart(args)  # a word with '=' overrides the recipe, as in every stage; any other: a section
 
     runners = {
         "model": lambda: bench.bench_model(args.backbones, args.height, args.width, args.batch, args.repeats),

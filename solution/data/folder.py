@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_path, mark_owned
 from ..config import ConfigError
-from .gldv2 import DataError, image_path
+from .gldv2 import DataError, image_path, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -286,11 +286,6 @@ def link_in_place(target: Path, source: Path, made: set[Path] | None = None) -> 
                             "place, never copied; put data.root on a file system that allows links") from None
 
 
-def _write_csv(path: Path, header: str, rows: list[str]) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text("\n".join([header, *rows]) + "\n")
-
-
 def write_competition(root: Path, entries: list[Entry], spec: FolderSpec) -> dict[str, int]:
     """Links and GLDv2's CSVs under ``root``; returns the count of each split."""
     labels = sorted({e.label for e in entries if e.label is not None})
@@ -301,14 +296,14 @@ def write_competition(root: Path, entries: list[Entry], spec: FolderSpec) -> dic
     for entry in tqdm(entries, desc="link images", unit="image", disable=len(entries) < 2000):
         link_in_place(image_path(root, entry.split, entry.image_id), entry.path, made)
     train = splits["train"]
-    _write_csv(root / "train.csv", "id,landmark_id", [f"{e.image_id},{number[e.label]}" for e in train])
+    write_csv(root / "train.csv", "id,landmark_id", [f"{e.image_id},{number[e.label]}" for e in train])
     groups: dict[int, list[str]] = {}
     for e in train:
         groups.setdefault(number[e.label], []).append(e.image_id)
-    _write_csv(root / "train_clean.csv", "landmark_id,images",
+    write_csv(root / "train_clean.csv", "landmark_id,images",
                [f"{k},{' '.join(v)}" for k, v in sorted(groups.items())])
-    _write_csv(root / "index.csv", "id", [e.image_id for e in splits["index"]])
-    _write_csv(root / "index_image_to_landmark.csv", "id,landmark_id",
+    write_csv(root / "index.csv", "id", [e.image_id for e in splits["index"]])
+    write_csv(root / "index_image_to_landmark.csv", "id,landmark_id",
                [f"{e.image_id},{number[e.label]}" for e in splits["index"] if e.label is not None])
     relevant: dict[str, list[str]] = {}
     for e in splits["index"]:
@@ -320,14 +315,14 @@ def write_competition(root: Path, entries: list[Entry], spec: FolderSpec) -> dic
         if split == "val" and spec.val == 0:
             continue
         queries = splits[split]
-        _write_csv(root / csv_name, "id", [e.image_id for e in queries])
-        _write_csv(root / solution, "id,images,Usage",
+        write_csv(root / csv_name, "id", [e.image_id for e in queries])
+        write_csv(root / solution, "id,images,Usage",
                    [f"{e.image_id},{' '.join(relevant[e.label])},{'Public' if usage.random() < 0.5 else 'Private'}"
                     for e in queries])
     sample = " ".join(e.image_id for e in splits["index"][:5])
-    _write_csv(root / "sample_submission.csv", "id,images", [f"{e.image_id},{sample}" for e in splits["test"]])
-    _write_csv(root / "labels.csv", "landmark_id,label", [f"{number[label]},{_quoted(label)}" for label in labels])
-    _write_csv(root / SOURCES, "id,split,label,path",
+    write_csv(root / "sample_submission.csv", "id,images", [f"{e.image_id},{sample}" for e in splits["test"]])
+    write_csv(root / "labels.csv", "landmark_id,label", [f"{number[label]},{_quoted(label)}" for label in labels])
+    write_csv(root / SOURCES, "id,split,label,path",
                [f"{e.image_id},{e.split},{_quoted(e.label or '')},{_quoted(str(e.path))}"
                 for e in sorted(entries, key=lambda e: str(e.path))])
     return {split: len(rows) for split, rows in splits.items()}

@@ -1,4 +1,4 @@
-"""GLDv2 / Kaggle CSV readers and the id -> path mapping, shared by real and toy data."""
+"""GLDv2 / Kaggle CSV readers and writer, and the id -> path mapping, shared by real, toy and folder data."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import zlib
 from pathlib import Path
 
 import pandas as pd
+
+from ..atomic import atomic_path
 
 ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
 USAGES = ("Public", "Private", "Ignored")
@@ -19,6 +21,13 @@ class DataError(ValueError):
 def image_path(root: str | Path, split: str, image_id: str) -> Path:
     """``<root>/<split>/a/b/c/<id>.jpg``, GLDv2's layout."""
     return Path(root) / split / image_id[0] / image_id[1] / image_id[2] / f"{image_id}.jpg"
+
+
+def write_csv(path: str | Path, header: str, rows: list[str]) -> None:
+    """A competition file (``header`` then one line per row, each already comma-joined), written atomically:
+    the competitions this project writes itself (toy, folder) are read back by the readers below."""
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join([header, *rows]) + "\n")
 
 
 def is_valid_id(image_id: str) -> bool:

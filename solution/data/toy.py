@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import OWNED_MARKER, atomic_path, mark_owned, owned
 from ..config import ConfigError
-from .gldv2 import image_path
+from .gldv2 import image_path, write_csv
 from .toy_render import render_view, seeded_rng
 
 log = logging.getLogger(__name__)
@@ -122,11 +122,6 @@ def _write_batch(root: Path, seed: int, batch: list[ToyImage], image_size: int) 
             tmp.write_bytes(data)
 
 
-def _write_csv(path: Path, header: str, rows: list[str]) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text("\n".join([header, *rows]) + "\n")
-
-
 def _landmark_numbers(rng: np.random.Generator, landmarks: list[int]) -> dict[int, int]:
     """A GLDv2-style integer id for each generator landmark, drawn without repeats."""
     return dict(zip(landmarks, rng.choice(np.arange(1, 200_000), len(landmarks), replace=False).tolist()))
@@ -139,19 +134,19 @@ def write_csvs(root: Path, seed: int, images: list[ToyImage]) -> None:
     index = sorted((im for im in images if im.split == "index"), key=lambda im: im.image_id)
     test = sorted((im for im in images if im.split == "test"), key=lambda im: im.image_id)
     train_ids = _landmark_numbers(rng, sorted({im.label for im in train}))
-    _write_csv(root / "train.csv", "id,landmark_id", [f"{im.image_id},{train_ids[im.label]}" for im in train])
+    write_csv(root / "train.csv", "id,landmark_id", [f"{im.image_id},{train_ids[im.label]}" for im in train])
     clean: dict[int, list[str]] = {}
     for im in train:
         if im.landmark is not None:
             clean.setdefault(train_ids[im.label], []).append(im.image_id)
-    _write_csv(root / "train_clean.csv", "landmark_id,images",
+    write_csv(root / "train_clean.csv", "landmark_id,images",
                [f"{lm},{' '.join(ids)}" for lm, ids in sorted(clean.items())])
-    _write_csv(root / "index.csv", "id", [im.image_id for im in index])
-    _write_csv(root / "test.csv", "id", [im.image_id for im in test])
+    write_csv(root / "index.csv", "id", [im.image_id for im in index])
+    write_csv(root / "test.csv", "id", [im.image_id for im in test])
     # The index's own numbering (GLDv2's README: these ids "are different from the ones in the train set");
     # every index image that shows a landmark is listed, one-off buildings included.
     index_ids = _landmark_numbers(rng, sorted({im.landmark for im in index if im.landmark is not None}))
-    _write_csv(root / "index_image_to_landmark.csv", "id,landmark_id",
+    write_csv(root / "index_image_to_landmark.csv", "id,landmark_id",
                [f"{im.image_id},{index_ids[im.landmark]}" for im in index if im.landmark is not None])
     relevant: dict[int, list[str]] = {}
     for im in index:
@@ -167,14 +162,14 @@ def write_csvs(root: Path, seed: int, images: list[ToyImage]) -> None:
         # Recognition labels are train ids; a novel landmark or a non-landmark query has none.
         recognition.append(f"{im.image_id},{train_ids.get(im.landmark, '') if im.landmark is not None else ''},"
                            f"{usage}")
-    _write_csv(root / "retrieval_solution_v2.1.csv", "id,images,Usage", retrieval)
-    _write_csv(root / "recognition_solution_v2.1.csv", "id,landmarks,Usage", recognition)
+    write_csv(root / "retrieval_solution_v2.1.csv", "id,images,Usage", retrieval)
+    write_csv(root / "recognition_solution_v2.1.csv", "id,landmarks,Usage", recognition)
     sample = " ".join(im.image_id for im in index[:5])
-    _write_csv(root / "sample_submission.csv", "id,images", [f"{im.image_id},{sample}" for im in test])
+    write_csv(root / "sample_submission.csv", "id,images", [f"{im.image_id},{sample}" for im in test])
     val = sorted((im for im in images if im.split == "val"), key=lambda im: im.image_id)
     val_rng = seeded_rng(seed, 7)  # its own stream: the test files above are unchanged
-    _write_csv(root / "val.csv", "id", [im.image_id for im in val])
-    _write_csv(root / "val_solution.csv", "id,images,Usage",
+    write_csv(root / "val.csv", "id", [im.image_id for im in val])
+    write_csv(root / "val_solution.csv", "id,images,Usage",
                [f"{im.image_id},None,Ignored" if im.label is None or im.label not in relevant else
                 f"{im.image_id},{' '.join(relevant[im.label])},{'Public' if val_rng.random() < 0.5 else 'Private'}"
                 for im in val])

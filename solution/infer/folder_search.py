@@ -26,12 +26,13 @@ import torch
 from ..atomic import atomic_path
 from ..competition import Competition, load_competition
 from ..config import ConfigError, run_dir
-from ..data.folder import link_in_place, list_images, listing_digest, usable
+from ..data.folder import IMAGE_SUFFIXES, link_in_place, list_images, usable
 from ..data.gldv2 import DataError, image_path
 from ..model.net import RetrievalNet
 from ..runtime import data_workers
 from .extract import extract_descriptors
 from .features import describer, features
+from .pipeline import train_votes
 from .retrieve import needs_train, retrieve
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def build_gallery(cfg: dict, folder: str | Path) -> Gallery:
         raise DataError(f"--images {folder} is not a folder; give the folder of images to search")
     paths = list_images(folder)
     if not paths:
-        raise DataError(f"--images {folder} holds no images ({', '.join(('.jpg', '.png', '.webp'))}, ...)")
+        raise DataError(f"--images {folder} holds no images ({' '.join(IMAGE_SUFFIXES)}, at any depth)")
     base = run_dir(cfg) / "gallery"
     root = base / hashlib.sha1(str(folder).encode()).hexdigest()[:10]
     marker, state = root / "gallery.json", _state(paths)
@@ -91,8 +92,7 @@ def build_gallery(cfg: dict, folder: str | Path) -> Gallery:
             writer.writerow(["id", "path"])
             writer.writerows([e.image_id, str(e.path)] for e in entries)
         with atomic_path(marker) as tmp:
-            tmp.write_text(json.dumps({"folder": str(folder), "state": state, "listing_sha1": listing_digest(paths),
-                                       "images": len(entries)}))
+            tmp.write_text(json.dumps({"folder": str(folder), "state": state, "images": len(entries)}))
     with atomic_path(base / LAST) as tmp:
         tmp.write_text(json.dumps({"folder": str(folder), "gallery": root.name}))
     return _read_gallery(folder, root)
@@ -140,16 +140,6 @@ def describe_queries(net: RetrievalNet, paths: list[Path], infer_cfg: dict, devi
     return rows
 
 
-def _train_votes(net: RetrievalNet, cfg: dict, device: torch.device) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """The run's train descriptors and labels when label re-ranking is on, as ``submit`` uses them."""
-    from .pipeline import train_labels
-
-    comp, root = load_competition(cfg["competition"]), cfg["data"]["root"]
-    train, train_ids = features(net, comp, root, "train", run_dir(cfg) / "features", cfg["infer"], device,
-                                data_workers(cfg["run"]["workers"]))
-    return train, train_labels(comp, root, train_ids)
-
-
 def query(net: RetrievalNet, gallery: Gallery, images: list[Path], cfg: dict, device: torch.device,
           top: int) -> list[dict]:
     """For each query image: its top ``top`` gallery images, in the order the configured search and re-ranking
@@ -159,7 +149,7 @@ def query(net: RetrievalNet, gallery: Gallery, images: list[Path], cfg: dict, de
     queries = describe_queries(net, images, infer_cfg, device, data_workers(cfg["run"]["workers"]))
     train = labels = None
     if needs_train(infer_cfg):
-        train, labels = _train_votes(net, cfg, device)
+        train, labels = train_votes(net, load_competition(cfg["competition"]), cfg, infer_cfg, device)
     # Not in place: the index is kept as described, so each hit's score is its cosine with the query (label
     # re-ranking orders hits by votes and has no score of its own; DBA and QE move both ends).
     neighbours, _ = retrieve(queries, index, infer_cfg, train, labels)

@@ -64,12 +64,19 @@ def search_competition(net: RetrievalNet, comp: Competition, cfg: dict, infer_cf
     index, index_ids = features(net, comp, data_root, "index", out_root, infer_cfg, device, workers,
                                 infer_cfg["index"]["dtype"])
     test, test_ids = features(net, comp, data_root, queries, out_root, infer_cfg, device, workers)
-    train = labels = None
-    if needs_train(infer_cfg):
-        train, train_ids = features(net, comp, data_root, "train", out_root, infer_cfg, device, workers)
-        labels = train_labels(comp, data_root, train_ids)
+    train, labels = train_votes(net, comp, cfg, infer_cfg, device) if needs_train(infer_cfg) else (None, None)
     neighbours, scores = retrieve(test, index, infer_cfg, train, labels, in_place=True)  # index is ours
     return neighbours, scores, test_ids, index_ids
+
+
+def train_votes(net: RetrievalNet, comp: Competition, cfg: dict, infer_cfg: dict, device: torch.device
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The run's train descriptors (cached with its other splits) and their landmark ids: what label
+    re-ranking votes with."""
+    data_root = cfg["data"]["root"]
+    train, train_ids = features(net, comp, data_root, "train", run_dir(cfg) / "features", infer_cfg, device,
+                                data_workers(cfg["run"]["workers"]))
+    return train, train_labels(comp, data_root, train_ids)
 
 
 def train_labels(comp: Competition, data_root: str | Path, train_ids: list[str]) -> np.ndarray:
