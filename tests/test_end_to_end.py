@@ -3,7 +3,7 @@
 import csv
 import json
 
-import solution.studies  # noqa: F401 - registers every result kind's table
+import solution.studies.tables  # noqa: F401 - registers every result kind's table
 from solution.cli import main
 from solution.results import load_result, render
 

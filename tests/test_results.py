@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-import solution.studies  # noqa: F401 - registers every result kind's table
+import solution.studies.tables  # noqa: F401 - registers every result kind's table
 from solution.config import ConfigError
 from solution.results import (
     add_result,

@@ -99,8 +99,8 @@ def cmd_gpu_check(args: argparse.Namespace) -> int:
            "print every figure the docs show for them (CI runs it after make train and make submit)"),
        config=False)
 def cmd_results(args: argparse.Namespace) -> int:
-    from .. import studies  # noqa: F401 - registers every result kind's table
     from ..results import add_result, render_documents, reproduces
+    from ..studies import tables  # noqa: F401 - registers every result kind's table
 
     if args.check and args.add:
         raise ConfigError("results --check only reports and files nothing: drop --add, or --check")
