@@ -344,6 +344,13 @@ def check_values(cfg: dict) -> None:
     for key, (valid, want) in VALUE_RULES.items():
         if key in items and not valid(items[key]):
             raise ConfigError(f"config key '{key}' must be {want}, got {items[key]!r}")
+    check_pairs(cfg)
+
+
+def check_pairs(cfg: dict) -> None:
+    """Every rule of PAIR_RULES whose keys ``cfg`` holds (a whole config, or a section such as
+    ``{"infer": ...}``, which is how ``retrieve`` checks the settings it is handed); a ConfigError otherwise."""
+    items = _flat_items(cfg)
     for valid, message in PAIR_RULES:
         try:
             ok = valid(items)

@@ -19,7 +19,8 @@ from .registry import arg, config_of, stage, whole
 
 @stage("train", "fine-tune a descriptor; prints test mAP@100 before and after")
 def cmd_train(args: argparse.Namespace) -> int:
-    from ..train.loop import selection_words, train
+    from ..train.loop import train
+    from ..train.selection import selection_words
 
     cfg = config_of(args)
     started = time.perf_counter()

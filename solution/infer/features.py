@@ -102,11 +102,27 @@ def tta_tag(infer_cfg: dict) -> str:
     return f"{tag}-{extraction_key(infer_cfg)}"
 
 
-def describer(net: RetrievalNet, infer_cfg: dict) -> torch.nn.Module:
+def tta_module(net: RetrievalNet, infer_cfg: dict) -> torch.nn.Module:
+    """The module that maps a batch of images to their test-time-augmented descriptors (``infer``'s scales,
+    flip and combination); ``net`` itself at one scale without flip."""
     scales = parse_scales(infer_cfg["scales"])
     if scales == [1.0] and not infer_cfg["flip"]:
         return net
     return MultiScale(net, scales, infer_cfg["flip"], infer_cfg["combine"], infer_cfg["combine_p"])
+
+
+def describe_images(net: RetrievalNet, paths: list[Path], infer_cfg: dict, device: torch.device, workers: int,
+                    desc: str = "describe", data_parallel: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(descriptors, ok flags) of ``paths`` as ``submit`` describes images: ``infer``'s image size and
+    test-time augmentation, autocast on a GPU. With ``data_parallel`` each batch is split over every visible
+    GPU (the kernel's two T4s). The one way images become descriptors outside training; unreadable ones get
+    a zero row and ``False``."""
+    model = tta_module(net, infer_cfg).to(device)
+    if data_parallel and device.type == "cuda" and torch.cuda.device_count() > 1:
+        model = torch.nn.DataParallel(model)
+    with torch.autocast(device.type, enabled=device.type == "cuda"):
+        return extract_descriptors(net, paths, infer_cfg["image_size"], infer_cfg["batch_size"], device, workers,
+                                   desc=desc, forward=model)
 
 
 def ids_digest(ids: list[str]) -> str:
@@ -179,15 +195,10 @@ def extract_split(net: RetrievalNet, comp: Competition, data_root: str | Path, s
         mine = [j for j in left if j % shard[1] == shard[0]]
     if len(left) < n_shards:
         log.info("%s: %d of %d shards already done; resuming", split, n_shards - len(left), n_shards)
-    model = describer(net, infer_cfg).to(device)
-    autocast = device.type == "cuda"
     for j in mine:
         chunk = ids[j * size:(j + 1) * size]
         paths = [image_path(comp.data_dir(data_root), split, i) for i in chunk]
-        with torch.autocast(device.type, enabled=autocast):
-            descriptors, ok = extract_descriptors(net, paths, infer_cfg["image_size"], infer_cfg["batch_size"],
-                                                  device, workers, desc=f"{split} {j + 1}/{n_shards}",
-                                                  forward=model)
+        descriptors, ok = describe_images(net, paths, infer_cfg, device, workers, f"{split} {j + 1}/{n_shards}")
         _write_shard(folder, j, descriptors, chunk, [i for i, good in zip(chunk, ok) if not good],
                      infer_cfg["dtype"])
     return folder

@@ -30,8 +30,7 @@ from ..data.folder import IMAGE_SUFFIXES, link_in_place, list_images, usable
 from ..data.gldv2 import DataError, image_path
 from ..model.net import RetrievalNet
 from ..runtime import data_workers
-from .extract import extract_descriptors
-from .features import describer, features
+from .features import describe_images, features
 from .pipeline import train_votes
 from .retrieve import needs_train, retrieve
 
@@ -131,9 +130,7 @@ def describe_queries(net: RetrievalNet, paths: list[Path], infer_cfg: dict, devi
     for path in paths:
         if not path.is_file():
             raise DataError(f"query image {path} does not exist")
-    with torch.autocast(device.type, enabled=device.type == "cuda"):
-        rows, ok = extract_descriptors(net, paths, infer_cfg["image_size"], infer_cfg["batch_size"], device,
-                                       workers, desc="describe queries", forward=describer(net, infer_cfg))
+    rows, ok = describe_images(net, paths, infer_cfg, device, workers, "describe queries")
     if not ok.all():
         bad = paths[int(np.flatnonzero(~ok)[0])]
         raise DataError(f"query image {bad} is unreadable (not an image PIL can decode); give another file")

@@ -6,6 +6,7 @@ import logging
 
 import numpy as np
 
+from ..config import check_pairs
 from .rerank import (
     alpha_qe,
     database_augmentation,
@@ -68,8 +69,7 @@ def retrieve(query: np.ndarray, index: np.ndarray, infer_cfg: dict, train: np.nd
     qe, dba, dif, sg, lab = (infer_cfg[name] for name in ("qe", "dba", "diffusion", "superglobal", "label_rerank"))
     if lab["enabled"] and (train is None or train_labels is None):
         raise ValueError("label re-ranking needs train descriptors and labels")
-    if sg["enabled"] and dba["enabled"]:
-        raise ValueError("SuperGlobal on a DBA-averaged database smooths it twice; enable one of them")
+    check_pairs({"infer": infer_cfg})  # the rules between steps live in config.py, for every caller
     depth = min(len(index), max(topk, sg["m"] if sg["enabled"] else 0))
     _say_clamps(infer_cfg, len(index), None if train is None else len(train))
     # The index's own labels are voted on its descriptors as extracted, before DBA may overwrite them.

@@ -5,22 +5,13 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..data.revisitop import load_gnd, query_image
 from ..metrics import revisitop_map
 from ..model.net import RetrievalNet
-from .extract import extract_descriptors
-from .features import describer
+from .features import describe_images
 from .retrieve import retrieve
-
-
-def _describe(net: RetrievalNet, paths: list[Path], infer_cfg: dict, device: torch.device, workers: int,
-              desc: str) -> np.ndarray:
-    descriptors, _ = extract_descriptors(net, paths, infer_cfg["image_size"], infer_cfg["batch_size"], device,
-                                         workers, desc=desc, forward=describer(net, infer_cfg))
-    return descriptors
 
 
 def evaluate_revisitop(net: RetrievalNet, folder: Path, infer_cfg: dict, device: torch.device,
@@ -36,9 +27,9 @@ def evaluate_revisitop(net: RetrievalNet, folder: Path, infer_cfg: dict, device:
         if not path.is_file():
             query_image(folder, gnd, i).save(path, quality=95)
         query_paths.append(path)
-    database = _describe(net, [folder / "jpg" / f"{n}.jpg" for n in gnd["imlist"]], infer_cfg, device, workers,
-                         f"{name} database")
-    queries = _describe(net, query_paths, infer_cfg, device, workers, f"{name} queries")
+    database = describe_images(net, [folder / "jpg" / f"{n}.jpg" for n in gnd["imlist"]], infer_cfg, device,
+                               workers, f"{name} database")[0]
+    queries = describe_images(net, query_paths, infer_cfg, device, workers, f"{name} queries")[0]
     results = {}
     for label, switches in (("plain", False), ("qe+dba", True)):
         cfg = copy.deepcopy(infer_cfg)

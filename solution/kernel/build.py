@@ -158,11 +158,11 @@ def check_describes(net, path: Path, infer_cfg: dict) -> int:
     TTA as a finite 1 x dim row; its descriptor dimension. A file that would fail on Kaggle fails here."""
     import torch
 
-    from ..infer.features import describer
+    from ..infer.features import tta_module
 
     size = infer_cfg["image_size"]
     with torch.no_grad():
-        descriptor = describer(net.eval(), infer_cfg)(torch.rand(1, 3, size, max(32, size * 3 // 4)))
+        descriptor = tta_module(net.eval(), infer_cfg)(torch.rand(1, 3, size, max(32, size * 3 // 4)))
     if tuple(descriptor.shape) != (1, net.dim) or not torch.isfinite(descriptor).all():
         raise KernelError(f"{path} describes an image as a {tuple(descriptor.shape)} array with non-finite values "
                           f"or not 1 x {net.dim}; it would fail on Kaggle: retrain or pass another CHECKPOINT")

@@ -31,8 +31,7 @@ import torch
 from ..config import ConfigError, check_values
 from ..gpu_archs import torch_serves
 from ..infer.ensemble import ensemble_descriptors, load_whitening
-from ..infer.extract import extract_descriptors
-from ..infer.features import describer, extraction_key, tta_tag
+from ..infer.features import describe_images, extraction_key, tta_tag
 from ..infer.pipeline import id_rankings
 from ..infer.retrieve import retrieve
 from ..infer.search import ExactIndex, search
@@ -44,7 +43,7 @@ from .discovery import find_competition, find_models, find_train_features
 from .rehearse import gpu_cards, gpu_stage_runner, rehearse
 from .schedule import (
     active_weights,
-    choose_plan,
+    choose_schedule,
     compared_pairs,
     output_seconds,
     time_output_units,
@@ -106,15 +105,6 @@ def load_members(model_dir: Path, marker: dict, first, device: torch.device):
     log.info("ensemble of %d members (%s), weights %s, %s", len(nets), ", ".join(m["run"] for m in spec["members"]),
              weights, f"whitened to {whitening[0].shape[0]}-D" if whitening is not None else "not whitened")
     return nets, weights, whitening
-
-
-def _describe(net, paths: list[Path], infer_cfg: dict, device: torch.device, workers: int, desc: str) -> np.ndarray:
-    model = describer(net, infer_cfg)
-    if device.type == "cuda" and torch.cuda.device_count() > 1:
-        model = torch.nn.DataParallel(model)  # each batch is split over every GPU of the kernel
-    with torch.autocast(device.type, enabled=device.type == "cuda"):
-        return extract_descriptors(net, paths, infer_cfg["image_size"], infer_cfg["batch_size"], device, workers,
-                                   desc=desc, forward=model)[0]
 
 
 class Prober:
@@ -290,14 +280,15 @@ def run(input_root: Path, working: Path, limit_s: float, full: bool = False, pub
         dim, weights = net.dim, None
 
         def describe(paths, cfg, desc):
-            return _describe(net, paths, cfg, device, workers, desc)
+            return describe_images(net, paths, cfg, device, workers, desc, data_parallel=True)[0]
     else:
         nets, weights, whitening = members
         dim = whitening[0].shape[0] if whitening is not None else sum(n.dim for n in nets)
 
         def describe(paths, cfg, desc):
             # a member the plan dropped is a zero block: the whitening fitted for all members still applies
-            parts = [_describe(n, paths, cfg, device, workers, f"{desc} {i + 1}/{len(nets)}") if w > 0 else
+            parts = [describe_images(n, paths, cfg, device, workers, f"{desc} {i + 1}/{len(nets)}",
+                                     data_parallel=True)[0] if w > 0 else
                      np.zeros((len(paths), n.dim), np.float32)
                      for i, (n, w) in enumerate(zip(nets, active_weights(cfg, weights)))]
             return ensemble_descriptors(parts, weights, whitening)
@@ -333,7 +324,7 @@ def run(input_root: Path, working: Path, limit_s: float, full: bool = False, pub
     def other_s(cfg: dict) -> float:
         return output_seconds(n_query, n_index, dim, cfg, per_row, per_byte)
 
-    infer_cfg, plans = choose_plan(infer_cfg, prober, search_s, n_query + n_index, elapsed, limit_s, weights,
+    infer_cfg, plans = choose_schedule(infer_cfg, prober, search_s, n_query + n_index, elapsed, limit_s, weights,
                                    other_s)
     log.info("%s: %s -> projected %.0fs of %.0fs", "the hidden run would use" if public else "running with",
              infer_summary(infer_cfg), plans[-1].total_s, limit_s)

@@ -52,7 +52,7 @@ EXTRACTION_STEPS = ("flip", "scale", "image_size", "member")
 
 
 @dataclass(frozen=True)
-class Plan:
+class Schedule:
     """Projected seconds, all from the notebook's start."""
 
     elapsed_s: float
@@ -75,7 +75,7 @@ class Plan:
     def fits(self) -> bool:
         return self.total_s <= self.limit_s
 
-    def describe(self) -> str:
+    def summary(self) -> str:
         return (f"plan: {self.elapsed_s:.0f}s spent + {self.images_left} images x {self.per_image_s * 1000:.1f} ms "
                 f"= {self.extract_s:.0f}s extraction + {self.search_s:.0f}s search/QE/DBA/votes + "
                 f"{self.other_s:.0f}s writing/validation/spill, x{MARGIN:.2f} margin, + {self.reserve_s:.0f}s reserve "
@@ -216,7 +216,7 @@ def per_image_model(probes: list[tuple[float, float]]) -> tuple[float, float]:
     return float(a), float(b)
 
 
-def _saved_s(plan: Plan, cheaper: dict, model: tuple[float, float], search_s: Callable[[dict], float],
+def _saved_s(plan: Schedule, cheaper: dict, model: tuple[float, float], search_s: Callable[[dict], float],
              weights: list[float] | None, other_s: Callable[[dict], float] = lambda cfg: 0.0) -> float:
     """Projected seconds ``cheaper`` saves against ``plan``: extraction from the per-image model, search
     priced by its pairs, writing and spill by their bytes."""
@@ -225,24 +225,24 @@ def _saved_s(plan: Plan, cheaper: dict, model: tuple[float, float], search_s: Ca
     return max(0.0, plan.extract_s + plan.search_s + plan.other_s - extract - search_s(cheaper) - other_s(cheaper))
 
 
-def choose_plan(infer_cfg: dict, per_image: Callable[[dict], float], search_s: Callable[[dict], float],
+def choose_schedule(infer_cfg: dict, per_image: Callable[[dict], float], search_s: Callable[[dict], float],
                 images_left: int, elapsed: Callable[[], float], limit_s: float,
                 weights: list[float] | None = None,
                 other_s: Callable[[dict], float] = lambda cfg: 0.0,
-                reserve_s: float = RESERVE_S) -> tuple[dict, list[Plan]]:
+                reserve_s: float = RESERVE_S) -> tuple[dict, list[Schedule]]:
     """The richest settings whose plan fits, giving one setting up at a time while the plan says it does not.
 
     ``per_image(cfg)`` times a fresh probe with ``cfg``; ``search_s(cfg)`` prices its search; ``elapsed()``
     is the notebook's clock; ``weights`` are an ensemble's member weights; ``other_s(cfg)`` prices writing,
     validation and DBA's spill (:func:`output_seconds`); ``reserve_s`` is kept free. Returns the chosen config and
     every plan made, in order (the last is the chosen one's)."""
-    plans: list[Plan] = []
+    plans: list[Schedule] = []
     per = per_image(infer_cfg)
     probes = [(extraction_cost(infer_cfg, weights), per)]
     while True:
-        plan = Plan(elapsed(), per, images_left, search_s(infer_cfg), limit_s, other_s(infer_cfg), reserve_s)
+        plan = Schedule(elapsed(), per, images_left, search_s(infer_cfg), limit_s, other_s(infer_cfg), reserve_s)
         plans.append(plan)
-        log.info("%s with image_size=%s scales=%s flip=%s", plan.describe(), infer_cfg["image_size"],
+        log.info("%s with image_size=%s scales=%s flip=%s", plan.summary(), infer_cfg["image_size"],
                  infer_cfg["scales"], infer_cfg["flip"])
         if plan.fits:
             return infer_cfg, plans

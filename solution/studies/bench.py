@@ -386,7 +386,7 @@ def bench_extract(cfg: dict, images: int = 160) -> list[dict]:
     from ..competition import load_competition
     from ..data.datasets import EvalDataset, bucket_batches, collate_eval
     from ..data.gldv2 import image_path
-    from ..infer.features import describer, extract_split, split_ids
+    from ..infer.features import extract_split, split_ids, tta_module
 
     comp = load_competition(cfg["competition"])
     infer_cfg = {**cfg["infer"], "shard_size": max(16, images // 4)}
@@ -407,7 +407,7 @@ def bench_extract(cfg: dict, images: int = 160) -> list[dict]:
     dataset = EvalDataset(paths, infer_cfg["image_size"])
     batches = [collate_eval([dataset[i] for i in b])[0]
                for b in bucket_batches(dataset.sizes, infer_cfg["batch_size"])]
-    model = describer(net, infer_cfg)
+    model = tta_module(net, infer_cfg)
     started = time.perf_counter()
     with torch.no_grad():
         for batch in batches:

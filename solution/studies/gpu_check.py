@@ -122,7 +122,7 @@ def check_extraction(backbone: str, device: torch.device, images: int = 384, siz
     from ..data import toy
     from ..data.datasets import EvalDataset, bucket_batches, collate_eval
     from ..data.gldv2 import image_path
-    from ..infer.features import describer, extract_split, merge_split, split_ids
+    from ..infer.features import extract_split, merge_split, split_ids, tta_module
     from ..runtime import data_workers
 
     cfg = load_config("toy", [f"infer.image_size={size}", f"infer.shard_size={max(8, images // 2)}"])
@@ -143,7 +143,7 @@ def check_extraction(backbone: str, device: torch.device, images: int = 384, siz
             target.write_bytes(paths[n % len(paths)].read_bytes())
             ids.append(new_id)
         (root / "toy" / "index.csv").write_text("id\n" + "\n".join(ids) + "\n")
-        tta = describer(net, infer_cfg)
+        tta = tta_module(net, infer_cfg)
         with torch.no_grad(), torch.autocast(device.type, enabled=device.type == "cuda"):
             warm = EvalDataset([image_path(root / "toy", "index", i) for i in ids[:infer_cfg["batch_size"]]], size)
             first = bucket_batches(warm.sizes, infer_cfg["batch_size"])[0]

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from ..config import ConfigError
-from ..infer.features import describer
+from ..infer.features import tta_module
 from ..model import build_net
 from ..train.loop import freeze_batchnorm
 from ..train.loss import MarginClassifier, triplet_loss
@@ -188,7 +188,7 @@ def measure_extract_batch(cfg: dict, dtype: torch.dtype, one_scale: bool = False
 
     def step():
         net.eval()
-        model = describer(net, icfg)
+        model = tta_module(net, icfg)
         batch = torch.randint(0, 256, (icfg["batch_size"], 3, icfg["image_size"], icfg["image_size"]),
                               dtype=torch.uint8)
         with torch.no_grad(), torch.autocast("cpu", dtype=dtype):

@@ -1,15 +1,16 @@
 """The training run.
 
-Each epoch: mine tuples with the current net (sharded over ranks), train on
-aspect-ratio batches with a triplet loss (AMP on GPU, DDP under torchrun),
-score the held-out validation landmarks, write metrics, curves and a
+Each epoch: mine tuples with the current net (sharded over ranks) where a
+triplet term needs them, train on aspect-ratio batches with ``train.loss`` (AMP
+on GPU, DDP under torchrun), score the epoch on what ``train.select`` chooses
+on (:mod:`.selection`), hand its row to :mod:`.epoch_log` and write a
 checkpoint. Checkpoints are also written every ``train.checkpoint_every``
-steps with the epoch's plan, so a killed run resumes at the exact step.
+steps with the epoch's draw, so a killed run resumes at the exact step. The
+result file and its table are :mod:`.report`'s.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import time
@@ -23,8 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_path
-from ..competition import Competition, load_competition
+from ..competition import load_competition
 from ..config import ConfigError, resume_conflicts, run_dir, save_config
 from ..data.datasets import TupleDataset, collate_tuples, worker_init
 from ..data.images import warn_unreadable
@@ -39,15 +39,17 @@ from ..distributed import (
     shutdown,
 )
 from ..infer.extract import extract_descriptors
-from ..infer.pipeline import evaluate_net, has_split, solution_key
+from ..infer.pipeline import evaluate_net
 from ..infer.search import knn
 from ..metrics import format_interval, map_at_k, paired_bootstrap
 from ..model.net import RetrievalNet, build_net, load_checkpoint, place, save_checkpoint
 from ..runtime import data_workers, resolve_device, seed_everything
-from ..viz import training_curves, tuple_preview
+from ..viz import tuple_preview
+from .epoch_log import EpochLog
 from .initialise import initialise
 from .loss import MarginClassifier, triplet_loss, triplet_stats
 from .region_weights import moved_line, record_weights_moved
+from .selection import selection_source
 from .tuples import (
     Epoch,
     TrainSet,
@@ -67,46 +69,6 @@ from .tuples import (
 log = logging.getLogger(__name__)
 
 __all__ = ["TrainSet", "TrainingDiverged", "load_train_set", "train"]
-
-
-def selection_source(comp: Competition, tcfg: dict, data_root: str | Path | None = None) -> str:
-    """What ``train.select`` means for this competition: val_queries, val_landmarks or last. A competition
-    that lists validation queries whose ground truth is not on disk under ``data_root`` is refused: the
-    epoch would be "chosen" on nothing and the last one kept without a word."""
-    choice = tcfg["select"]
-    if choice in ("auto", "val_queries") and has_split(comp, "val") and data_root is not None:
-        missing = [p for p in (comp.csv_path(data_root, "val_csv"), comp.csv_path(data_root, solution_key("val")))
-                   if not p.is_file()]
-        if missing and choice == "val_queries":
-            raise ConfigError(f"train.select=val_queries chooses the epoch on the validation queries, but "
-                              f"{missing[0]} is missing; run `make data` again to restore it, or set "
-                              "train.select=last")
-        if missing:  # auto: the next best source, said aloud
-            fallback = "val_landmarks" if tcfg["val_landmarks"] else "last"
-            log.warning("train.select=auto: %s is missing, so the epoch is chosen by %s instead of the validation "
-                        "queries (run `make data` again to restore it)", missing[0], fallback)
-            return fallback
-    if choice == "auto":
-        return "val_queries" if has_split(comp, "val") else "val_landmarks" if tcfg["val_landmarks"] else "last"
-    if choice == "val_queries" and not has_split(comp, "val"):
-        raise ConfigError(f"train.select=val_queries, but competition {comp.slug} has no validation queries with "
-                          "ground truth; use train.select=val_landmarks (the held-out train landmarks) or last")
-    if choice == "val_landmarks" and not tcfg["val_landmarks"]:
-        raise ConfigError("train.select=val_landmarks needs held-out landmarks: set train.val_landmarks > 0, or "
-                          "train.select=last")
-    return choice
-
-
-def selection_words(selected: dict | None, tcfg: dict) -> str:
-    """How the kept epoch was chosen, for the console and the result file."""
-    epochs = tcfg["epochs"]
-    if not selected or selected["on"] == "last":
-        return (f"nothing: the last of train.epochs={epochs} epochs is kept (train.select=last), and test is only "
-                "reported")
-    source = ("the validation queries (one scale)" if selected["on"] == "val_queries"
-              else f"the {tcfg['val_landmarks']} held-out train landmarks")
-    return (f"{source}: epoch {selected['epoch']} of {epochs} is kept (mAP@100 {selected['score']:.4f} there); "
-            "test is only reported")
 
 
 class TrainingDiverged(RuntimeError):
@@ -172,18 +134,6 @@ def restore_scaler(scaler: torch.amp.GradScaler, saved: dict | None) -> None:
         scaler.load_state_dict(saved)
 
 
-def write_metrics_row(path: Path, row: dict) -> None:
-    """Replace the rows of this epoch and later, then append: a resumed epoch never leaves a duplicate."""
-    rows = []
-    if path.is_file():
-        with path.open(newline="") as handle:
-            rows = [r for r in csv.DictReader(handle) if int(r["epoch"]) < int(row["epoch"])]
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(row), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows([*rows, row])
-
-
 def weights_checksum(net: nn.Module) -> float:
     """Sum of every parameter in float64: equal on all ranks when DDP kept them in step."""
     return float(sum(p.detach().double().sum() for p in net.parameters()))
@@ -205,7 +155,7 @@ class Trainer:
         self.comp = load_competition(cfg["competition"])
         self.select = selection_source(self.comp, self.tcfg, cfg["data"]["root"])
         self.memo: dict[str, np.ndarray] = {}  # descriptors by split of the current weights; cleared when they change
-        self.tensorboard = None
+        self.epoch_log = EpochLog(self.out, self.tcfg["epochs"], self.tcfg["tensorboard"] and self.info.main)
         self.warned: set[str] = set()  # unreadable images already named: each is warned about once per run
         self.classifier: MarginClassifier | None = None  # ArcFace's class centres, beside the net, never in it
         self.class_of = np.zeros(0, np.int64)  # train index -> class index of the classifier
@@ -321,27 +271,7 @@ class Trainer:
                   plan=plan.to_state() if plan is not None else None, steps=list(steps or []))
 
     def log_epoch(self, row: dict) -> None:
-        main_only(self.info, self._log_epoch, row)
-
-    def _log_epoch(self, row: dict) -> None:
-        write_metrics_row(self.out / "metrics.csv", row)
-        training_curves(self.out / "metrics.csv", self.out / "plots" / "curves.png")
-        if self.tensorboard is not None:
-            for key, value in row.items():
-                if key != "epoch" and value is not None and not (isinstance(value, float) and math.isnan(value)):
-                    self.tensorboard.add_scalar(f"train/{key}", value, row["epoch"])
-        log.info("epoch %s/%d %s", row["epoch"], self.tcfg["epochs"],
-                 " ".join(f"{k}={v}" for k, v in row.items() if k != "epoch"))
-
-    def _open_tensorboard(self) -> None:
-        if not (self.tcfg["tensorboard"] and self.info.main):
-            return
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            log.warning("train.tensorboard=true but tensorboard is not installed (pip install tensorboard); skipping")
-            return
-        self.tensorboard = SummaryWriter(str(self.out / "tensorboard"))
+        main_only(self.info, self.epoch_log.write, row)
 
     # ----------------------------------------------------------------- the run
 
@@ -349,8 +279,7 @@ class Trainer:
         try:
             return self._run()
         finally:
-            if self.tensorboard is not None:
-                self.tensorboard.close()
+            self.epoch_log.close()
             shutdown(self.info)
 
     def _run(self) -> dict:
@@ -418,7 +347,6 @@ class Trainer:
         model = net
         if self.info.active:
             model = wrap_ddp(net, self.device)
-        self._open_tensorboard()
         start_epoch, start_step = state.get("epoch", 0), state.get("step", 0)
         for epoch in range(start_epoch, tcfg["epochs"]):
             resuming = epoch == start_epoch and start_step > 0 and state.get("plan")

@@ -10,9 +10,9 @@ from solution.kernel.run import Prober, notebook_clock
 from solution.kernel.schedule import (
     MARGIN,
     RESERVE_S,
-    Plan,
+    Schedule,
     cheaper_options,
-    choose_plan,
+    choose_schedule,
     compared_pairs,
     extraction_cost,
     output_seconds,
@@ -51,7 +51,7 @@ def _pairs_search(unit, n_query=100_000, n_index=750_000, n_train=0):
 
 def test_the_plan_keeps_everything_when_it_fits():
     probe, calls = _per_image(0.001)
-    cfg, plans = choose_plan(_cfg(qe=True, dba=True), probe, lambda c: 10.0, images_left=1000,
+    cfg, plans = choose_schedule(_cfg(qe=True, dba=True), probe, lambda c: 10.0, images_left=1000,
                              elapsed=lambda: 5.0, limit_s=100, reserve_s=0)
     assert cfg == _cfg(qe=True, dba=True) and len(calls) == 1 and len(plans) == 1 and plans[0].fits
     assert plans[0].total_s == 5.0 + (1000 * 0.001 * extraction_cost(_cfg()) / 512**2 + 10) * MARGIN
@@ -62,7 +62,7 @@ def test_a_single_scale_recipe_gives_up_dba_first_at_the_2021_size():
     probe, calls = _per_image(0.010)  # 10 ms an image: 8,500 s of extraction for 850k images
     search = _pairs_search(1e-11 * 2048)  # 200 GFLOPS at 2,048-D: each search 1,500 s, DBA 11,250 s
     single = _cfg(flip=False, scales=[1], qe=True, dba=True)
-    cfg, plans = choose_plan(single, probe, search, images_left=850_000, elapsed=lambda: 600.0, limit_s=20_000,
+    cfg, plans = choose_schedule(single, probe, search, images_left=850_000, elapsed=lambda: 600.0, limit_s=20_000,
                              reserve_s=0)
     assert cfg["dba"]["enabled"] is False and cfg["qe"]["enabled"] is True and cfg["image_size"] == 512
     assert len(calls) == 1  # only search settings changed: no second probe
@@ -78,7 +78,7 @@ def test_a_multi_scale_recipe_shrinks_extraction_and_keeps_the_search_steps(capl
         monkeypatch.setitem(schedule.MAP_COST, step, cost)
     probe, calls = _per_image(0.010)  # 3 scales + flip: 70 ms an image, 59,500 s for 850k images
     search = _pairs_search(1e-15)  # search is nearly free: only extraction must shrink
-    cfg, plans = choose_plan(_cfg(qe=True, dba=True), probe, search, images_left=850_000,
+    cfg, plans = choose_schedule(_cfg(qe=True, dba=True), probe, search, images_left=850_000,
                              elapsed=lambda: 0.0, limit_s=20_000, reserve_s=0)
     assert cfg["qe"]["enabled"] and cfg["dba"]["enabled"]  # search steps saved nothing worth their mAP
     assert not cfg["flip"] and caplog.text.index("dropping flip") < caplog.text.index("dropping image size")
@@ -89,7 +89,7 @@ def test_a_multi_scale_recipe_shrinks_extraction_and_keeps_the_search_steps(capl
 
 def test_zero_cost_steps_go_first_and_the_cheapest_plan_runs_when_nothing_fits(caplog):
     probe, _ = _per_image(10.0)
-    cfg, plans = choose_plan(_cfg(qe=True, dba=True, diffusion=True), probe, _pairs_search(1e-12),
+    cfg, plans = choose_schedule(_cfg(qe=True, dba=True, diffusion=True), probe, _pairs_search(1e-12),
                              images_left=1000, elapsed=lambda: 0.0, limit_s=1, weights=None, reserve_s=0)
     assert not plans[-1].fits and "no plan fits" in caplog.text and "running the cheapest" in caplog.text
     assert cfg["image_size"] == 256 and cfg["scales"] == [1] and not cfg["flip"]
@@ -100,7 +100,7 @@ def test_zero_cost_steps_go_first_and_the_cheapest_plan_runs_when_nothing_fits(c
 def test_an_ensemble_drops_its_weakest_member_when_that_is_what_fits():
     weights = [1.0, 0.5, 0.25]
     probe, _ = _per_image(0.004)
-    cfg, plans = choose_plan(_cfg(flip=False, scales=[1], image_size=256), lambda c: probe(c, weights),
+    cfg, plans = choose_schedule(_cfg(flip=False, scales=[1], image_size=256), lambda c: probe(c, weights),
                              _pairs_search(1e-15), images_left=850_000, elapsed=lambda: 0.0, limit_s=2_000,
                              weights=weights, reserve_s=0)
     assert cfg["dropped_members"] == [2] and plans[-1].fits  # the 0.25 member, not the image size (at its floor)
@@ -160,12 +160,12 @@ def test_writing_and_the_spill_are_timed_and_priced(tmp_path):
 
 def test_the_reserve_and_the_output_are_in_the_plan():
     probe, _ = _per_image(0.001)
-    cfg, plans = choose_plan(_cfg(), probe, lambda c: 10.0, images_left=1000, elapsed=lambda: 5.0,
+    cfg, plans = choose_schedule(_cfg(), probe, lambda c: 10.0, images_left=1000, elapsed=lambda: 5.0,
                              limit_s=10_000, other_s=lambda c: 20.0)
     extract = 1000 * 0.001 * extraction_cost(_cfg()) / 512**2
     assert plans[0].total_s == 5.0 + (extract + 10 + 20) * MARGIN + RESERVE_S
-    assert "reserve" in plans[0].describe() and "writing/validation/spill" in plans[0].describe()
-    _, tight = choose_plan(_cfg(), probe, lambda c: 10.0, images_left=1000, elapsed=lambda: 5.0,
+    assert "reserve" in plans[0].summary() and "writing/validation/spill" in plans[0].summary()
+    _, tight = choose_schedule(_cfg(), probe, lambda c: 10.0, images_left=1000, elapsed=lambda: 5.0,
                            limit_s=RESERVE_S, other_s=lambda c: 20.0)
     assert not tight[0].fits  # what fits without the reserve does not fit with it
 
@@ -192,7 +192,7 @@ def test_prober_takes_fresh_images_and_reuses_the_last_probe():
 
 
 def test_plan_describe_names_the_figures():
-    text = Plan(elapsed_s=12, per_image_s=0.02, images_left=500, search_s=30, limit_s=100).describe()
+    text = Schedule(elapsed_s=12, per_image_s=0.02, images_left=500, search_s=30, limit_s=100).summary()
     assert "500 images x 20.0 ms" in text and "10s extraction" in text and "30s search" in text and "fits" in text
 
 
@@ -207,7 +207,7 @@ def test_a_decode_bound_notebook_stops_giving_up_pixels_that_save_nothing(caplog
         calls.append(cfg)
         return 0.05
 
-    cfg, plans = choose_plan(_cfg(flip=False, dba=True), decode_bound, _pairs_search(1e-11 * 2048),
+    cfg, plans = choose_schedule(_cfg(flip=False, dba=True), decode_bound, _pairs_search(1e-11 * 2048),
                              images_left=850_000, elapsed=lambda: 0.0, limit_s=60_000, reserve_s=0)
     assert len(calls) == 2  # one extraction step was tried (the 384 px step), then no more pixels
     assert cfg["image_size"] == 384 and len(cfg["scales"]) == 3

@@ -11,7 +11,7 @@ import torch
 from solution.cli import main
 from solution.config import ConfigError
 from solution.train import loop
-from solution.train.loop import selection_source, selection_words
+from solution.train.selection import selection_source, selection_words
 
 
 def _args(root, run_dir, *extra):
@@ -95,7 +95,7 @@ def test_selection_without_the_validation_ground_truth_is_said(tiny_root, tmp_pa
 
     from solution.competition import load_competition
     from solution.config import ConfigError
-    from solution.train.loop import selection_source
+    from solution.train.selection import selection_source
 
     root = tmp_path / "inputs"
     shutil.copytree(tiny_root / "toy", root / "toy")
