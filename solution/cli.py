@@ -1,7 +1,7 @@
 """``python -m solution <stage>``: the command line's one boundary. The stages live in ``solution/commands``
 (each ``cmd_*`` registered with its own arguments); here are the shared options, argparse's errors as one
 line, and the error boundary: a user's mistake or a machine's fault is one ``error:`` line (exit 2), an
-interrupt one ``interrupted:`` line (exit 130), and anything else a bug with its traceback."""
+interrupt one ``interrupted:`` line (exit 130; 143 for SIGTERM), and anything else a bug with its traceback."""
 
 from __future__ import annotations
 
@@ -65,16 +65,20 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     interrupted = threading.Event()
-    previous = None
+    received: list[int] = []  # the signal that interrupted the command
+    previous: dict[int, object] = {}
 
     def on_interrupt(signum, frame):
         # Set first: an interrupt that lands where Python swallows exceptions (a DataLoader worker's fork,
         # a __del__) still ends the command as interrupted.
+        received.append(signum)
         interrupted.set()
         raise KeyboardInterrupt
 
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGINT, on_interrupt)
+        # SIGTERM too (a scheduler's kill, torchrun stopping the other ranks): the same one line and the same
+        # clean-up as Ctrl-C, instead of dying without a word
+        previous = {sig: signal.signal(sig, on_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     args = None
     try:
         args = _parse(build_parser(), argv)
@@ -89,11 +93,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if interrupted.is_set():
-        print("interrupted: completed files are kept; run the same command again to resume", file=sys.stderr)
-        return 130
+        terminated = signal.SIGTERM in received
+        print(f"interrupted{' (SIGTERM)' if terminated else ''}: completed files are kept; run the same command "
+              "again to resume", file=sys.stderr)
+        return 143 if terminated else 130
     return code
 
 
@@ -111,8 +117,8 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
 def one_line(exc: BaseException) -> str:
     """The error's message on one line; an OSError names its path and says what the errno means and what to do."""
     if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError) and exc.errno in OS_HINTS:
-        path = exc.filename or "a file"
-        return f"{path}: {os.strerror(exc.errno).lower()} ({errno.errorcode[exc.errno]}); {OS_HINTS[exc.errno]}"
+        what = f"{exc.filename}: " if exc.filename else "writing (the system named no file): "
+        return f"{what}{os.strerror(exc.errno).lower()} ({errno.errorcode[exc.errno]}); {OS_HINTS[exc.errno]}"
     return " ".join(str(exc).split())
 
 

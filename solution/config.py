@@ -98,11 +98,16 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     """``'train.epochs=2'`` -> (['train', 'epochs'], 2); the value is parsed as YAML."""
     if "=" not in text:
         raise ConfigError(f"override '{text}' is not key=value (example: train.epochs=2)")
+    if not text.isprintable():  # a control character, or bytes the locale could not decode (surrogates)
+        shown = text.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+        raise ConfigError(f"override '{shown}' holds a control character or bytes this locale cannot decode "
+                          "(LANG/LC_ALL); retype it, or run under a UTF-8 locale such as C.UTF-8")
     key, raw = text.split("=", 1)
     try:
         value = yaml.safe_load(raw) if raw != "" else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"override '{text}': value is not valid YAML ({exc.problem})") from None
+    except yaml.YAMLError as exc:  # a ReaderError has no .problem; its text says where
+        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+        raise ConfigError(f"override '{text}': value is not valid YAML ({problem})") from None
     return key.strip().split("."), value
 
 
@@ -253,7 +258,14 @@ VALUE_RULES: dict[str, tuple[Any, str]] = {
     "model.kl.bins": (lambda v: _positive_int(v) and v >= 2, "a whole number >= 2 (one bin has no distribution)"),
     "train.transfer_margin": (_margin, "a number in [-1, 0] (the loss it allows)"),
     "train.rotate": (lambda v: _non_negative(v) and v <= 180, "degrees in [0, 180]"),
-    "train.gray_p": (lambda v: _non_negative(v) and v <= 1, "a probability in [0, 1]"),
+    **{key: (lambda v: _non_negative(v) and v <= 1, "a probability in [0, 1]") for key in (
+        "train.gray_p", "train.blur_p", "train.jpeg_p")},
+    "train.jitter": (lambda v: _non_negative(v) and v <= 1, "a number in [0, 1] (colour jitter's strength)"),
+    "model.kl.smoothing": (_positive, "a number > 0 (an empty bin would make the KL infinite)"),
+    "infer.index.recall_sample": (_positive_int, "a whole number > 0"),
+    **{key: (_non_negative, "a number >= 0") for key in (
+        "infer.label_rerank.min_confidence", "infer.label_rerank.insert_threshold")},
+    "model.pretrained_file": (lambda v: v is None or (isinstance(v, str) and v != ""), "null or a file path"),
     "train.jpeg_quality": (_quality_range, "[low, high] with 1 <= low <= high <= 100"),
     "hardware.gpu": (lambda v: v is None or v in ("t4", "v100", "a100", "h100"), "null, t4, v100, a100 or h100"),
     **{key: (_non_negative, "a number >= 0") for key in (
@@ -358,6 +370,16 @@ def check_pairs(cfg: dict) -> None:
             continue
         if not ok:
             raise ConfigError(re.sub(r"\{([\w.]+)\}", lambda m: str(items[m.group(1)]), message))
+
+
+def range_table() -> str:
+    """The markdown table of every value rule, key by key: what ``docs/reliability.md`` shows, generated from
+    VALUE_RULES (``make results`` rewrites it), so the docs cannot drift from the checks."""
+    def cell(text: str) -> str:  # markdown would take <name> for a tag and | for a column
+        return text.replace("|", "\\|").replace("<", "\\<").replace(">", "\\>")
+
+    rows = [f"| `{key}` | {cell(want)} |" for key, (_, want) in sorted(VALUE_RULES.items())]
+    return "\n".join(["| key | must be |", "|---|---|", *rows])
 
 
 def save_config(cfg: dict, path: Path) -> None:

@@ -29,7 +29,7 @@ from contextvars import ContextVar
 from pathlib import Path
 
 from .atomic import atomic_path
-from .config import ConfigError
+from .config import ConfigError, range_table
 
 BLOCK = re.compile(r"<!-- results: (?P<name>[\w.-]+\.json) -->\n(?P<body>.*?)<!-- /results -->", re.S)
 REPO = Path(__file__).resolve().parent.parent
@@ -142,15 +142,20 @@ def load_result(path: Path) -> dict:
     return result
 
 
+RANGES = re.compile(r"<!-- config ranges -->\n.*?<!-- /config ranges -->", re.S)
+
+
 def rendered(text: str, results_dir: Path) -> str:
-    """``text`` with every results block regenerated from its file (each checked first)."""
+    """``text`` with every results block regenerated from its file (each checked first), and the config's
+    range table regenerated from its rules."""
     def block(m) -> str:
         path = results_dir / m["name"]
         result = load_result(path)
         check_result(result, path)
         return f"<!-- results: {m['name']} -->\n{render(result)}<!-- /results -->"
 
-    return BLOCK.sub(block, text)
+    ranges = f"<!-- config ranges -->\n{range_table()}\n<!-- /config ranges -->"
+    return RANGES.sub(lambda m: ranges, BLOCK.sub(block, text))
 
 
 def documents(root: Path = REPO) -> list[Path]:

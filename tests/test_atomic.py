@@ -86,3 +86,34 @@ def test_only_the_first_rank_takes_the_lock(tmp_path, monkeypatch):
         with run_lock(tmp_path / "run", "train"):  # rank 1 of the same job: no second lock
             pass
     assert os.environ["RANK"] == "1"
+
+
+def test_a_fault_while_writing_names_the_target_not_its_temporary_sibling(tmp_path):
+    """#29: a full disk while a file was written named `x.json.tmp`, a file the user never asked for."""
+    import errno
+
+    from solution.atomic import atomic_path
+    from solution.cli import one_line
+
+    target = tmp_path / "x.json"
+    with pytest.raises(OSError) as info, atomic_path(target) as tmp:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
+    assert info.value.filename == str(target) and info.value.errno == errno.ENOSPC
+    assert one_line(info.value).startswith(f"{target}: no space left on device (ENOSPC)")
+    with pytest.raises(OSError) as info, atomic_path(target):  # a write through a handle names no file
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert info.value.filename == str(target)
+    other = tmp_path / "elsewhere"
+    with pytest.raises(OSError) as info, atomic_path(target):  # another file's fault keeps its own name
+        raise OSError(errno.EACCES, "Permission denied", str(other))
+    assert info.value.filename == str(other)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_fault_the_system_names_no_file_for_says_so():
+    import errno
+
+    from solution.cli import one_line
+
+    assert one_line(OSError(errno.ENOSPC, "No space left on device")).startswith(
+        "writing (the system named no file): no space left on device (ENOSPC)")

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import yaml
 
@@ -49,7 +51,7 @@ def test_saved_config_round_trips(tmp_path):
 def test_values_are_type_checked_and_scientific_floats_parse():
     cfg = load_config("toy", ["train.lr=3e-4", "train.margin=1"])
     assert cfg["train"]["lr"] == 3e-4 and isinstance(cfg["train"]["margin"], float)
-    with pytest.raises(ConfigError, match="'train.epochs' .* expects a number like 5, got 'many'"):
+    with pytest.raises(ConfigError, match="'train.epochs' .* expects a number like \\d+, got 'many'"):
         load_config("toy", ["train.epochs=many"])
     with pytest.raises(ConfigError, match="expects a list"):
         load_config("toy", ["model.layers=3"])
@@ -103,3 +105,27 @@ def test_another_competition_gets_its_own_run_folder():
     assert load_config("toy", ["competition=mine"])["run"]["name"] == "toy-mine"
     assert load_config("toy", ["competition=toy"])["run"]["name"] == "toy"
     assert load_config("toy", ["competition=mine", "run.name=x"])["run"]["name"] == "x"
+
+
+def test_every_numeric_key_has_a_range_rule():
+    """#29: keys without a range (nprobe=0, diffusion.alpha=2, ...) were accepted and gave NaN rankings or
+    silent clamps. Every number, list or null default in defaults.yaml has a rule; the docs show them all."""
+    import yaml
+
+    from solution.config import CONFIG_DIR, VALUE_RULES, _flat_items, range_table
+
+    defaults = _flat_items(yaml.safe_load((CONFIG_DIR / "defaults.yaml").read_text()))
+    ruled = {k for k, v in defaults.items()
+             if v is None or isinstance(v, list) or (isinstance(v, (int, float)) and not isinstance(v, bool))}
+    assert sorted(ruled - set(VALUE_RULES)) == []
+    table = range_table()
+    assert all(f"| `{key}` |" in table for key in VALUE_RULES)
+    assert "\\<" in table and re.search(r"(?<!\\)[<>]", table) is None  # escaped for markdown
+
+
+@pytest.mark.parametrize("override", ["train.jitter=1.5", "train.blur_p=-0.1", "train.jpeg_p=2",
+                                      "model.kl.smoothing=0", "infer.index.recall_sample=0",
+                                      "infer.label_rerank.min_confidence=-1", "model.pretrained_file=''"])
+def test_the_last_unranged_keys_are_ranged(override):
+    with pytest.raises(ConfigError, match=override.split("=")[0].replace(".", r"\.")):
+        load_config("toy", [override])

@@ -140,14 +140,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+EXPORT_SIDES = (32, 4096)  # one cell of the final map .. past any bucket this project resizes to
+
+
 def _size(text: str) -> tuple[int, int]:
-    """``--size HxW`` -> (height, width), both > 0."""
+    """``--size HxW`` -> (height, width), each within EXPORT_SIDES."""
     try:
         height, width = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise ConfigError(f"--size {text}: want HxW in pixels, e.g. --size 384x512") from None
-    if height <= 0 or width <= 0:
-        raise ConfigError(f"--size {text}: both sides must be > 0")
+    if not (EXPORT_SIDES[0] <= height <= EXPORT_SIDES[1] and EXPORT_SIDES[0] <= width <= EXPORT_SIDES[1]):
+        raise ConfigError(f"--size {text}: each side must be {EXPORT_SIDES[0]} to {EXPORT_SIDES[1]} pixels (the "
+                          "traced example is held in memory whole; images are resized to their bucket first)")
     return height, width
 
 

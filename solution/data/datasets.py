@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import warnings
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -72,7 +73,13 @@ single_threaded_opencv()  # at import: before any augmentation can run in this p
 
 
 def worker_init(_: int) -> None:
-    """DataLoader workers decode one image each: no thread pools of their own competing for the cores."""
+    """DataLoader workers decode one image each: no thread pools of their own competing for the cores.
+
+    A worker inherits the command's signal handlers through fork: Ctrl-C reaches the whole process group,
+    and each worker would print a KeyboardInterrupt traceback above the one ``interrupted:`` line. Workers
+    ignore SIGINT (the main process stops them) and die quietly on SIGTERM, which the loader sends them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     torch.set_num_threads(1)
     single_threaded_opencv()
 

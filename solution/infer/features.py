@@ -145,8 +145,10 @@ def _write_shard(folder: Path, index: int, descriptors: np.ndarray, ids: list[st
     with atomic_path(stem.with_suffix(".npy")) as tmp:  # renamed last: the .npy marks a complete shard
         with tmp.open("wb") as handle:
             np.save(handle, descriptors.astype(dtype))
-        stem.with_suffix(".ids.txt").write_text("\n".join(ids) + "\n")
-        stem.with_suffix(".bad.txt").write_text("".join(f"{i}\n" for i in bad))
+        # renamed over, not written through: a link left in their place (to /dev/zero, say) is replaced
+        for listing, text in ((".ids.txt", "\n".join(ids) + "\n"), (".bad.txt", "".join(f"{i}\n" for i in bad))):
+            with atomic_path(stem.with_suffix(listing)) as listed:
+                listed.write_text(text)
 
 
 def _shard_written(folder: Path, j: int) -> bool:
@@ -307,8 +309,10 @@ def merge_split(folder: Path, expected_ids: list[str], dtype: str | np.dtype = n
             handle.write(np.ascontiguousarray(block, stored_dtype).tobytes())
             descriptors[row:row + len(block)] = block
             row += len(block)
-        stem.with_suffix(".ids.txt").write_text("\n".join(ids) + "\n")
-        stem.with_suffix(".bad.txt").write_text("".join(f"{i}\n" for i in bad))
+        # renamed over, not written through: a link left in their place (to /dev/zero, say) is replaced
+        for listing, text in ((".ids.txt", "\n".join(ids) + "\n"), (".bad.txt", "".join(f"{i}\n" for i in bad))):
+            with atomic_path(stem.with_suffix(listing)) as listed:
+                listed.write_text(text)
     if bad:
         log.warning("%s: %d unreadable images got zero descriptors; listed in %s", folder.name, len(bad),
                     stem.with_suffix(".bad.txt"))
