@@ -708,7 +708,12 @@ def _reordered_test_csv(ctx):
 
 
 def _val_is_test(ctx):
-    shutil.copy(ctx.data / "toy" / "test.csv", ctx.data / "toy" / "val.csv")
+    """Validation queries that are the test queries, images and all: what is chosen on them is chosen on test."""
+    toy = ctx.data / "toy"
+    shutil.copy(toy / "test.csv", toy / "val.csv")
+    shutil.copy(toy / "retrieval_solution_v2.1.csv", toy / "val_solution.csv")
+    shutil.rmtree(toy / "val")
+    shutil.copytree(toy / "test", toy / "val")
     return ["tune", *ctx.args("infer.qe.enabled=true", data=True)]
 
 
@@ -805,20 +810,11 @@ SECOND_SWEEP = [
     Case("val_solution.csv missing, select=auto", "validation", _val_solution_missing, code=0, errors=0,
          message="so the epoch is chosen by"),
     # every numeric key ranged
-    Case("regions.reference=[0,0]", "values", _override("model.regions.reference=[0,0]"),
-         message="model.regions.reference"),
-    Case("regions.reference=[32]", "values", _override("model.regions.reference=[32]"),
-         message="model.regions.reference"),
-    Case("index.nprobe=0", "values", _override("infer.index.nprobe=0"), message="infer.index.nprobe"),
-    Case("index.nlist=0", "values", _override("infer.index.nlist=0"), message="infer.index.nlist"),
-    Case("diffusion.alpha=2", "values", _override("infer.diffusion.alpha=2"), message="infer.diffusion.alpha"),
-    Case("diffusion.iterations=0", "values", _override("infer.diffusion.iterations=0"),
-         message="infer.diffusion.iterations"),
-    Case("combine_p=.inf", "values", _override("infer.combine_p=.inf"), message="infer.combine_p"),
-    Case("train.image_size=1", "values", _override("train.image_size=1"), message="train.image_size"),
-    Case("kl.bins=1", "values", _override("model.kl.bins=1"), message="model.kl.bins"),
-    Case("regions.overlap=1", "values", _override("model.regions.overlap=1"), message="model.regions.overlap"),
-    Case("duplicated scales", "values", _override("infer.scales=[1,1]"), message="infer.scales"),
+    *[Case(f"{key}={value}", "values", _override(f"{key}={value}"), message=key) for key, value in (
+        ("model.regions.reference", "[0,0]"), ("model.regions.reference", "[32]"), ("infer.index.nprobe", "0"),
+        ("infer.index.nlist", "0"), ("infer.diffusion.alpha", "2"), ("infer.diffusion.iterations", "0"),
+        ("infer.combine_p", ".inf"), ("train.image_size", "1"), ("model.kl.bins", "1"),
+        ("model.regions.overlap", "1"), ("infer.scales", "[1,1]"))],
     Case("dba.k beyond the index is said", "values", lambda c: _submit(c, "infer.dba.enabled=true",
                                                                         "infer.dba.k=100000"),
          code=0, errors=0, message="infer.dba.k=100000 is more than"),
@@ -849,7 +845,7 @@ SECOND_SWEEP = [
     Case("plan --gpus 1000 for a 3-tuple step", "studies",
          lambda c: ["plan", *c.args("train.tuples_per_step=3"), "--gpus", "1000", "--gpu", "t4"],
          message="--gpus 1000 is more than train.tuples_per_step=3"),
-    Case("tune --grid qe.n=0,1", "studies", lambda c: ["tune", *c.args(), "--grid", "qe.n=0,1"],
+    Case("tune --grid qe.n=0,1", "studies", lambda c: ["tune", *c.args("infer.qe.enabled=true"), "--grid", "qe.n=0,1"],
          message="infer.qe.n"),
     # one line, the right one
     Case("override with a control character", "one line", _override("train.lr=1e-4\x07"),
