@@ -212,4 +212,4 @@ def reproduces(run_result: str | Path, root: Path = REPO) -> tuple[Path, list[st
 
 def figures_outside_blocks(text: str) -> list[str]:
     """Four-decimal figures (how every mAP here is printed) outside the generated blocks: typed by hand."""
-    return FIGURE.findall(BLOCK.sub("", text))
+    return FIGURE.findall(RANGES.sub("", BLOCK.sub("", text)))
