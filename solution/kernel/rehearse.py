@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..infer.search import rows_per_chunk, shortlist_size
+from ..infer.search import block_rows, rows_per_chunk, shortlist_size
 from .contract import KernelError
 
 log = logging.getLogger("solution.kernel")
@@ -74,7 +74,7 @@ def stage_bytes(stage: Stage, dim: int, itemsize: int, devices: int, device_byte
     slice_bytes = slice_rows * dim * itemsize
     held = slice_bytes <= HOLD_SHARE * (device_bytes - CONTEXT_BYTES)
     chunk = min(stage.queries, rows_per_chunk(dim))
-    block = max(1, min(rows_per_chunk(dim), slice_rows, GPU_SCORE_BYTES // (4 * chunk)))
+    block = block_rows(rows_per_chunk(dim), slice_rows, chunk, GPU_SCORE_BYTES)
     keep = min(shortlist_size(stage.k), slice_rows) if half else min(stage.k, slice_rows)
     parts = {
         "database": slice_bytes if held else block * dim * itemsize,

@@ -60,3 +60,45 @@ def test_exact_index_rejects_what_it_cannot_search():
 
     with pytest.raises(ValueError, match="float32 or float16"):
         ExactIndex(np.zeros((4, 8), np.float64))
+
+
+@pytest.mark.parametrize("order", ["shuffled", "ascending"])
+def test_blocked_search_passes_only_scores_above_the_running_kth_and_stays_exact(order, monkeypatch):
+    """A random order sends a few candidates per block through the filter; an ascending database (each block
+    beating every earlier one) sends more than an eighth, where the plain top-k takes over. Both rank as a
+    full sort does, from a first block smaller than k onwards."""
+    import torch
+
+    from solution.infer import search as module
+
+    rng = np.random.default_rng(3)
+    q = rng.normal(size=(1, 24)).astype(np.float32)
+    db = rng.normal(size=(3000, 24)).astype(np.float32)
+    if order == "ascending":
+        db = db[np.argsort(db @ q[0])]  # query 0 sees each block beat all before it
+    queries = q if order == "ascending" else rng.normal(size=(40, 24)).astype(np.float32)
+    passed = []
+    real = module._candidates_above
+
+    def counted(*args):
+        out = real(*args)
+        passed.append(out is not None)
+        return out
+
+    monkeypatch.setattr(module, "_candidates_above", counted)
+    scores, ids = module._blocked_top_k(queries, db, 30, block=20)
+    sims = queries @ db.T
+    assert (ids == np.argsort(-sims, axis=1, kind="stable")[:, :30]).all()
+    assert np.allclose(scores, np.take_along_axis(sims, ids, 1), atol=1e-5)
+    assert len(passed) == 3000 // 20 - 2  # the first two blocks (20 rows each) fill the top-30 unfiltered
+    if order == "ascending":
+        assert not any(passed)
+    else:  # half of the third block can still enter; from a few hundred rows on, a few per query per block
+        assert not passed[0] and all(passed[len(passed) // 4:])
+    products = torch.zeros(2, 16)  # 3 of 32 pass: padded to the 2 of the first row, ids offset by 7
+    products[:, :3] = torch.tensor([[0.5, 0.125, 0.75], [0.25, 0.375, 0.125]])
+    above = real(products, torch.tensor([[0.4], [0.3]]), 7)
+    assert above[0].tolist() == [[0.5, 0.75], [0.375, -float("inf")]]
+    assert above[1][0].tolist() == [7, 9] and above[1][1, 0] == 8
+    products[1, 3:8] = 1.0  # 8 of 32 pass: more than an eighth
+    assert real(products, torch.tensor([[0.4], [0.3]]), 7) is None
