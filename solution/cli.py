@@ -61,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     import threading
 
     from .results import command_line
-    from .runtime import setup_logging
+    from .runtime import keep_freed_memory, setup_logging
 
+    keep_freed_memory()
     argv = sys.argv[1:] if argv is None else list(argv)
     interrupted = threading.Event()
     received: list[int] = []  # the signal that interrupted the command

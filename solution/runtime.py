@@ -12,6 +12,36 @@ import torch
 from .config import ConfigError
 from .torchrun import launch
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's <malloc.h>
+HEAP_BYTES = 2**30  # allocations up to this size come from (and return to) malloc's heap
+
+
+def keep_freed_memory(env: dict | None = None, limit: int = HEAP_BYTES) -> bool:
+    """Ask glibc's malloc to serve blocks up to ``limit`` bytes from its heap, and to keep up to ``limit``
+    freed bytes there, instead of mapping every large block fresh and unmapping it when freed. Returns whether
+    the settings took: False off Linux, on a C library without ``mallopt`` (musl, macOS), or when
+    ``REMAP_KEEP_FREED_MEMORY=0`` in ``env`` (default: this process's environment).
+
+    Why: a CNN's activations on the CPU are tens to hundreds of MB each, above glibc's mmap threshold (which
+    adapts up to 32 MiB at most), so each one was a new mapping whose pages the kernel faulted in and zeroed,
+    then unmapped. On this project's 2-core machine, lite0 at 192 x 256, batch 32, described 33.6 images/s with
+    as much system time as user time, and 84.3 images/s after this call; at 272 px, 14.7 against 34.9. The
+    cost: a process keeps up to ``limit`` of freed memory resident. Blocks above ``limit`` (an index, a
+    memory map) are mapped and returned as before. Forked DataLoader workers inherit the setting."""
+    import ctypes  # noqa: PLC0415
+    import ctypes.util  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    env = os.environ if env is None else env
+    if not sys.platform.startswith("linux") or env.get("REMAP_KEEP_FREED_MEMORY", "1") == "0":
+        return False
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(M_MMAP_THRESHOLD, limit) and mallopt(M_TRIM_THRESHOLD, limit))
+
 
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,

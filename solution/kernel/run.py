@@ -37,7 +37,7 @@ from ..infer.retrieve import retrieve
 from ..infer.search import ExactIndex, search
 from ..infer.submission import validate_submission, write_submission
 from ..model.net import load_checkpoint, place
-from ..runtime import data_workers
+from ..runtime import data_workers, keep_freed_memory
 from .contract import MODEL_MARKER, TRAIN_MARKER, KernelError, infer_summary, sha256
 from .discovery import find_competition, find_models, find_train_features
 from .rehearse import gpu_cards, gpu_stage_runner, rehearse
@@ -346,6 +346,7 @@ def run(input_root: Path, working: Path, limit_s: float, full: bool = False, pub
 
 def run_from_env(input_root: Path, working: Path, env: Mapping[str, str]) -> Path:
     """``run`` with the KERNEL_* settings of the environment (see entry.py); a malformed one is one line."""
+    keep_freed_memory(dict(env))
     return run(input_root, working, env_number(env, "KERNEL_TIME_LIMIT_S", 32400.0, float, above=0),
                full=env_flag(env, "KERNEL_FULL"),
                public_max=env_number(env, "KERNEL_PUBLIC_MAX", PUBLIC_TEST_IMAGES, int, above=0),
