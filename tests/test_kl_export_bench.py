@@ -130,3 +130,18 @@ def test_bench_folder_lists_hashes_splits_and_cleans_up(tmp_path, capsys, monkey
     assert row["train_images"] == 200 and row["test_images"] + row["val_images"] + row["index_images"] == 200
     assert not (tmp_path / "folder").exists()  # the generated files are removed: a full disk failed CI before
     assert "bench folder on cpu" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("loss", ["arcface", "triplet"])
+def test_bench_train_times_the_configured_loss_and_the_mining_a_triplet_adds(loss, tmp_path, monkeypatch, capsys):
+    """The toy trains with ArcFace, whose step needs its class centres and labels: a bench built for the triplet
+    alone failed there (no gradient)."""
+    monkeypatch.chdir(tmp_path)
+    tiny = ["--config", "toy", "data.root=inputs", "data.toy_size=tiny", "run.workers=0", "model.whiten_dim=8",
+            "train.val_landmarks=2", "train.neg_num=2", "train.pool_size=16", "train.tuples_per_step=2",
+            "train.image_size=64", "infer.image_size=64", f"train.loss={loss}"]
+    assert main(["data", *tiny]) == 0
+    assert main(["bench", "train", "--steps", "2", "--out", str(tmp_path), *tiny[2:]]) == 0
+    row = json.loads((tmp_path / "train.json").read_text())["rows"][0]
+    assert row["images"] == 2 * 2 * (2 + 2) and row["loop_img_s"] > 0 and row["bare_img_s"] > 0
+    assert row["mine_s"] > 0 and 0 < row["mining_share"] < 1

@@ -18,7 +18,7 @@ from .registry import arg, config_of, stage, whole, words_apart
                 "only when named; key=value overrides the --config recipe the train and extract sections run)",
        arg("--index-size", type=whole(1), default=50_000, help="synthetic index rows (search section)"),
        arg("--queries", type=whole(1), default=5_000, help="synthetic queries (search section)"),
-       arg("--steps", type=whole(1), default=12, help="training steps timed (train section)"),
+       arg("--steps", type=whole(1), default=30, help="training steps timed (train section)"),
        arg("--images", type=whole(1), default=160, help="index images described (extract section)"),
        arg("--scale-index", type=whole(1), default=1_000_000, help="synthetic index rows (scale section)"),
        arg("--scale-queries", type=whole(1), default=2_000, help="synthetic queries (scale section)"),
