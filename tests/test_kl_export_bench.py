@@ -95,8 +95,12 @@ def test_bench_search_small(tmp_path, capsys):
     row, against_peak = json.loads((tmp_path / "search.json").read_text())["rows"]
     assert row["ratio"] > 0 and row["index"] == "2000x512"
     assert against_peak["index"] == "2000x2048" and against_peak["sgemm_peak_gflops"] > 0
-    assert against_peak["share_of_peak"] == pytest.approx(
-        against_peak["search_gflops"] / against_peak["sgemm_peak_gflops"], abs=2e-3)
+    pairs = [tuple(map(float, pair.split("/"))) for pair in against_peak["pairs_search_over_peak"].split()]
+    assert len(pairs) == 5 and all(search > 0 and peak > 0 for search, peak in pairs)
+    shares = sorted(search / peak for search, peak in pairs)  # each search against the peak measured beside it
+    assert against_peak["share_of_peak"] == pytest.approx(shares[2], abs=0.005)
+    low, high = map(float, against_peak["share_range"].split("-"))
+    assert low == pytest.approx(shares[0], abs=0.005) and high == pytest.approx(shares[-1], abs=0.005)
 
 
 def test_bench_scale_runs_the_real_retrieve_on_a_float16_index_handed_over(tmp_path, capsys, monkeypatch):
